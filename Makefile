@@ -1,0 +1,30 @@
+# Two commands for a new user (see README):  make demo   and   make test
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.tfmec-installed
+
+.PHONY: demo test test-keras3 test-tfkeras venv clean
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11) on PATH; set PYTHON=..."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): setup.py | $(PY)
+	$(PY) -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## The main job on the embedded synthetic data (200k rows, Criteo-shaped).
+demo: $(STAMP)
+	$(VENV)/bin/tfmec run --data synthetic --rows 200000 --model deepfm --method none --seed 0 --out runs/demo
+
+## The whole test suite, in Keras 3 mode and in tf-keras mode.
+test: $(STAMP)
+	$(PY) -m pytest tests -q
+	TF_USE_LEGACY_KERAS=1 $(PY) -m pytest tests -q
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

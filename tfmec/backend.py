@@ -1,0 +1,61 @@
+"""The one place in tfmec that imports Keras.
+
+tfmec runs on Keras 3 (the default of TensorFlow 2.16+) and on tf-keras (Keras 2), selected the way
+TensorFlow itself selects it: ``TF_USE_LEGACY_KERAS=1`` in the environment picks tf-keras. Every
+other module does ``from tfmec.backend import keras`` and writes its layer math with TensorFlow ops,
+so the numbers are the same in both modes.
+"""
+from __future__ import annotations
+
+import os
+
+import tensorflow as tf  # noqa: F401  (imported first so Keras finds its backend)
+
+
+class BackendError(RuntimeError):
+    """Raised when the Keras that would be used cannot run tfmec (for example a JAX backend)."""
+
+
+def legacy_keras_requested() -> bool:
+    """True when ``TF_USE_LEGACY_KERAS`` asks for tf-keras (Keras 2)."""
+    return os.environ.get("TF_USE_LEGACY_KERAS", "").strip().lower() in ("1", "true", "yes")
+
+
+def _load_keras():
+    if legacy_keras_requested():
+        try:
+            import tf_keras as _keras
+        except ImportError as err:  # pragma: no cover - depends on the environment
+            raise BackendError(
+                "TF_USE_LEGACY_KERAS=1 selects tf-keras, but the package 'tf-keras' is not installed. "
+                "Install it with: pip install 'tf-keras~=2.21' (or unset TF_USE_LEGACY_KERAS for Keras 3)."
+            ) from err
+        return _keras, True
+    import keras as _keras
+
+    backend_name = _keras.backend.backend()
+    if backend_name != "tensorflow":
+        raise BackendError(
+            f"tfmec needs Keras with the TensorFlow backend, but KERAS_BACKEND is '{backend_name}'. "
+            "Set KERAS_BACKEND=tensorflow (or unset it) before importing tfmec."
+        )
+    return _keras, False
+
+
+keras, IS_LEGACY_KERAS = _load_keras()
+KERAS_MODE = "tf-keras" if IS_LEGACY_KERAS else "keras3"
+
+
+def register(cls=None, *, name=None):
+    """Registers a layer or model class for (de)serialisation under the package name ``tfmec``.
+
+    Usable as ``@register`` or ``@register(name="Other")``.
+    """
+
+    def wrap(inner):
+        return keras.saving.register_keras_serializable(package="tfmec", name=name or inner.__name__)(inner)
+
+    return wrap(cls) if cls is not None else wrap
+
+
+__all__ = ["keras", "IS_LEGACY_KERAS", "KERAS_MODE", "BackendError", "register", "legacy_keras_requested"]

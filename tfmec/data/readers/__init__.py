@@ -1,0 +1,103 @@
+"""File readers: stream CTR data files as :class:`~tfmec.data.readers.base.Chunk` objects.
+
+Every reader takes one path or a list of paths (read in order, ``row_index`` continuing across files),
+exposes ``columns`` (``[(name, "categorical" | "numeric")]``, label excluded), ``label`` and
+``description``, and streams with ``reader.chunks(chunk_size)``. Bad rows raise
+:class:`~tfmec.data.errors.DataError` naming file and line, or with ``on_error="skip"`` are skipped and
+counted in ``reader.stats``.
+
+Formats: ``criteo`` (:class:`CriteoReader`), ``avazu`` (:class:`AvazuReader`), ``csv``
+(:class:`CSVReader`), ``libsvm`` / ``libfm`` (:class:`LibSVMReader`), ``parquet``
+(:class:`ParquetReader`), ``tfrecord`` (:class:`TFRecordReader`); :func:`open_reader` picks one by name.
+"""
+from __future__ import annotations
+
+from tfmec.data.readers.avazu import AVAZU_FEATURE_COLUMNS, AVAZU_RAW_COLUMNS, AvazuReader, split_hour
+from tfmec.data.readers.base import Chunk, Reader, ReadStats, make_chunk, parse_float, parse_label
+from tfmec.data.readers.criteo import (
+    CRITEO_CATEGORICAL_COLUMNS,
+    CRITEO_COLUMNS,
+    CRITEO_NUMERIC_COLUMNS,
+    CriteoReader,
+)
+from tfmec.data.readers.csv_reader import CSVReader, sniff_separator
+from tfmec.data.readers.libsvm import LibSVMReader, load_field_map
+from tfmec.data.readers.parquet import ParquetReader
+from tfmec.data.readers.text import resolve_paths
+from tfmec.data.readers.tfrecord import TFRecordReader
+
+#: Format name -> reader class, as :func:`open_reader` understands them.
+READERS = {
+    "criteo": CriteoReader,
+    "avazu": AvazuReader,
+    "csv": CSVReader,
+    "libsvm": LibSVMReader,
+    "parquet": ParquetReader,
+    "tfrecord": TFRecordReader,
+}
+FORMAT_ALIASES = {"libfm": "libsvm"}
+FORMATS = sorted([*READERS, *FORMAT_ALIASES])
+
+_FIXED_LABELS = {"criteo": "label", "avazu": "click", "libsvm": "label"}
+
+
+def open_reader(paths, format: str, label: str | None = None, field_map=None, **kw) -> Reader:
+    """Creates the reader for ``format`` over ``paths``.
+
+    Args:
+        paths: one path or a list of paths (all must exist; checked before anything is read).
+        format: one of :data:`FORMATS` (case-insensitive): ``criteo``, ``avazu``, ``csv``, ``libsvm``
+            (alias ``libfm``), ``parquet``, ``tfrecord``.
+        label: the label column for ``csv``, ``parquet`` and ``tfrecord`` (default ``"label"``). The
+            other formats have a fixed label (``label`` for criteo and libsvm, ``click`` for avazu);
+            passing a different name for them is an error.
+        field_map: field map file, for ``libsvm`` only.
+        **kw: further arguments of the reader class (``on_error``, ``numeric``, ``sep``, ...).
+
+    Raises:
+        ValueError: unknown format, or an argument that the format does not take.
+        FileNotFoundError: a path that does not exist.
+    """
+    if not isinstance(format, str):
+        raise ValueError(f"format must be a string, one of {FORMATS}; got {format!r}")
+    fmt = FORMAT_ALIASES.get(format.strip().lower(), format.strip().lower())
+    if fmt not in READERS:
+        raise ValueError(f"unknown data format {format!r}; valid formats are {FORMATS}")
+    paths = resolve_paths(paths)
+    cls = READERS[fmt]
+    if field_map is not None:
+        if fmt != "libsvm":
+            raise ValueError(f"field_map applies to the libsvm format only, not {fmt!r}")
+        kw["field_map"] = field_map
+    if fmt in _FIXED_LABELS:
+        if label is not None and label != _FIXED_LABELS[fmt]:
+            raise ValueError(f"the {fmt} format's label is always {_FIXED_LABELS[fmt]!r}; got label={label!r}")
+        return cls(paths, **kw)
+    return cls(paths, label=label if label is not None else "label", **kw)
+
+
+__all__ = [
+    "AVAZU_FEATURE_COLUMNS",
+    "AVAZU_RAW_COLUMNS",
+    "AvazuReader",
+    "CRITEO_CATEGORICAL_COLUMNS",
+    "CRITEO_COLUMNS",
+    "CRITEO_NUMERIC_COLUMNS",
+    "CSVReader",
+    "Chunk",
+    "CriteoReader",
+    "FORMATS",
+    "LibSVMReader",
+    "ParquetReader",
+    "READERS",
+    "ReadStats",
+    "Reader",
+    "TFRecordReader",
+    "load_field_map",
+    "make_chunk",
+    "open_reader",
+    "parse_float",
+    "parse_label",
+    "sniff_separator",
+    "split_hour",
+]

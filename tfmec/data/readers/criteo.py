@@ -1,0 +1,83 @@
+"""Reader for the raw Criteo Display Advertising Challenge (Kaggle DAC) files."""
+from __future__ import annotations
+
+from typing import Iterator
+
+from tfmec.data.errors import DataError
+from tfmec.data.readers.base import Chunk, parse_float, parse_label
+from tfmec.data.readers.text import NAN, FileReader, RowBuffer, iter_text_lines
+
+CRITEO_NUMERIC_COLUMNS = [f"I{i}" for i in range(1, 14)]
+CRITEO_CATEGORICAL_COLUMNS = [f"C{i}" for i in range(1, 27)]
+CRITEO_COLUMNS = [(c, "numeric") for c in CRITEO_NUMERIC_COLUMNS] + [
+    (c, "categorical") for c in CRITEO_CATEGORICAL_COLUMNS
+]
+_N_FIELDS = 1 + len(CRITEO_COLUMNS)  # label + 39 features
+
+
+class CriteoReader(FileReader):
+    """Raw Criteo DAC data: tab-separated, no header, 40 columns per line.
+
+    Columns are ``label`` (0/1), ``I1..I13`` (integers, empty -> NaN; kind ``"numeric"``) and
+    ``C1..C26`` (hashed categoricals, empty -> ``""``; kind ``"categorical"``). A line with a column
+    count other than 40, text in an ``I`` column, a label other than 0/1 or invalid UTF-8 is a bad
+    row (raised as :class:`DataError` or, with ``on_error="skip"``, skipped and counted).
+
+    Args:
+        paths: one path or a list of paths, read in order (``.gz`` files are decompressed).
+        on_error: ``"raise"`` or ``"skip"``.
+    """
+
+    def __init__(self, paths, on_error: str = "raise"):
+        super().__init__(paths, on_error)
+        self.columns = list(CRITEO_COLUMNS)
+        self.label = "label"
+
+    def _chunks(self, chunk_size: int) -> Iterator[Chunk]:
+        buf = RowBuffer(self.columns)
+        n_num = len(CRITEO_NUMERIC_COLUMNS)
+        num_names = CRITEO_NUMERIC_COLUMNS
+        for path in self.paths:
+            for lineno, text in iter_text_lines(path):
+                if text is None:
+                    self._bad_row("line is not valid UTF-8", path, lineno)
+                    continue
+                if not text:
+                    continue
+                fields = text.split("\t")
+                if len(fields) != _N_FIELDS:
+                    self._bad_row(
+                        f"expected {_N_FIELDS} tab-separated columns (label, I1..I13, C1..C26), got {len(fields)}",
+                        path,
+                        lineno,
+                    )
+                    continue
+                try:
+                    lab = fields[0]
+                    if lab == "0":
+                        y = 0.0
+                    elif lab == "1":
+                        y = 1.0
+                    else:
+                        y = parse_label(lab, path, lineno)
+                    row = fields[1:]
+                    for j in range(n_num):
+                        t = row[j]
+                        if not t:
+                            row[j] = NAN
+                            continue
+                        try:
+                            v = float(t)
+                        except ValueError:
+                            v = None
+                        if v is None or v - v != 0.0:
+                            v = parse_float(t, num_names[j], path, lineno)
+                        row[j] = v
+                except DataError as err:
+                    self._reject(err)
+                    continue
+                buf.add(row, y)
+                if len(buf) >= chunk_size:
+                    yield buf.flush()
+        if len(buf):
+            yield buf.flush()

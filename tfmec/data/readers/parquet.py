@@ -1,0 +1,203 @@
+"""Reader for Parquet files (through pyarrow, batch by batch)."""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from tfmec.data.errors import DataError
+from tfmec.data.readers.base import Chunk, parse_float, parse_label
+from tfmec.data.readers.text import FileReader, as_name_list
+
+
+def _kind_of(pa, typ) -> str | None:
+    """``"numeric"`` / ``"categorical"`` for a supported arrow type, else None."""
+    t = pa.types
+    if t.is_dictionary(typ):
+        typ = typ.value_type
+    if t.is_integer(typ) or t.is_floating(typ) or t.is_boolean(typ) or t.is_decimal(typ):
+        return "numeric"
+    if t.is_string(typ) or t.is_large_string(typ) or t.is_binary(typ) or t.is_large_binary(typ):
+        return "categorical"
+    if getattr(t, "is_string_view", None) and t.is_string_view(typ):
+        return "categorical"
+    return None
+
+
+class ParquetReader(FileReader):
+    """Parquet files read with ``pyarrow.parquet.ParquetFile.iter_batches``.
+
+    Feature kinds come from the arrow types: integer, floating, decimal and boolean columns are
+    numeric, string/binary columns categorical. ``numeric`` (a list) overrides the detection: exactly
+    those columns are numeric (string cells are parsed as floats) and the others categorical
+    (numbers become their string). ``categorical`` forces listed number columns to categorical.
+    Nulls become NaN / ``""``. A non-finite numeric value (NaN stored as a value, inf), a null or
+    non-0/1 label or an unparsable cell is a bad row; its "line" is the 1-based row number in the file.
+
+    Args:
+        paths: one path or a list of paths, read in order; all must have the used columns.
+        label: the label column (0/1, -1 counts as 0; or any number with ``label_threshold``).
+        numeric: ``None`` to detect from the types, or the list of numeric columns.
+        categorical: columns to treat as categorical even when their type is numeric.
+        drop: columns to leave out (also the way to skip columns of unsupported types).
+        label_threshold: if given, the label is ``value >= label_threshold``.
+        on_error: ``"raise"`` or ``"skip"``.
+    """
+
+    def __init__(
+        self,
+        paths,
+        label: str,
+        numeric: Sequence[str] | None = None,
+        categorical: Sequence[str] = (),
+        drop: Sequence[str] = (),
+        label_threshold: float | None = None,
+        on_error: str = "raise",
+    ):
+        super().__init__(paths, on_error)
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.label = label
+        self.label_threshold = None if label_threshold is None else float(label_threshold)
+        drop = set(as_name_list(drop, "drop"))
+        cat = set(as_name_list(categorical, "categorical"))
+        num = None if numeric is None else set(as_name_list(numeric, "numeric"))
+        path = self.paths[0]
+        try:
+            schema = pq.ParquetFile(path).schema_arrow
+        except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for a non-parquet file
+            raise DataError(f"cannot read as Parquet: {exc}", path) from None
+        names = list(schema.names)
+        missing = [c for c in [label, *(num or ()), *cat, *drop] if c not in names]
+        if missing:
+            raise DataError(f"column(s) {missing} not found; the columns are {names}", path)
+        if label in drop or label in cat or (num and label in num):
+            raise ValueError(f"the label column {label!r} cannot also be a feature or dropped")
+        if _kind_of(pa, schema.field(label).type) is None:
+            raise DataError(f"label column {label!r} has unsupported type {schema.field(label).type}", path)
+        self.columns = []
+        for name in names:
+            if name == label or name in drop:
+                continue
+            typ = schema.field(name).type
+            auto = _kind_of(pa, typ)
+            if auto is None:
+                raise DataError(
+                    f"column {name!r} has unsupported type {typ}; pass drop=[{name!r}] to leave it out", path
+                )
+            if num is not None:
+                kind = "numeric" if name in num else "categorical"
+            else:
+                kind = "categorical" if name in cat else auto
+            self.columns.append((name, kind))
+        if not self.columns:
+            raise DataError(f"no feature columns left; the columns are {names}", path)
+
+    # --- conversion of one batch column --------------------------------------------------------
+    # Problems are collected in ``errs`` ({row in batch: DataError}, first problem per row) and
+    # raised / skipped in row order once the whole batch is converted.
+    @staticmethod
+    def _note(errs, i, message, path, line):
+        if i not in errs:
+            errs[i] = DataError(message, path, line)
+
+    def _numeric(self, pa, pc, arr, name, path, first_row, errs):
+        """float64 values of a column (null -> NaN); notes non-finite / unparsable cells."""
+        if _kind_of(pa, arr.type) == "numeric":
+            null = arr.is_null().to_numpy(zero_copy_only=False)
+            vals = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+            for i in np.flatnonzero(~np.isfinite(vals) & ~null):
+                i = int(i)
+                self._note(errs, i, f"column {name!r}: {vals[i]!r} is not a finite number", path, first_row + i)
+            return vals
+        vals = np.full(len(arr), np.nan)
+        for i, v in enumerate(self._strings(pa, pc, arr, name, path, first_row, errs)):
+            try:
+                vals[i] = parse_float(v, name, path, first_row + i)
+            except DataError as err:
+                errs.setdefault(i, err)
+        return vals
+
+    def _strings(self, pa, pc, arr, name, path, first_row, errs):
+        """object array of str (null -> ""); notes undecodable binary cells."""
+        typ = arr.type
+        if pa.types.is_dictionary(typ):
+            arr = pc.cast(arr, typ.value_type)
+            typ = arr.type
+        if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
+            out = np.empty(len(arr), dtype=object)
+            for i, b in enumerate(arr.to_pylist()):
+                try:
+                    out[i] = "" if b is None else b.decode("utf-8")
+                except UnicodeDecodeError:
+                    out[i] = ""
+                    self._note(errs, i, f"column {name!r}: value is not valid UTF-8", path, first_row + i)
+            return out
+        if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
+            arr = pc.cast(arr, pa.string())
+        out = pc.fill_null(arr, "").to_numpy(zero_copy_only=False)
+        return np.asarray(out, dtype=object)
+
+    def _labels(self, pa, pc, arr, path, first_row, errs):
+        """float32 0/1 labels; notes null, non-0/1 or unparsable labels."""
+        thr = self.label_threshold
+        if _kind_of(pa, arr.type) == "numeric":
+            null = arr.is_null().to_numpy(zero_copy_only=False)
+            v = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+            if thr is None:
+                ok = ~null & ((v == 0) | (v == 1) | (v == -1))
+                y = (v == 1).astype(np.float32)
+            else:
+                ok = ~null & np.isfinite(v)
+                y = (v >= thr).astype(np.float32)
+            what = "not finite" if thr is not None else "not 0/1 (or -1 for negative)"
+            for i in np.flatnonzero(~ok):
+                i = int(i)
+                shown = "empty" if null[i] else repr(float(v[i]))
+                self._note(errs, i, f"label {shown} is {what}", path, first_row + i)
+            return y
+        y = np.zeros(len(arr), dtype=np.float32)
+        for i, s in enumerate(self._strings(pa, pc, arr, self.label, path, first_row, errs)):
+            try:
+                y[i] = parse_label(s, path, first_row + i, thr)
+            except DataError as err:
+                errs.setdefault(i, err)
+        return y
+
+    def _chunks(self, chunk_size: int) -> Iterator[Chunk]:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        wanted = [self.label] + self.column_names
+        for path in self.paths:
+            try:
+                pf = pq.ParquetFile(path)
+            except Exception as exc:
+                raise DataError(f"cannot read as Parquet: {exc}", path) from None
+            present = set(pf.schema_arrow.names)
+            missing = [c for c in wanted if c not in present]
+            if missing:
+                raise DataError(f"column(s) {missing} not found; the columns are {pf.schema_arrow.names}", path)
+            first_row = 1
+            for batch in pf.iter_batches(batch_size=chunk_size, columns=wanted):
+                n = batch.num_rows
+                errs: dict = {}
+                labels = self._labels(pa, pc, batch.column(self.label), path, first_row, errs)
+                feats = {}
+                for name, kind in self.columns:
+                    arr = batch.column(name)
+                    if kind == "numeric":
+                        feats[name] = self._numeric(pa, pc, arr, name, path, first_row, errs)
+                    else:
+                        feats[name] = self._strings(pa, pc, arr, name, path, first_row, errs)
+                first_row += n
+                if errs:
+                    for i in sorted(errs):
+                        self._reject(errs[i])
+                    keep = np.ones(n, dtype=bool)
+                    keep[list(errs)] = False
+                    labels = labels[keep]
+                    feats = {k: v[keep] for k, v in feats.items()}
+                yield Chunk(feats, np.ascontiguousarray(labels, dtype=np.float32), np.zeros(0, np.int64))

@@ -1,0 +1,210 @@
+"""Reader for TFRecord files of ``tf.train.Example`` protos.
+
+TensorFlow is imported only when a :class:`TFRecordReader` is created, so the other readers stay light.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Iterator, Sequence
+
+from tfmec.data.errors import DataError
+from tfmec.data.readers.base import Chunk, parse_label
+from tfmec.data.readers.text import FileReader, RowBuffer, as_name_list, to_float
+
+_KIND_OF_LIST = {"int64_list": "numeric", "float_list": "numeric", "bytes_list": "categorical"}
+
+
+def natural_key(name: str):
+    """Sort key that orders ``C2`` before ``C10``."""
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name) if p]
+
+
+def _compression(path: str, compression: str | None) -> str:
+    if compression is None:
+        return "GZIP" if path.lower().endswith(".gz") else ""
+    return compression
+
+
+class TFRecordReader(FileReader):
+    """TFRecord files of ``tf.train.Example``, each feature single-valued.
+
+    The feature columns are discovered from the first example of the first file (or given by
+    ``features``), ordered naturally by name (``C2`` before ``C10``): ``int64_list`` and ``float_list``
+    features are numeric, ``bytes_list`` ones categorical (decoded as UTF-8). ``numeric`` forces bytes
+    features to be parsed as floats, ``categorical`` forces number features to their string. A feature
+    missing from a later example (or with an empty list) is an empty value (NaN / ``""``).
+
+    A record that does not parse as an Example, a feature with more than one value, a missing or
+    non-0/1 label, a non-finite number or invalid UTF-8 is a bad row; its "line" is the 1-based record
+    number in the file. A corrupted file (bad record framing or checksum) is reported at the record
+    where reading stopped; with ``on_error="skip"`` the rest of that file is skipped.
+
+    Args:
+        paths: one path or a list of paths, read in order. ``.gz`` files are read as GZIP-compressed.
+        label: name of the label feature.
+        numeric: bytes features to parse as numbers.
+        categorical: number features to treat as categorical strings.
+        features: optional explicit list of feature names to read, in this order.
+        label_threshold: if given, the label is ``value >= label_threshold``.
+        compression: ``"GZIP"``, ``"ZLIB"`` or ``""``; by default from the file extension.
+        on_error: ``"raise"`` or ``"skip"``.
+    """
+
+    def __init__(
+        self,
+        paths,
+        label: str,
+        numeric: Sequence[str] = (),
+        categorical: Sequence[str] = (),
+        features: Sequence[str] | None = None,
+        label_threshold: float | None = None,
+        compression: str | None = None,
+        on_error: str = "raise",
+    ):
+        super().__init__(paths, on_error)
+        self.label = label
+        self.label_threshold = None if label_threshold is None else float(label_threshold)
+        self.compression = compression
+        num = set(as_name_list(numeric, "numeric"))
+        cat = set(as_name_list(categorical, "categorical"))
+        if num & cat:
+            raise ValueError(f"columns {sorted(num & cat)} are listed as both numeric and categorical")
+        path = self.paths[0]
+        first = self._first_example(path)
+        feat = first.features.feature
+        kinds = {}
+        for name in feat:
+            which = feat[name].WhichOneof("kind")
+            if which is not None:
+                kinds[name] = _KIND_OF_LIST[which]
+        present = sorted(kinds, key=natural_key)
+        if label not in kinds:
+            raise DataError(f"label feature {label!r} not found in the first example; its features are {present}", path, 1)
+        names = present if features is None else as_name_list(features, "features")
+        missing = [c for c in [*names, *num, *cat] if c not in kinds]
+        if missing:
+            raise DataError(f"feature(s) {missing} not found in the first example; its features are {present}", path, 1)
+        self.columns = []
+        for name in names:
+            if name == label:
+                if features is not None:
+                    raise ValueError(f"the label {label!r} cannot also be listed in features")
+                continue
+            kind = "numeric" if name in num else "categorical" if name in cat else kinds[name]
+            self.columns.append((name, kind))
+        if not self.columns:
+            raise DataError(f"no feature columns besides the label; the features are {present}", path, 1)
+
+    def _records(self, path: str) -> Iterator[tuple[int, bytes | None, str | None]]:
+        """Yields ``(record_number, raw_bytes, None)``; on a read error ``(n, None, message)`` and stops."""
+        import tensorflow as tf
+
+        try:
+            ds = tf.data.TFRecordDataset(path, compression_type=_compression(path, self.compression))
+            it = ds.as_numpy_iterator()
+        except tf.errors.OpError as exc:
+            yield 1, None, f"cannot read as TFRecord: {exc.message}"
+            return
+        n = 0
+        while True:
+            try:
+                raw = next(it)
+            except StopIteration:
+                return
+            except tf.errors.OpError as exc:
+                yield n + 1, None, f"corrupted TFRecord data, cannot read further: {exc.message}"
+                return
+            n += 1
+            yield n, raw, None
+
+    def _first_example(self, path: str):
+        from google.protobuf.message import DecodeError
+        import tensorflow as tf
+
+        for n, raw, problem in self._records(path):
+            if raw is None:
+                raise DataError(problem, path, n)
+            try:
+                return tf.train.Example.FromString(raw)
+            except DecodeError as exc:
+                raise DataError(f"record is not a tf.train.Example ({exc})", path, n) from None
+        raise DataError(f"no data rows in {path} (the file holds no records)", path)
+
+    def _chunks(self, chunk_size: int) -> Iterator[Chunk]:
+        from google.protobuf.message import DecodeError
+        import tensorflow as tf
+
+        from_string = tf.train.Example.FromString
+        buf = RowBuffer(self.columns)
+        label, thr = self.label, self.label_threshold
+        spec = [(name, kind == "numeric") for name, kind in self.columns]
+        for path in self.paths:
+            for n, raw, problem in self._records(path):
+                if raw is None:
+                    self._bad_row(problem, path, n)
+                    break
+                try:
+                    try:
+                        ex = from_string(raw)
+                    except DecodeError as exc:
+                        raise DataError(f"record is not a tf.train.Example ({exc})", path, n) from None
+                    feat = ex.features.feature
+                    lab = _single(feat, label, path, n)
+                    if lab is None:
+                        raise DataError(f"label feature {label!r} is missing", path, n)
+                    if isinstance(lab, bytes):
+                        y = parse_label(_decode(lab, label, path, n), path, n, thr)
+                    else:
+                        y = parse_label(repr(float(lab)), path, n, thr)
+                    row = []
+                    for name, isnum in spec:
+                        v = _single(feat, name, path, n)
+                        if isnum:
+                            if v is None:
+                                v = math.nan
+                            elif isinstance(v, bytes):
+                                v = to_float(_decode(v, name, path, n).strip(), name, path, n)
+                            else:
+                                v = float(v)
+                                if not math.isfinite(v):
+                                    raise DataError(f"feature {name!r}: {v!r} is not a finite number", path, n)
+                        else:
+                            if v is None:
+                                v = ""
+                            elif isinstance(v, bytes):
+                                v = _decode(v, name, path, n)
+                            else:
+                                v = str(v)
+                        row.append(v)
+                except DataError as err:
+                    self._reject(err)
+                    continue
+                buf.add(row, y)
+                if len(buf) >= chunk_size:
+                    yield buf.flush()
+        if len(buf):
+            yield buf.flush()
+
+
+def _single(feat, name: str, path: str, n: int):
+    """The one value of feature ``name`` (bytes, int or float), None when absent or empty."""
+    if name not in feat:
+        return None
+    f = feat[name]
+    which = f.WhichOneof("kind")
+    if which is None:
+        return None
+    vals = getattr(f, which).value
+    if len(vals) == 0:
+        return None
+    if len(vals) > 1:
+        raise DataError(f"feature {name!r} has {len(vals)} values; only single-valued features are supported", path, n)
+    return vals[0]
+
+
+def _decode(b: bytes, name: str, path: str, n: int) -> str:
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"feature {name!r}: value is not valid UTF-8", path, n) from None

@@ -1,0 +1,206 @@
+"""Per-field vocabularies with frequency counts, built in one streaming pass.
+
+Id layout of a field with vocabulary size ``V``:
+
+* id 0 is the OOV bucket: values seen fewer than ``min_count`` times in the training split, and
+  values never seen there;
+* ids ``1 .. V-1`` are the kept values, most frequent first (ties by value, so the order is
+  deterministic).
+
+``counts[i]`` is the training-split frequency of id ``i`` (``counts[0]`` sums the rare values). MEC's
+popularity weighting reads these counts. Vocabularies are saved as JSON, never pickled.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Mapping
+
+import numpy as np
+
+OOV_ID = 0
+FORMAT_VERSION = 1
+
+
+class Vocabulary:
+    """The values of one categorical field and how often each occurred.
+
+    Use :meth:`update` on every training chunk, then :meth:`finalize`; afterwards :meth:`lookup`
+    maps raw values (``np.ndarray[rows]`` of str) to ``int32[rows]`` ids.
+    """
+
+    def __init__(self, name: str, min_count: int = 2):
+        if min_count < 1:
+            raise ValueError(f"vocabulary {name!r}: min_count must be >= 1, got {min_count}")
+        self.name = name
+        self.min_count = int(min_count)
+        self._raw_counts: dict[str, int] | None = {}
+        self.tokens: list[str] = []  # tokens[i - 1] is the value of id i
+        self.counts: np.ndarray = np.zeros(1, np.int64)
+        self._index: dict[str, int] = {}
+
+    # --- building ----------------------------------------------------------------------
+    def update(self, values: np.ndarray) -> None:
+        """Counts the raw values of one chunk (``np.ndarray[rows]`` of str)."""
+        if self._raw_counts is None:
+            raise RuntimeError(f"vocabulary {self.name!r} is already finalized")
+        uniq, cnt = np.unique(np.asarray(values, dtype=object).astype(str), return_counts=True)
+        raw = self._raw_counts
+        for u, c in zip(uniq.tolist(), cnt.tolist()):
+            raw[u] = raw.get(u, 0) + c
+
+    def finalize(self) -> "Vocabulary":
+        """Freezes the vocabulary: assigns ids by descending count and drops rare values to OOV."""
+        if self._raw_counts is None:
+            return self
+        kept = [(t, c) for t, c in self._raw_counts.items() if c >= self.min_count]
+        kept.sort(key=lambda tc: (-tc[1], tc[0]))
+        rare = sum(c for c in self._raw_counts.values() if c < self.min_count)
+        self.tokens = [t for t, _ in kept]
+        self.counts = np.asarray([rare] + [c for _, c in kept], dtype=np.int64)
+        self._index = {t: i + 1 for i, t in enumerate(self.tokens)}
+        self._raw_counts = None
+        return self
+
+    @property
+    def finalized(self) -> bool:
+        return self._raw_counts is None
+
+    # --- use --------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """Number of ids, OOV included."""
+        self._check_final()
+        return len(self.tokens) + 1
+
+    def __len__(self):
+        return self.size
+
+    def lookup(self, values: np.ndarray) -> np.ndarray:
+        """Maps raw values ``[rows]`` to ids ``int32[rows]``; unknown values get ``OOV_ID``."""
+        self._check_final()
+        arr = np.asarray(values, dtype=object).astype(str)
+        if arr.size == 0:
+            return np.zeros(arr.shape, np.int32)
+        uniq, inverse = np.unique(arr, return_inverse=True)
+        get = self._index.get
+        ids = np.fromiter((get(u, OOV_ID) for u in uniq.tolist()), dtype=np.int32, count=len(uniq))
+        return ids[inverse].reshape(arr.shape)
+
+    def token(self, idx: int) -> str | None:
+        """The value of id ``idx`` (None for the OOV id)."""
+        self._check_final()
+        return None if idx == OOV_ID else self.tokens[idx - 1]
+
+    def _check_final(self):
+        if self._raw_counts is not None:
+            raise RuntimeError(f"vocabulary {self.name!r} is not finalized; call finalize() first")
+
+    # --- (de)serialisation --------------------------------------------------------------
+    def to_dict(self) -> dict:
+        self._check_final()
+        return {
+            "name": self.name,
+            "min_count": self.min_count,
+            "tokens": self.tokens,
+            "counts": self.counts.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "Vocabulary":
+        vocab = cls(data["name"], data.get("min_count", 1))
+        tokens = [str(t) for t in data["tokens"]]
+        counts = np.asarray(data["counts"], dtype=np.int64)
+        if counts.shape != (len(tokens) + 1,):
+            raise ValueError(f"vocabulary {vocab.name!r}: counts must have len(tokens) + 1 entries")
+        if len(set(tokens)) != len(tokens):
+            raise ValueError(f"vocabulary {vocab.name!r}: duplicate tokens")
+        vocab.tokens, vocab.counts = tokens, counts
+        vocab._index = {t: i + 1 for i, t in enumerate(tokens)}
+        vocab._raw_counts = None
+        return vocab
+
+    def __repr__(self):
+        if not self.finalized:
+            return f"Vocabulary({self.name!r}, building, {len(self._raw_counts)} values so far)"
+        return f"Vocabulary({self.name!r}, size={self.size}, min_count={self.min_count})"
+
+
+class NumericStats:
+    """Running mean and variance of one numeric field (after its transform), for standardisation."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.n = 0
+        self.mean = 0.0
+        self.m2 = 0.0
+
+    def update(self, values: np.ndarray) -> None:
+        """Adds the finite values of one chunk ``float64[rows]`` (Chan's parallel update)."""
+        v = np.asarray(values, dtype=np.float64)
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            return
+        n_b, mean_b = v.size, float(v.mean())
+        m2_b = float(((v - mean_b) ** 2).sum())
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean += delta * n_b / n
+        self.m2 += m2_b + delta * delta * self.n * n_b / n
+        self.n = n
+
+    @property
+    def std(self) -> float:
+        return float(np.sqrt(self.m2 / self.n)) if self.n > 1 and self.m2 > 0 else 1.0
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "n": self.n, "mean": self.mean, "m2": self.m2}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "NumericStats":
+        s = cls(data["name"])
+        s.n, s.mean, s.m2 = int(data["n"]), float(data["mean"]), float(data["m2"])
+        return s
+
+
+def write_json_atomic(path: str, payload) -> None:
+    """Writes JSON to ``path`` through a temporary file and a rename, so readers never see half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_vocabularies(path: str, vocabularies: Mapping[str, Vocabulary], numeric: Mapping[str, NumericStats] | None = None) -> None:
+    """Saves vocabularies (and numeric statistics) of a data set to one JSON file, atomically."""
+    write_json_atomic(
+        path,
+        {
+            "format": "tfmec-vocabulary",
+            "version": FORMAT_VERSION,
+            "vocabularies": [v.to_dict() for v in vocabularies.values()],
+            "numeric": [s.to_dict() for s in (numeric or {}).values()],
+        },
+    )
+
+
+def load_vocabularies(path: str) -> tuple[dict[str, Vocabulary], dict[str, NumericStats]]:
+    """Loads what :func:`save_vocabularies` wrote. Returns ``(vocabularies, numeric_stats)``."""
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    if data.get("format") != "tfmec-vocabulary":
+        raise ValueError(f"{path}: not a tfmec vocabulary file")
+    vocabs = {d["name"]: Vocabulary.from_dict(d) for d in data["vocabularies"]}
+    numeric = {d["name"]: NumericStats.from_dict(d) for d in data.get("numeric", [])}
+    return vocabs, numeric
+

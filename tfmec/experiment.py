@@ -1,0 +1,163 @@
+"""The main job: load data, train each requested method on the same split and seed, evaluate,
+write ``metrics.json`` and print a table. ``tfmec run`` is a thin layer over :func:`run_experiment`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from typing import Callable, Sequence
+
+from tfmec.backend import KERAS_MODE, keras
+from tfmec.data import load
+from tfmec.data.vocabulary import write_json_atomic
+from tfmec.evaluation import embedding_bytes, evaluate, model_bytes, param_count, prediction_throughput
+from tfmec.models import MODELS, build_model
+from tfmec.training import compile_ctr, fit_early_stopping
+
+FORMATS = ("criteo", "avazu", "csv", "libsvm", "libfm", "parquet", "tfrecord")
+PLANNED_METHODS = {"mec": 4, "afm": 5, "mec+afm": 5, "int8": 8, "hash": 8, "pq": 8}
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything ``tfmec run`` needs; field names match the command-line flags."""
+
+    data: str = "synthetic"
+    format: str | None = None
+    rows: int | None = None
+    label: str | None = None
+    field_map: str | None = None
+    label_threshold: float | None = None
+    numeric: Sequence[str] = ()
+    drop: Sequence[str] = ()
+    sep: str | None = None
+    model: str = "deepfm"
+    methods: Sequence[str] = ("none",)
+    seed: int = 0
+    out: str = "runs/latest"
+    embedding_dim: int = 16
+    min_count: int = 2
+    batch_size: int = 1024
+    epochs: int = 20
+    patience: int = 2
+    learning_rate: float = 1e-3
+    fractions: Sequence[float] = (0.8, 0.1, 0.1)
+    verbose: int = 1
+
+    def validate(self) -> None:
+        """Raises ``ValueError`` naming the first bad setting."""
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(MODELS)}")
+        if not self.methods:
+            raise ValueError("give at least one method")
+        for m in self.methods:
+            if m in PLANNED_METHODS:
+                raise ValueError(f"method {m!r} is not available in this version yet (tracked in issue {PLANNED_METHODS[m]})")
+            if m not in METHODS:
+                raise ValueError(f"unknown method {m!r}; choose from {sorted(set(METHODS) | set(PLANNED_METHODS))}")
+        if self.data != "synthetic":
+            if self.format is None:
+                raise ValueError(f"--format is required for a data path; one of {FORMATS}")
+            if self.format not in FORMATS:
+                raise ValueError(f"unknown format {self.format!r}; choose one of {FORMATS}")
+            for p in self.data_paths:
+                if not os.path.exists(p):
+                    raise FileNotFoundError(f"data file not found: {p}")
+        if self.rows is not None and self.rows < 10:
+            raise ValueError("--rows must be at least 10")
+        if self.embedding_dim < 1 or self.batch_size < 1 or self.epochs < 1:
+            raise ValueError("--embedding-dim, --batch-size and --epochs must be positive")
+
+    @property
+    def data_paths(self) -> list[str]:
+        return [p for p in self.data.split(",") if p]
+
+
+def run_baseline(cfg: RunConfig, data, log) -> dict:
+    """Method ``none``: the uncompressed model, trained with early stopping on validation AUC."""
+    keras.utils.set_random_seed(cfg.seed)
+    model = build_model(cfg.model, data.schema, embedding_dim=cfg.embedding_dim, seed=cfg.seed)
+    compile_ctr(model, cfg.learning_rate)
+    fit = fit_early_stopping(model, data.train, data.valid, epochs=cfg.epochs, patience=cfg.patience, verbose=cfg.verbose)
+    test = evaluate(model, data.test)
+    os.makedirs(os.path.join(cfg.out, "baseline"), exist_ok=True)
+    model.save(os.path.join(cfg.out, "baseline", "model.keras"))
+    return {
+        "method": "baseline",
+        "model": cfg.model,
+        "test_auc": test["auc"],
+        "test_logloss": test["logloss"],
+        "embedding_bytes": embedding_bytes(model),
+        "model_bytes": model_bytes(model),
+        "params": param_count(model),
+        "train_seconds": fit["train_seconds"],
+        "epochs": fit["epochs"],
+        "infer_samples_per_s": prediction_throughput(model, data.test),
+    }
+
+
+METHODS: dict[str, Callable] = {"none": run_baseline}
+
+
+def load_for(cfg: RunConfig):
+    """Loads the data a config names (one vocabulary pass; splits by ``cfg.seed``)."""
+    reader_kwargs = {}
+    if cfg.format == "csv":
+        reader_kwargs.update(numeric=list(cfg.numeric), drop=list(cfg.drop), sep=cfg.sep, label_threshold=cfg.label_threshold)
+    data_arg = "synthetic" if cfg.data == "synthetic" else (cfg.data_paths if len(cfg.data_paths) > 1 else cfg.data_paths[0])
+    return load(
+        data_arg,
+        format=cfg.format,
+        label=cfg.label,
+        field_map=cfg.field_map,
+        rows=cfg.rows or (200_000 if cfg.data == "synthetic" else None),
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        min_count=cfg.min_count,
+        fractions=cfg.fractions,
+        progress=cfg.verbose > 0,
+        **reader_kwargs,
+    )
+
+
+def format_table(runs: Sequence[dict]) -> str:
+    """A fixed-width text table of the runs' main numbers."""
+    cols = [("method", "{}"), ("model", "{}"), ("test_auc", "{:.4f}"), ("test_logloss", "{:.4f}"),
+            ("embedding_bytes", "{:,}"), ("model_bytes", "{:,}"), ("train_seconds", "{:.1f}"),
+            ("infer_samples_per_s", "{:,.0f}")]
+    rows = [[fmt.format(r[c]) for c, fmt in cols] for r in runs]
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, (c, _) in enumerate(cols)]
+    line = "  ".join(c.ljust(w) for (c, _), w in zip(cols, widths))
+    out = [line, "-" * len(line)]
+    out += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows]
+    return "\n".join(out)
+
+
+def run_experiment(cfg: RunConfig, log=None) -> dict:
+    """Runs every method of ``cfg`` on one data load; writes ``cfg.out/metrics.json`` and returns it."""
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    cfg.validate()
+    t0 = time.perf_counter()
+    data = load_for(cfg)
+    log(f"data: {data.name}: rows {data.rows}, positive rate {data.positive_rate:.4f}, "
+        f"{len(data.schema)} fields ({time.perf_counter() - t0:.1f}s)")
+    os.makedirs(cfg.out, exist_ok=True)
+    data.encoder.save(os.path.join(cfg.out, "vocabulary.json"))
+    runs = []
+    for method in cfg.methods:
+        log(f"method {method}: training {cfg.model} ...")
+        runs.append(METHODS[method](cfg, data, log))
+    metrics = {
+        "dataset": cfg.data if cfg.data == "synthetic" else ",".join(cfg.data_paths),
+        "rows": data.rows,
+        "keras": KERAS_MODE,
+        "seed": cfg.seed,
+        "runs": runs,
+    }
+    write_json_atomic(os.path.join(cfg.out, "metrics.json"), metrics)
+    return metrics
+
+
+__all__ = ["RunConfig", "run_experiment", "format_table", "METHODS", "FORMATS"]

@@ -1,0 +1,32 @@
+"""tfmec layers: embeddings of numeric fields, feature-interaction layers, MLP helpers.
+
+Every layer is a registered, serialisable Keras layer (package ``tfmec``) whose math is written with
+TensorFlow ops, so it behaves the same under Keras 3 and tf-keras. The MLP is built from plain
+``Dense`` layers in the functional graph (see :mod:`tfmec.layers.mlp`).
+"""
+from tfmec.layers.attention import SelfAttentionInteraction
+from tfmec.layers.cross import CrossNetV2, GatedCrossNet
+from tfmec.layers.fields import FlattenFields, StackFields
+from tfmec.layers.fm import FMInteraction
+from tfmec.layers.linear import LinearTerms
+from tfmec.layers.mlp import MLP, logit_layer, mlp_block
+from tfmec.layers.numeric import NumericEmbedding
+from tfmec.layers.product import InnerProduct, pair_indices
+from tfmec.layers.regularization import L2Penalty
+
+__all__ = [
+    "NumericEmbedding",
+    "StackFields",
+    "FlattenFields",
+    "LinearTerms",
+    "FMInteraction",
+    "InnerProduct",
+    "pair_indices",
+    "CrossNetV2",
+    "GatedCrossNet",
+    "SelfAttentionInteraction",
+    "L2Penalty",
+    "MLP",
+    "mlp_block",
+    "logit_layer",
+]

@@ -1,0 +1,53 @@
+"""Small helpers shared by the tfmec layers (not public API)."""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfmec.backend import keras
+
+
+def as_shape(shape) -> tuple:
+    """A shape (TensorShape, tuple or list) as a tuple of ints / None."""
+    return tuple(tf.TensorShape(shape).as_list())
+
+
+def serialize_initializer(identifier):
+    """Initializer identifier -> a JSON-able config (strings stay strings)."""
+    if identifier is None or isinstance(identifier, str):
+        return identifier
+    if isinstance(identifier, dict):
+        return identifier
+    return keras.initializers.serialize(keras.initializers.get(identifier))
+
+
+def make_initializer(identifier, seed: int | None, offset: int):
+    """A *fresh* initializer instance for one weight.
+
+    Keras 3 initializers with an integer seed return the same values on every call, so a layer
+    that creates several weights from one initializer must derive one seed per weight: when
+    ``seed`` is given (or the initializer carries its own integer seed) weight number ``offset``
+    gets ``seed + offset``. Without any seed a new unseeded instance is built per weight, which
+    follows ``keras.utils.set_random_seed``.
+    """
+    init = keras.initializers.get(identifier)
+    config = init.get_config()
+    if "seed" in config:
+        base = seed if seed is not None else config.get("seed")
+        if isinstance(base, int):
+            config["seed"] = int(base) + int(offset)
+        return init.__class__.from_config(config)
+    return init.__class__.from_config(config) if config else init
+
+
+def derive_seed(seed: int | None, index: int) -> int | None:
+    """Seed number ``index`` derived from a model-level seed (None stays None)."""
+    if seed is None:
+        return None
+    return (int(seed) * 7919 + 1009 * (int(index) + 1)) % (2**31 - 1)
+
+
+def is_shape_list(shape) -> bool:
+    """True when ``shape`` is a list of shapes (the input of a multi-input layer)."""
+    if isinstance(shape, tf.TensorShape):
+        return False
+    return isinstance(shape, (list, tuple)) and len(shape) > 0 and not isinstance(shape[0], (int, type(None)))
