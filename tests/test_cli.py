@@ -1,0 +1,66 @@
+"""The ``tfmec run`` command: end to end on small data, and its error messages."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tfmec.cli import main
+
+METRIC_KEYS = {"method", "model", "test_auc", "test_logloss", "embedding_bytes", "model_bytes", "params",
+               "train_seconds", "infer_samples_per_s"}
+
+
+def test_run_synthetic_writes_metrics(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["run", "--data", "synthetic", "--rows", "3000", "--model", "fm", "--method", "none",
+                 "--seed", "1", "--out", str(out), "--epochs", "1", "--batch-size", "256", "--quiet"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "synthetic"
+    assert set(metrics["rows"]) == {"train", "valid", "test"} and sum(metrics["rows"].values()) == 3000
+    (run,) = metrics["runs"]
+    assert METRIC_KEYS <= set(run)
+    assert run["method"] == "baseline" and run["model"] == "fm"
+    assert 0.0 < run["test_auc"] < 1.0 and run["test_logloss"] > 0
+    assert run["embedding_bytes"] > 0 and run["model_bytes"] >= run["embedding_bytes"]
+    assert run["infer_samples_per_s"] > 0
+    assert (out / "baseline" / "model.keras").exists() and (out / "vocabulary.json").exists()
+    printed = capsys.readouterr().out
+    assert "test_auc" in printed and "baseline" in printed
+
+
+def test_run_real_criteo_file(tmp_path, shared_data):
+    out = tmp_path / "criteo"
+    path = shared_data / "criteo" / "criteo_dac_train_first10k.txt"
+    code = main(["run", "--data", str(path), "--format", "criteo", "--model", "lr", "--method", "none",
+                 "--out", str(out), "--epochs", "1", "--quiet"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert sum(metrics["rows"].values()) == 10_000
+    assert metrics["runs"][0]["test_auc"] > 0.5
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "nope"], "unknown model 'nope'"),
+        (["--method", "none,zzz"], "unknown method 'zzz'"),
+        (["--method", "mec"], "not available in this version yet"),
+        (["--data", "/no/such/file.txt", "--format", "criteo"], "not found: /no/such/file.txt"),
+        (["--data", "/no/such/file.txt"], "--format is required"),
+        (["--data", __file__, "--format", "xml"], "unknown format 'xml'"),
+    ],
+)
+def test_run_rejects_bad_arguments_with_a_clear_message(args, message, tmp_path, capsys):
+    code = main(["run", "--out", str(tmp_path / "x"), "--quiet", *args])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_console_script_help():
+    result = subprocess.run([sys.executable, "-m", "tfmec.cli", "run", "--help"], capture_output=True, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0
+    assert "--method" in result.stdout and "--format" in result.stdout
