@@ -125,8 +125,28 @@ def _ml1m_side_tables():
     return [("user_id", users, user_cols), ("movie_id", movies, movie_cols)]
 
 
-def open_dataset(name: str):
-    """``(reader, schema or None)`` for one of :data:`DATASETS`; schema None means tfmec's default."""
+def _ml100k_side_tables():
+    users, items = {}, {}
+    with open(path("movielens-100k", "ml-100k.user"), encoding="utf-8") as fh:
+        next(fh)
+        for line in fh:
+            uid, age, gender, occ, zipc = line.rstrip("\n").split("\t")
+            users[uid] = {"age": str(int(age) // 10), "gender": gender, "occupation": occ, "zip": zipc[:3]}
+    with open(path("movielens-100k", "ml-100k.item"), encoding="utf-8") as fh:
+        next(fh)
+        for line in fh:
+            iid, _title, year, genres = (line.rstrip("\n").split("\t") + ["", "", ""])[:4]
+            items[iid] = {"year": year, "genre": genres.split(" ")[0] if genres else ""}
+    user_cols = [(c, "categorical") for c in ("age", "gender", "occupation", "zip")]
+    item_cols = [(c, "categorical") for c in ("year", "genre")]
+    return [("user_id:token", users, user_cols), ("item_id:token", items, item_cols)]
+
+
+def open_dataset(name: str, side_features: bool = True):
+    """``(reader, schema or None)`` for one of :data:`DATASETS`; schema None means tfmec's default.
+
+    ``side_features`` joins the MovieLens user and movie attributes onto the rating rows.
+    """
     if name == "criteo":
         return CriteoReader(path("criteo", "criteo_dac_train_first10k.txt")), Schema.criteo()
     if name == "avazu":
@@ -135,12 +155,13 @@ def open_dataset(name: str):
         files = [path("frappe", "frappe.validation.libfm"), path("frappe", "frappe.test.libfm")]
         return LibSVMReader(files, field_names=FRAPPE_FIELDS), None
     if name == "movielens-100k":
-        return CSVReader(path("movielens-100k", "ml-100k.inter"), label="rating:float", label_threshold=4,
-                         drop=["timestamp:float"]), None
+        base = CSVReader(path("movielens-100k", "ml-100k.inter"), label="rating:float", label_threshold=4,
+                         drop=["timestamp:float"])
+        return (JoinedReader(base, _ml100k_side_tables()) if side_features else base), None
     if name == "movielens-1m-part":
         base = CSVReader(path("movielens-1m-part", "ratings.dat.gz"), label="rating", sep="::",
                          names=["user_id", "movie_id", "rating", "timestamp"], label_threshold=4, drop=["timestamp"])
-        return JoinedReader(base, _ml1m_side_tables()), None
+        return (JoinedReader(base, _ml1m_side_tables()) if side_features else base), None
     if name == "mind-small-5k":
         return MindReader(path("mind-small-5k", "behaviors.tsv"), path("mind-small-5k", "news.tsv")), None
     raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")

@@ -27,12 +27,21 @@ from tfmec.data import SyntheticCTR, load  # noqa: E402
 from tfmec.experiment import RunConfig, run_baseline  # noqa: E402
 
 
+# Rows per batch: 256 for the sets under 100k rows (more updates per epoch), larger for the big ones.
+DEFAULT_BATCH = {"criteo": 256, "avazu": 256, "movielens-100k": 256, "frappe": 1024,
+                 "movielens-1m-part": 2048, "mind-small-5k": 2048, "synthetic": 1024}
+
+
+def batch_size_for(name: str, args) -> int:
+    return args.batch_size or DEFAULT_BATCH.get(name, 1024)
+
+
 def load_dataset(name: str, seed: int, args):
     if name == "synthetic":
         reader, schema = SyntheticCTR(rows=args.synthetic_rows, seed=0), None
     else:
         reader, schema = open_dataset(name)
-    return load(reader, schema, seed=seed, batch_size=args.batch_size, min_count=args.min_count, progress=False)
+    return load(reader, schema, seed=seed, batch_size=batch_size_for(name, args), min_count=args.min_count, progress=False)
 
 
 def summarise(results: list[dict]) -> str:
@@ -58,8 +67,8 @@ def main(argv=None):
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--embedding-dim", type=int, default=16)
     p.add_argument("--min-count", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=None, help="default: per data set, see DEFAULT_BATCH")
+    p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--patience", type=int, default=2)
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--synthetic-rows", type=int, default=200_000)
@@ -72,7 +81,7 @@ def main(argv=None):
             t0 = time.perf_counter()
             data = load_dataset(name, seed, args)
             for model in args.models.split(","):
-                cfg = RunConfig(model=model, seed=seed, embedding_dim=args.embedding_dim, batch_size=args.batch_size,
+                cfg = RunConfig(model=model, seed=seed, embedding_dim=args.embedding_dim, batch_size=batch_size_for(name, args),
                                 epochs=args.epochs, patience=args.patience, learning_rate=args.learning_rate,
                                 out=os.path.join("bench", "out", "models", name, model, str(seed)), verbose=0)
                 run = run_baseline(cfg, data, log=None)

@@ -31,15 +31,22 @@ def _load_keras():
                 "Install it with: pip install 'tf-keras~=2.21' (or unset TF_USE_LEGACY_KERAS for Keras 3)."
             ) from err
         return _keras, True
+    requested = os.environ.get("KERAS_BACKEND", "").strip().lower()
+    if requested and requested != "tensorflow":
+        _refuse(requested)  # before importing Keras, which may fail on a missing jax/torch first
     import keras as _keras
 
     backend_name = _keras.backend.backend()
-    if backend_name != "tensorflow":
-        raise BackendError(
-            f"tfmec needs Keras with the TensorFlow backend, but KERAS_BACKEND is '{backend_name}'. "
-            "Set KERAS_BACKEND=tensorflow (or unset it) before importing tfmec."
-        )
+    if backend_name != "tensorflow":  # set in ~/.keras/keras.json
+        _refuse(backend_name)
     return _keras, False
+
+
+def _refuse(backend_name: str):
+    raise BackendError(
+        f"tfmec needs Keras with the TensorFlow backend, but the Keras backend is '{backend_name}'. "
+        "Set KERAS_BACKEND=tensorflow (or unset it, and check ~/.keras/keras.json) before importing tfmec."
+    )
 
 
 keras, IS_LEGACY_KERAS = _load_keras()
