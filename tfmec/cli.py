@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--min-count", type=int, default=2)
     run.add_argument("--batch-size", type=int, default=1024)
     run.add_argument("--epochs", type=int, default=20)
-    run.add_argument("--patience", type=int, default=2)
+    run.add_argument("--patience", type=int, default=3)
     run.add_argument("--learning-rate", type=float, default=1e-3)
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser

@@ -41,7 +41,7 @@ class RunConfig:
     min_count: int = 2
     batch_size: int = 1024
     epochs: int = 20
-    patience: int = 2
+    patience: int = 3
     learning_rate: float = 1e-3
     fractions: Sequence[float] = (0.8, 0.1, 0.1)
     verbose: int = 1
