@@ -1,0 +1,106 @@
+"""MEC stage 2: compress_embeddings on zoo and user models, save/load exactness, memory report."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfmec.backend import keras
+from tfmec.data.schema import Field, Schema
+from tfmec.layers import QuantizedEmbedding
+from tfmec.mec import compress_embeddings, learn_codes, memory_report
+from tfmec.models import DeepFM
+
+
+def _schema():
+    fields = [Field("big", vocab_size=3000), Field("mid", vocab_size=800), Field("tiny", vocab_size=5)]
+    return Schema(fields)
+
+
+def _data(n=512, seed=0):
+    rng = np.random.default_rng(seed)
+    x = {"big": rng.integers(0, 3000, n).astype("int32"), "mid": rng.integers(0, 800, n).astype("int32"),
+         "tiny": rng.integers(0, 5, n).astype("int32")}
+    y = ((x["big"] % 7 + x["mid"] % 3) > 4).astype("float32")
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def trained():
+    keras.utils.set_random_seed(0)
+    model = DeepFM(_schema(), embedding_dim=8, hidden_units=(16,), seed=0)
+    model.compile("adam", "binary_crossentropy")
+    x, y = _data()
+    model.fit(x, y, batch_size=128, epochs=1, verbose=0)
+    codes = learn_codes(model, num_subspaces=4, num_codewords=16, epochs=1, batch_size=512, seed=0, progress=False)
+    return model, codes
+
+
+def test_only_tables_worth_compressing_are_chosen(trained):
+    _, codes = trained
+    assert sorted(codes) == ["big", "mid"]  # 'tiny' would grow under PQ
+
+
+def test_compressed_model_structure_and_memory(trained):
+    model, codes = trained
+    small = compress_embeddings(model, codes, contrastive_weight=0.01)
+    layer = small.get_layer("embedding_big")
+    assert isinstance(layer, QuantizedEmbedding)
+    assert isinstance(small.get_layer("embedding_tiny"), keras.layers.Embedding)
+    np.testing.assert_array_equal(np.asarray(layer.codes), codes["big"].codes)
+    # other layers keep their weights
+    np.testing.assert_array_equal(small.get_layer("dnn_logit").get_weights()[0], model.get_layer("dnn_logit").get_weights()[0])
+    x, _ = _data(64, seed=1)
+    expected = codes["big"].decode(x["big"])
+    got = layer(x["big"])
+    np.testing.assert_allclose(np.asarray(got), expected, atol=1e-6)
+    report = memory_report(small)
+    assert report["compression_ratio_embeddings"] > 1.5
+    assert report["original_embedding_bytes"] == memory_report(model)["embedding_bytes"]
+    big = next(t for t in report["tables"] if t["layer"] == "embedding_big")
+    assert big["kind"] == "quantized" and big["bytes"] == 3000 * 4 + 16 * 8 * 4
+
+
+def test_compress_save_load_predict_is_exact(trained, tmp_path):
+    model, codes = trained
+    small = compress_embeddings(model, codes, bits=4)
+    path = str(tmp_path / "mec.keras")
+    small.save(path)
+    again = keras.models.load_model(path)
+    x, _ = _data(200, seed=2)
+    np.testing.assert_array_equal(np.asarray(small(x)), np.asarray(again(x)))
+
+
+def test_oov_ids_get_the_oov_row(trained):
+    model, codes = trained
+    layer = compress_embeddings(model, codes).get_layer("embedding_big")
+    out = np.asarray(layer(tf.constant([-3, 0, 3000, 10**6], tf.int32)))
+    for row in (0, 2, 3):
+        np.testing.assert_array_equal(out[row], out[1])
+
+
+def test_stage2_fit_trains_codebooks_not_codes_and_adds_contrastive_loss(trained):
+    model, codes = trained
+    small = compress_embeddings(model, codes, contrastive_weight=0.05)
+    small.compile("adam", "binary_crossentropy")
+    layer = small.get_layer("embedding_big")
+    before_codes = np.array(layer.codes)
+    before_books = np.array(layer.codebooks)
+    x, y = _data()
+    small.fit(x, y, batch_size=128, epochs=1, verbose=0)
+    np.testing.assert_array_equal(np.asarray(layer.codes), before_codes)
+    assert not np.allclose(np.asarray(layer.codebooks), before_books)
+    small(x, training=True)
+    assert len(small.losses) >= 2 and all(float(v) > 0 for v in small.losses)
+
+
+def test_user_functional_model_with_mapping():
+    ids = keras.Input(shape=(), dtype="int32", name="item")
+    emb = keras.layers.Embedding(2000, 8, name="item_table")(ids)
+    out = keras.layers.Dense(1, activation="sigmoid", name="head")(emb)
+    user = keras.Model(ids, out)
+    table = user.get_layer("item_table").get_weights()[0]
+    codes = learn_codes({"item": table}, num_subspaces=2, num_codewords=16, epochs=1, progress=False)
+    small = compress_embeddings(user, codes, mapping={"item_table": "item"})
+    assert isinstance(small.get_layer("item_table"), QuantizedEmbedding)
+    assert small(np.arange(5, dtype="int32")).shape == (5, 1)
+    with pytest.raises(ValueError, match="no Embedding layer found"):
+        compress_embeddings(user, codes)

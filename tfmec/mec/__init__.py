@@ -1,0 +1,13 @@
+"""tfmec.mec: MEC (product-quantised embeddings, arXiv 2502.15355).
+
+Stage 1 :func:`learn_codes` learns codes and codebooks from a trained model's tables; stage 2
+:func:`compress_embeddings` swaps the tables of any functional model for quantised ones;
+:func:`memory_report` counts bytes.
+"""
+from tfmec.mec.codes import CodeSet, FieldCodes, code_dtype
+from tfmec.mec.compress import compress_embeddings
+from tfmec.mec.memory import memory_report
+from tfmec.mec.stage1 import learn_codes, popularity_weights
+
+__all__ = ["CodeSet", "FieldCodes", "code_dtype", "compress_embeddings", "memory_report", "learn_codes",
+           "popularity_weights"]

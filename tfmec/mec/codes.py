@@ -1,0 +1,123 @@
+"""The product-quantisation codes of embedding tables: what stage 1 produces and stage 2 consumes.
+
+For a field with ``V`` ids, embedding dim ``d``, ``M`` sub-spaces and ``K`` codewords each:
+
+* ``codes``: ``[V, M]`` integer codeword index per (id, sub-space), stored ``uint8`` when
+  ``K <= 256`` and ``uint16`` otherwise;
+* ``codebooks``: ``float32[M, K, d / M]``; the embedding of id ``i`` is the concatenation over ``m``
+  of ``codebooks[m, codes[i, m]]`` (then multiplied by ``projection`` when one is present);
+* ``projection``: optional ``float32[d, d]`` learned decoder (None: identity);
+* ``stats``: stage-1 statistics (reconstruction error, usage entropy, dead codewords, head/tail usage).
+
+Saved as ``.npz`` arrays plus a JSON manifest; nothing is pickled.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Mapping
+
+import numpy as np
+
+FORMAT = "tfmec-pq-codes"
+
+
+def code_dtype(num_codewords: int):
+    """``np.uint8`` when ``K <= 256``, ``np.uint16`` when ``K <= 65536``."""
+    if num_codewords < 2:
+        raise ValueError(f"num_codewords must be >= 2, got {num_codewords}")
+    if num_codewords <= 256:
+        return np.uint8
+    if num_codewords <= 65536:
+        return np.uint16
+    raise ValueError(f"num_codewords must be <= 65536, got {num_codewords}")
+
+
+@dataclasses.dataclass
+class FieldCodes:
+    """PQ codes of one field's table; shapes in the module docstring."""
+
+    field: str
+    codes: np.ndarray
+    codebooks: np.ndarray
+    projection: np.ndarray | None = None
+    stats: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        self.codebooks = np.asarray(self.codebooks, dtype=np.float32)
+        if self.codebooks.ndim != 3:
+            raise ValueError(f"{self.field}: codebooks must be [M, K, d/M], got shape {self.codebooks.shape}")
+        m, k, _ = self.codebooks.shape
+        self.codes = np.asarray(self.codes)
+        if self.codes.ndim != 2 or self.codes.shape[1] != m:
+            raise ValueError(f"{self.field}: codes must be [V, {m}], got shape {self.codes.shape}")
+        if self.codes.size and (self.codes.min() < 0 or self.codes.max() >= k):
+            raise ValueError(f"{self.field}: codes must lie in [0, {k})")
+        self.codes = self.codes.astype(code_dtype(k))
+        if self.projection is not None:
+            self.projection = np.asarray(self.projection, dtype=np.float32)
+            d = m * self.codebooks.shape[2]
+            if self.projection.shape != (d, d):
+                raise ValueError(f"{self.field}: projection must be [{d}, {d}]")
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.codes.shape[0])
+
+    @property
+    def num_subspaces(self) -> int:
+        return int(self.codebooks.shape[0])
+
+    @property
+    def num_codewords(self) -> int:
+        return int(self.codebooks.shape[1])
+
+    @property
+    def dim(self) -> int:
+        return int(self.codebooks.shape[0] * self.codebooks.shape[2])
+
+    def decode(self, ids: np.ndarray | None = None) -> np.ndarray:
+        """The quantised embeddings ``float32[len(ids), d]`` (all ids when ``ids`` is None)."""
+        codes = self.codes if ids is None else self.codes[np.asarray(ids)]
+        parts = [self.codebooks[m][codes[:, m].astype(np.int64)] for m in range(self.num_subspaces)]
+        out = np.concatenate(parts, axis=1)
+        return out @ self.projection if self.projection is not None else out
+
+
+class CodeSet(dict):
+    """``{field name: FieldCodes}`` plus the stage-1 settings that produced them (``config``)."""
+
+    def __init__(self, items: Mapping[str, FieldCodes] | None = None, config: dict | None = None):
+        super().__init__(items or {})
+        self.config = dict(config or {})
+
+    def save(self, path: str) -> None:
+        """Writes ``path.npz`` (arrays) and ``path.json`` (manifest); ``path`` without extension."""
+        arrays, manifest = {}, {"format": FORMAT, "version": 1, "config": self.config, "fields": []}
+        for i, (name, fc) in enumerate(self.items()):
+            arrays[f"codes_{i}"] = fc.codes
+            arrays[f"codebooks_{i}"] = fc.codebooks
+            if fc.projection is not None:
+                arrays[f"projection_{i}"] = fc.projection
+            manifest["fields"].append({"name": name, "index": i, "stats": fc.stats,
+                                       "has_projection": fc.projection is not None})
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        np.savez(path + ".npz", **arrays)
+        with open(path + ".json", "w", encoding="utf-8") as fh:
+            json.dump(manifest, fh, indent=1, default=float)
+
+    @classmethod
+    def load(cls, path: str) -> "CodeSet":
+        """Reads what :meth:`save` wrote (``allow_pickle=False``)."""
+        with open(path + ".json", encoding="utf-8") as fh:
+            manifest = json.load(fh)
+        if manifest.get("format") != FORMAT:
+            raise ValueError(f"{path}.json is not a tfmec PQ code file")
+        out = cls(config=manifest.get("config"))
+        with np.load(path + ".npz", allow_pickle=False) as arrays:
+            for f in manifest["fields"]:
+                i = f["index"]
+                proj = arrays[f"projection_{i}"] if f.get("has_projection") else None
+                out[f["name"]] = FieldCodes(f["name"], arrays[f"codes_{i}"], arrays[f"codebooks_{i}"], proj, f.get("stats", {}))
+        return out

@@ -1,0 +1,50 @@
+"""Memory accounting of embedding tables, in bytes at their stored width (not parameter counts)."""
+from __future__ import annotations
+
+import dataclasses
+
+from tfmec.evaluation import embedding_layers, model_bytes, variable_bytes
+
+
+@dataclasses.dataclass
+class TableBytes:
+    """One embedding table: its bytes now and as an uncompressed float32 ``[V, d]`` table."""
+
+    layer: str
+    kind: str  # "embedding" or "quantized"
+    vocab_size: int
+    dim: int
+    bytes: int
+    original_bytes: int
+
+
+def _table_bytes(layer) -> TableBytes:
+    if getattr(layer, "num_subspaces", None) is not None and hasattr(layer, "storage_bytes"):
+        v, d = int(layer.vocab_size), int(layer.output_dim)
+        return TableBytes(layer.name, "quantized", v, d, int(layer.storage_bytes), v * d * 4)
+    v, d = int(layer.input_dim), int(layer.output_dim)
+    return TableBytes(layer.name, "embedding", v, d, variable_bytes(layer.weights), v * d * 4)
+
+
+def memory_report(model) -> dict:
+    """Bytes of every embedding table of ``model`` and the compression ratios.
+
+    Returns a dict with ``tables`` (a list of :class:`TableBytes` as dicts), ``embedding_bytes`` (as
+    stored: codes at their width, codebooks float32, uncompressed tables), ``original_embedding_bytes``
+    (every table as float32 ``[V, d]``), ``model_bytes`` / ``original_model_bytes`` (all weights) and
+    the two ratios ``compression_ratio_embeddings`` and ``compression_ratio_model``.
+    """
+    tables = [_table_bytes(layer) for layer in embedding_layers(model)]
+    emb = sum(t.bytes for t in tables)
+    orig = sum(t.original_bytes for t in tables)
+    total = model_bytes(model)
+    orig_total = total - emb + orig
+    return {
+        "tables": [dataclasses.asdict(t) for t in tables],
+        "embedding_bytes": emb,
+        "original_embedding_bytes": orig,
+        "model_bytes": total,
+        "original_model_bytes": orig_total,
+        "compression_ratio_embeddings": orig / emb if emb else 1.0,
+        "compression_ratio_model": orig_total / total if total else 1.0,
+    }

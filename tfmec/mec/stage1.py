@@ -1,0 +1,371 @@
+"""MEC stage 1: learn product-quantisation codes for trained embedding tables.
+
+For one field's table ``E: float32[V, d]`` with training counts ``n: int[V]``:
+
+* popularity weight ``w_i = max(1, floor(log2 n_i))`` (a loss weight; rows are never copied);
+* ``M`` codebooks ``C_m: [K, d/M]`` initialised by k-means++ (+ Lloyd steps) on a sample of
+  sub-vectors; optional learned rotation ``R: [d, d]`` before the split and decoder ``D: [d, d]``
+  after the concatenation;
+* loss = weighted reconstruction ``sum_i w_i ||e_i - dec(q_i)||^2 / sum_i w_i``
+  + ``alpha`` * PWR + ``beta`` * contrastive, where
+  - PWR = mean over sub-spaces of ``log K - H(u)``, ``u = sum_i w_i p_i / sum_i w_i`` and ``p_i`` the
+    soft assignment ``softmax(-||z_i - c_k||^2 / tau)`` (differentiable, unlike hard usage);
+  - contrastive = InfoNCE of ``cos(e_i, dec(q_i))`` against ``num_negatives`` semi-synthetic
+    negatives, each ``q_i`` with the code of ONE randomly chosen sub-space replaced by another
+    codeword (per row, independently);
+* Adam on ``tf.data`` batches of (row index, weight), one ``tf.function`` step, early stopping on
+  the epoch loss, a progress bar.
+
+:func:`learn_codes` returns a :class:`~tfmec.mec.codes.CodeSet` (codes uint8/uint16, codebooks,
+optional projection ``D``, statistics).
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from tfmec.layers.quantized_embedding import decode_codes, semi_synthetic_negative_codes
+from tfmec.mec.codes import CodeSet, FieldCodes, code_dtype
+from tfmec.mec.kmeans import kmeans
+
+
+def popularity_weights(counts: np.ndarray | None, vocab_size: int) -> np.ndarray:
+    """``w_i = max(1, floor(log2 n_i))`` as ``float32[V]`` (all ones without counts)."""
+    if counts is None:
+        return np.ones(vocab_size, np.float32)
+    n = np.asarray(counts, dtype=np.float64)
+    if n.shape != (vocab_size,):
+        raise ValueError(f"counts must have one entry per id ({vocab_size}), got shape {n.shape}")
+    with np.errstate(divide="ignore"):
+        logs = np.floor(np.log2(np.maximum(n, 1.0)))
+    return np.maximum(1.0, logs).astype(np.float32)
+
+
+def pq_bytes(vocab_size: int, dim: int, num_subspaces: int, num_codewords: int, projection: bool = False) -> int:
+    """Bytes of a PQ table: codes at stored width + float32 codebooks (+ projection)."""
+    code_bytes = np.dtype(code_dtype(num_codewords)).itemsize
+    return vocab_size * num_subspaces * code_bytes + num_codewords * dim * 4 + (dim * dim * 4 if projection else 0)
+
+
+class PQModel(tf.Module):
+    """The trainable part of stage 1 for one table: codebooks ``[M, K, d/M]``, optional rotation and
+    decoder ``[d, d]`` (identity-initialised)."""
+
+    def __init__(self, codebooks: np.ndarray, rotation: bool = False):
+        super().__init__()
+        m, k, dm = codebooks.shape
+        self.M, self.K, self.dm, self.d = m, k, dm, m * dm
+        self.codebooks = tf.Variable(codebooks, dtype=tf.float32, name="codebooks")
+        self.rotation = tf.Variable(tf.eye(self.d), name="rotation") if rotation else None
+        self.decoder = tf.Variable(tf.eye(self.d), name="decoder") if rotation else None
+
+    def encode(self, e):
+        """``[B, d]`` -> sub-vectors ``[B, M, d/M]`` (after the optional rotation)."""
+        z = tf.matmul(e, self.rotation) if self.rotation is not None else e
+        return tf.reshape(z, [-1, self.M, self.dm])
+
+    def distances(self, zs):
+        """Squared distances ``[B, M, K]`` of sub-vectors ``[B, M, d/M]`` to every codeword."""
+        c = self.codebooks
+        cross = tf.einsum("bmd,mkd->bmk", zs, c)
+        return tf.reduce_sum(zs * zs, -1)[:, :, None] - 2.0 * cross + tf.reduce_sum(c * c, -1)[None]
+
+    def decode(self, codes):
+        """Codes ``int32[..., M]`` -> embeddings ``[..., d]`` (concatenated codewords, then ``D``)."""
+        return decode_codes(codes, self.codebooks, self.decoder)
+
+    @property
+    def trainable(self):
+        return [v for v in (self.codebooks, self.rotation, self.decoder) if v is not None]
+
+
+def _cosine(a, b):
+    return tf.reduce_sum(tf.math.l2_normalize(a, -1) * tf.math.l2_normalize(b, -1), -1)
+
+
+def pq_losses(model: PQModel, e, w, *, temperature: float, contrastive_temperature: float,
+              num_negatives: int, seed, compute_contrastive: bool = True):
+    """The three stage-1 terms on a batch ``e: [B, d]`` with weights ``w: [B]``.
+
+    Returns ``(reconstruction, pwr, contrastive, codes int32[B, M])``.
+    """
+    zs = model.encode(e)
+    dist = model.distances(zs)
+    codes = tf.argmin(dist, axis=-1, output_type=tf.int32)
+    w_sum = tf.reduce_sum(w)
+    recon = model.decode(codes)
+    reconstruction = tf.reduce_sum(w * tf.reduce_sum(tf.square(e - recon), -1)) / w_sum
+    if model.rotation is not None:  # commitment: let the rotation learn from the hard assignment
+        q = tf.reshape(decode_codes(codes, model.codebooks), tf.shape(zs))
+        commit = tf.reduce_sum(tf.square(zs - tf.stop_gradient(q)), [-1, -2])
+        reconstruction += 0.25 * tf.reduce_sum(w * commit) / w_sum
+    p = tf.nn.softmax(-dist / temperature, axis=-1)
+    usage = tf.reduce_sum(w[:, None, None] * p, 0) / w_sum  # [M, K]
+    entropy = -tf.reduce_sum(usage * tf.math.log(usage + 1e-12), -1)
+    pwr = tf.reduce_mean(math.log(model.K) - entropy)
+    if compute_contrastive:
+        neg_codes = semi_synthetic_negative_codes(codes, model.K, num_negatives, seed)  # [B, N, M]
+        negatives = model.decode(neg_codes)  # [B, N, d]
+        s_pos = _cosine(e, recon)[:, None]
+        s_neg = _cosine(e[:, None, :], negatives)
+        logits = tf.concat([s_pos, s_neg], axis=1) / contrastive_temperature
+        contrastive = tf.reduce_mean(-tf.nn.log_softmax(logits, axis=1)[:, 0])
+    else:
+        contrastive = tf.constant(0.0)
+    return reconstruction, pwr, contrastive, codes
+
+
+def assign_codes(model: PQModel, table: tf.Tensor, batch_size: int = 65536) -> np.ndarray:
+    """Nearest-codeword codes of every row of ``table [V, d]``: ``int32[V, M]``, batched."""
+
+    @tf.function(reduce_retracing=True)
+    def nearest(e):
+        return tf.argmin(model.distances(model.encode(e)), axis=-1, output_type=tf.int32)
+
+    v = int(table.shape[0])
+    return np.concatenate([nearest(table[s : s + batch_size]).numpy() for s in range(0, v, batch_size)])
+
+
+def code_statistics(fc: FieldCodes, table: np.ndarray, counts: np.ndarray | None, weights: np.ndarray) -> dict:
+    """Reconstruction error, usage entropy, dead codewords and head (top 10% ids) vs tail usage."""
+    m, k = fc.num_subspaces, fc.num_codewords
+    v = fc.vocab_size
+    sq_err = np.empty(v, np.float64)
+    sq_norm = np.empty(v, np.float64)
+    for s in range(0, v, 262144):
+        rows = np.arange(s, min(v, s + 262144))
+        diff = table[rows] - fc.decode(rows)
+        sq_err[rows] = (diff.astype(np.float64) ** 2).sum(1)
+        sq_norm[rows] = (table[rows].astype(np.float64) ** 2).sum(1)
+    codes = fc.codes.astype(np.int64)
+    usage = np.stack([np.bincount(codes[:, j], minlength=k) for j in range(m)])  # [M, K]
+    share = usage / usage.sum(1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -np.nansum(np.where(share > 0, share * np.log(share), 0.0), 1)
+    order = np.argsort(-(counts if counts is not None else np.zeros(v)), kind="stable")
+    head = np.zeros(v, bool)
+    head[order[: max(1, v // 10)]] = True
+
+    def distinct(mask):
+        return float(np.mean([len(np.unique(codes[mask, j])) for j in range(m)])) if mask.any() else 0.0
+
+    def entropy_of(mask):
+        if not mask.any():
+            return 0.0
+        vals = []
+        for j in range(m):
+            c = np.bincount(codes[mask, j], minlength=k) / mask.sum()
+            vals.append(-(c[c > 0] * np.log(c[c > 0])).sum())
+        return float(np.mean(vals))
+
+    head_only = sum(len(set(np.unique(codes[head, j])) - set(np.unique(codes[~head, j]))) for j in range(m))
+    return {
+        "vocab_size": v,
+        "reconstruction_mse": float(sq_err.mean() / fc.dim),
+        "weighted_reconstruction_mse": float((weights * sq_err).sum() / weights.sum() / fc.dim),
+        "relative_error": float(np.sqrt(sq_err.sum() / max(sq_norm.sum(), 1e-30))),
+        "usage_entropy": float(ent.mean()),
+        "usage_entropy_max": math.log(k),
+        "dead_codewords": int((usage == 0).sum()),
+        "codewords_total": int(m * k),
+        "head_distinct_codewords": distinct(head),
+        "tail_distinct_codewords": distinct(~head),
+        "head_usage_entropy": entropy_of(head),
+        "tail_usage_entropy": entropy_of(~head),
+        "head_only_codewords": int(head_only),
+    }
+
+
+def _tables_from(source) -> dict:
+    """``{field: float32[V, d]}`` from a dict of tables or from a Keras model's ``embedding_<field>``
+    Embedding layers."""
+    if isinstance(source, Mapping):
+        return {str(k): np.asarray(v, dtype=np.float32) for k, v in source.items()}
+    from tfmec.backend import keras
+
+    tables = {}
+    for layer in source.layers:
+        if isinstance(layer, keras.layers.Embedding) and layer.name.startswith("embedding_"):
+            tables[layer.name[len("embedding_"):]] = np.asarray(layer.get_weights()[0], dtype=np.float32)
+    if not tables:
+        raise ValueError("the model has no Embedding layers named 'embedding_<field>'; pass {field: table} instead")
+    return tables
+
+
+def select_fields(tables: Mapping, num_subspaces: int, num_codewords: int, rotation: bool, fields=None,
+                  min_vocab: int | None = None) -> list[str]:
+    """The fields worth compressing: given ``fields``, else every table whose PQ form is smaller
+    (and with at least ``min_vocab`` rows when given)."""
+    if fields is not None:
+        unknown = [f for f in fields if f not in tables]
+        if unknown:
+            raise ValueError(f"no embedding table for field(s) {unknown}; tables: {sorted(tables)}")
+        return list(fields)
+    chosen = []
+    for name, t in tables.items():
+        v, d = t.shape
+        if min_vocab is not None and v < min_vocab:
+            continue
+        if pq_bytes(v, d, num_subspaces, num_codewords, rotation) < v * d * 4:
+            chosen.append(name)
+    return chosen
+
+
+def learn_codes(
+    source,
+    frequencies: Mapping | None = None,
+    *,
+    num_subspaces: int = 4,
+    num_codewords: int = 256,
+    alpha: float = 1e-4,
+    beta: float = 2e-3,
+    temperature: float = 1.0,
+    contrastive_temperature: float = 0.5,
+    num_negatives: int = 4,
+    rotation: bool = False,
+    fields=None,
+    min_vocab: int | None = None,
+    batch_size: int = 4096,
+    epochs: int = 10,
+    patience: int = 2,
+    learning_rate: float = 1e-3,
+    kmeans_sample: int = 50_000,
+    kmeans_iterations: int = 10,
+    seed: int = 0,
+    progress: bool = True,
+) -> CodeSet:
+    """Learns PQ codes for the embedding tables of ``source`` (MEC stage 1).
+
+    Args:
+        source: a trained Keras model (its ``embedding_<field>`` Embedding layers) or
+            ``{field: float32[V, d]}``.
+        frequencies: ``{field: int[V]}`` training counts per id (``CTRData.frequencies``); popularity
+            weights come from them (all 1 when missing).
+        num_subspaces, num_codewords: M and K; d must be divisible by M.
+        alpha, beta: weights of PWR and of the contrastive term (0 disables a term).
+        temperature: tau of the soft assignment in PWR; contrastive_temperature: tau of InfoNCE.
+        num_negatives: semi-synthetic negatives per row.
+        rotation: learn a rotation before the split and a decoder after (stored as ``projection``).
+        fields, min_vocab: which tables to compress (default: every table PQ makes smaller).
+        batch_size, epochs, patience, learning_rate: the Adam loop (early stopping on epoch loss).
+        kmeans_sample, kmeans_iterations: k-means++ initialisation on this many sampled rows.
+        seed: fixes sampling, initialisation, shuffling and negatives.
+    Returns:
+        a :class:`CodeSet` ``{field: FieldCodes}`` with ``config`` and per-field ``stats``.
+    """
+    if num_subspaces < 1 or num_codewords < 2:
+        raise ValueError("num_subspaces must be >= 1 and num_codewords >= 2")
+    code_dtype(num_codewords)
+    tables = _tables_from(source)
+    chosen = select_fields(tables, num_subspaces, num_codewords, rotation, fields, min_vocab)
+    config = dict(num_subspaces=num_subspaces, num_codewords=num_codewords, alpha=alpha, beta=beta,
+                  temperature=temperature, contrastive_temperature=contrastive_temperature,
+                  num_negatives=num_negatives, rotation=rotation, batch_size=batch_size, epochs=epochs,
+                  learning_rate=learning_rate, seed=seed, fields=chosen)
+    result = CodeSet(config=config)
+    for i, name in enumerate(chosen):
+        table = tables[name]
+        counts = None if frequencies is None or name not in frequencies else np.asarray(frequencies[name])
+        result[name] = _learn_field(name, table, counts, num_subspaces, num_codewords, alpha, beta, temperature,
+                                    contrastive_temperature, num_negatives, rotation, batch_size, epochs, patience,
+                                    learning_rate, kmeans_sample, kmeans_iterations, seed + 1000 * i, progress)
+    return result
+
+
+def _learn_field(name, table, counts, M, K, alpha, beta, tau, tau_c, num_negatives, rotation, batch_size, epochs,
+                 patience, learning_rate, kmeans_sample, kmeans_iterations, seed, progress) -> FieldCodes:
+    v, d = table.shape
+    if d % M:
+        raise ValueError(f"field {name!r}: embedding dim {d} is not divisible by num_subspaces {M}")
+    t0 = time.perf_counter()
+    weights = popularity_weights(counts, v)
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(v, size=min(v, kmeans_sample), replace=False)
+    dm = d // M
+    sub = table[sample].reshape(len(sample), M, dm)
+    init = np.stack([kmeans(sub[:, m], K, seed=seed + m, iterations=kmeans_iterations, weights=weights[sample])
+                     for m in range(M)])
+    model = PQModel(init, rotation=rotation)
+    table_t = tf.constant(table)
+    weights_t = tf.constant(weights)
+    optimizer = Adam(model.trainable, learning_rate)
+    step_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    @tf.function
+    def train_step(idx):
+        e = tf.gather(table_t, idx)
+        w = tf.gather(weights_t, idx)
+        step_seed = tf.stack([tf.cast(seed, tf.int64), step_counter])
+        with tf.GradientTape() as tape:
+            rec, pwr, con, _ = pq_losses(model, e, w, temperature=tau, contrastive_temperature=tau_c,
+                                         num_negatives=num_negatives, seed=step_seed,
+                                         compute_contrastive=beta > 0)
+            loss = rec + alpha * pwr + beta * con
+        grads = tape.gradient(loss, model.trainable)
+        optimizer.apply(grads)
+        step_counter.assign_add(1)
+        return loss, rec, pwr, con
+
+    dataset = (tf.data.Dataset.range(v).shuffle(min(v, 1_000_000), seed=seed, reshuffle_each_iteration=True)
+               .batch(batch_size).prefetch(2))
+    steps = math.ceil(v / batch_size)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps * epochs, desc=f"stage 1 [{name}]", unit="step", leave=False)
+    best, best_state, bad_epochs, history = float("inf"), None, 0, []
+    for epoch in range(epochs):
+        sums = np.zeros(4)
+        for idx in dataset:
+            out = train_step(idx)
+            sums += np.array([float(x) for x in out])
+            if bar is not None:
+                bar.update(1)
+        mean = sums / steps
+        history.append({"loss": mean[0], "reconstruction": mean[1], "pwr": mean[2], "contrastive": mean[3]})
+        if bar is not None:
+            bar.set_postfix(loss=f"{mean[0]:.4g}", rec=f"{mean[1]:.4g}")
+        if mean[0] < best - 1e-6 * abs(best if np.isfinite(best) else 1.0):
+            best, bad_epochs = mean[0], 0
+            best_state = [var.numpy() for var in model.trainable]
+        else:
+            bad_epochs += 1
+            if bad_epochs >= patience:
+                break
+    if bar is not None:
+        bar.close()
+    for var, value in zip(model.trainable, best_state):
+        var.assign(value)
+    codes = assign_codes(model, table_t)
+    fc = FieldCodes(name, codes.astype(code_dtype(K)), model.codebooks.numpy(),
+                    model.decoder.numpy() if model.decoder is not None else None)
+    fc.stats = code_statistics(fc, table, counts, weights)
+    fc.stats.update(epochs=len(history), seconds=time.perf_counter() - t0, history=history)
+    return fc
+
+
+class Adam(tf.Module):
+    """Plain Adam (Kingma & Ba) over a fixed list of ``tf.Variable``; the same in both Keras modes."""
+
+    def __init__(self, variables, learning_rate: float = 1e-3, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-7):
+        super().__init__()
+        self.variables_ = list(variables)
+        self.lr, self.b1, self.b2, self.eps = learning_rate, beta_1, beta_2, epsilon
+        self.m = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables_]
+        self.v = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables_]
+        self.t = tf.Variable(0.0, trainable=False)
+
+    def apply(self, grads):
+        """One update with ``grads`` aligned to the variables."""
+        self.t.assign_add(1.0)
+        correction = tf.sqrt(1.0 - self.b2 ** self.t) / (1.0 - self.b1 ** self.t)
+        for var, g, m, v in zip(self.variables_, grads, self.m, self.v):
+            m.assign(self.b1 * m + (1.0 - self.b1) * g)
+            v.assign(self.b2 * v + (1.0 - self.b2) * tf.square(g))
+            var.assign_sub(self.lr * correction * m / (tf.sqrt(v) + self.eps))
