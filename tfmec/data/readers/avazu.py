@@ -5,9 +5,9 @@ import datetime
 from typing import Iterator
 
 from tfmec.data.errors import DataError
-from tfmec.data.readers.base import Chunk, parse_label
+from tfmec.data.readers.base import Chunk
 from tfmec.data.readers.csv_reader import _clean_header
-from tfmec.data.readers.text import FileReader, RowBuffer, check_unique, iter_records
+from tfmec.data.readers.text import FileReader, check_unique, fast_label, iter_records
 
 AVAZU_LABEL = "click"
 AVAZU_RAW_COLUMNS = [
@@ -100,53 +100,37 @@ class AvazuReader(FileReader):
         finally:
             records.close()
 
+    def _records(self, path: str):
+        """The data records of one file, after checking that its header matches the first file's."""
+        records = iter_records(path, ",")
+        head = next(records, None)
+        if _parse_header(head, path) != self.header:
+            raise DataError(
+                f"header {_parse_header(head, path)} differs from the first file's header {self.header}",
+                path,
+                head[0],
+            )
+        return records
+
     def _chunks(self, chunk_size: int) -> Iterator[Chunk]:
-        buf = RowBuffer(self.columns)
-        ncols = len(self.header)
         li, hi, hpos, spec = self._label_index, self._hour_index, self._hour_pos, self._spec
         hour_cache: dict = {}
-        for path in self.paths:
-            records = iter_records(path, ",")
-            head = next(records, None)
-            if _parse_header(head, path) != self.header:
-                raise DataError(
-                    f"header {_parse_header(head, path)} differs from the first file's header {self.header}",
-                    path,
-                    head[0],
-                )
-            for lineno, fields, problem in records:
-                if fields is None:
-                    self._bad_row(problem, path, lineno)
-                    continue
-                if len(fields) != ncols:
-                    self._bad_row(f"expected {ncols} columns, got {len(fields)}", path, lineno)
-                    continue
-                try:
-                    lab = fields[li]
-                    if lab == "0":
-                        y = 0.0
-                    elif lab == "1":
-                        y = 1.0
-                    else:
-                        y = parse_label(lab, path, lineno)
-                    row = [fields[i] for i in spec]
-                    if hi is not None:
-                        h = fields[hi]
-                        pair = hour_cache.get(h)
-                        if pair is None:
-                            try:
-                                pair = split_hour(h)
-                            except ValueError as exc:
-                                raise DataError(str(exc), path, lineno) from None
-                            if len(hour_cache) > 100_000:
-                                hour_cache.clear()
-                            hour_cache[h] = pair
-                        row[hpos:hpos] = pair
-                except DataError as err:
-                    self._reject(err)
-                    continue
-                buf.add(row, y)
-                if len(buf) >= chunk_size:
-                    yield buf.flush()
-        if len(buf):
-            yield buf.flush()
+
+        def parse(fields, path, lineno):
+            y = fast_label(fields[li], path, lineno)
+            row = [fields[i] for i in spec]
+            if hi is not None:
+                h = fields[hi]
+                pair = hour_cache.get(h)
+                if pair is None:
+                    try:
+                        pair = split_hour(h)
+                    except ValueError as exc:
+                        raise DataError(str(exc), path, lineno) from None
+                    if len(hour_cache) > 100_000:
+                        hour_cache.clear()
+                    hour_cache[h] = pair
+                row[hpos:hpos] = pair
+            return row, y
+
+        return self._stream(chunk_size, self._records, parse, len(self.header))

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from tfmec.data.errors import DataError
-from tfmec.data.readers.base import Chunk, parse_float, parse_label
-from tfmec.data.readers.text import NAN, FileReader, RowBuffer, iter_text_lines
+from tfmec.data.readers.base import Chunk, parse_float
+from tfmec.data.readers.text import NAN, FileReader, fast_label, iter_split_records
 
 CRITEO_NUMERIC_COLUMNS = [f"I{i}" for i in range(1, 14)]
 CRITEO_CATEGORICAL_COLUMNS = [f"C{i}" for i in range(1, 27)]
@@ -34,50 +33,32 @@ class CriteoReader(FileReader):
         self.label = "label"
 
     def _chunks(self, chunk_size: int) -> Iterator[Chunk]:
-        buf = RowBuffer(self.columns)
         n_num = len(CRITEO_NUMERIC_COLUMNS)
         num_names = CRITEO_NUMERIC_COLUMNS
-        for path in self.paths:
-            for lineno, text in iter_text_lines(path):
-                if text is None:
-                    self._bad_row("line is not valid UTF-8", path, lineno)
-                    continue
-                if not text:
-                    continue
-                fields = text.split("\t")
-                if len(fields) != _N_FIELDS:
-                    self._bad_row(
-                        f"expected {_N_FIELDS} tab-separated columns (label, I1..I13, C1..C26), got {len(fields)}",
-                        path,
-                        lineno,
-                    )
+
+        def parse(fields, path, lineno):
+            y = fast_label(fields[0], path, lineno)
+            row = fields[1:]
+            for j in range(n_num):
+                t = row[j]
+                if not t:
+                    row[j] = NAN
                     continue
                 try:
-                    lab = fields[0]
-                    if lab == "0":
-                        y = 0.0
-                    elif lab == "1":
-                        y = 1.0
-                    else:
-                        y = parse_label(lab, path, lineno)
-                    row = fields[1:]
-                    for j in range(n_num):
-                        t = row[j]
-                        if not t:
-                            row[j] = NAN
-                            continue
-                        try:
-                            v = float(t)
-                        except ValueError:
-                            v = None
-                        if v is None or v - v != 0.0:
-                            v = parse_float(t, num_names[j], path, lineno)
-                        row[j] = v
-                except DataError as err:
-                    self._reject(err)
-                    continue
-                buf.add(row, y)
-                if len(buf) >= chunk_size:
-                    yield buf.flush()
-        if len(buf):
-            yield buf.flush()
+                    v = float(t)
+                except ValueError:
+                    v = None
+                if v is None or v - v != 0.0:
+                    v = parse_float(t, num_names[j], path, lineno)
+                row[j] = v
+            return row, y
+
+        return self._stream(chunk_size, _records, parse, _N_FIELDS, _count_message)
+
+
+def _records(path: str):
+    return iter_split_records(path, "\t", keep_spaces=True)
+
+
+def _count_message(got: int) -> str:
+    return f"expected {_N_FIELDS} tab-separated columns (label, I1..I13, C1..C26), got {got}"

@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import csv
-import math
 import operator
 from typing import Iterator, Sequence
 
 from tfmec.data.errors import DataError
-from tfmec.data.readers.base import Chunk, parse_label
+from tfmec.data.readers.base import Chunk
 from tfmec.data.readers.text import (
     FileReader,
-    RowBuffer,
     as_name_list,
     check_unique,
+    fast_label,
     first_line,
     iter_records,
     to_float,
@@ -175,47 +174,17 @@ class CSVReader(FileReader):
         return records
 
     def _chunks(self, chunk_size: int) -> Iterator[Chunk]:
-        buf = RowBuffer(self.columns)
-        ncols = len(self.header)
         idxs = [i for i, _, _ in self._spec]
         pick = operator.itemgetter(*idxs) if len(idxs) > 1 else (lambda f, i=idxs[0]: (f[i],))
         num_pos = [(k, name) for k, (_, isnum, name) in enumerate(self._spec) if isnum]
         li = self._label_index
         thr = self.label_threshold
-        for path in self.paths:
-            for lineno, fields, problem in self._records(path):
-                if fields is None:
-                    self._bad_row(problem, path, lineno)
-                    continue
-                if len(fields) != ncols:
-                    self._bad_row(f"expected {ncols} columns, got {len(fields)}", path, lineno)
-                    continue
-                try:
-                    lab = fields[li]
-                    if thr is None:
-                        if lab == "1":
-                            y = 1.0
-                        elif lab == "0":
-                            y = 0.0
-                        else:
-                            y = parse_label(lab, path, lineno)
-                    else:
-                        try:
-                            v = float(lab)
-                        except ValueError:
-                            v = math.nan
-                        if v - v == 0.0:
-                            y = 1.0 if v >= thr else 0.0
-                        else:
-                            y = parse_label(lab, path, lineno, thr)
-                    row = list(pick(fields))
-                    for k, name in num_pos:
-                        row[k] = to_float(row[k], name, path, lineno)
-                except DataError as err:
-                    self._reject(err)
-                    continue
-                buf.add(row, y)
-                if len(buf) >= chunk_size:
-                    yield buf.flush()
-        if len(buf):
-            yield buf.flush()
+
+        def parse(fields, path, lineno):
+            y = fast_label(fields[li], path, lineno, thr)
+            row = list(pick(fields))
+            for k, name in num_pos:
+                row[k] = to_float(row[k], name, path, lineno)
+            return row, y
+
+        return self._stream(chunk_size, self._records, parse, len(self.header))

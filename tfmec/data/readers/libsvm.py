@@ -4,8 +4,16 @@ from __future__ import annotations
 from typing import Iterator, Sequence
 
 from tfmec.data.errors import DataError
-from tfmec.data.readers.base import Chunk, parse_label
-from tfmec.data.readers.text import FileReader, RowBuffer, as_name_list, first_line, iter_text_lines, resolve_paths
+from tfmec.data.readers.base import Chunk
+from tfmec.data.readers.text import (
+    FileReader,
+    as_name_list,
+    fast_label,
+    first_line,
+    iter_split_records,
+    iter_text_lines,
+    resolve_paths,
+)
 
 
 def load_field_map(path) -> tuple[list[str], dict[str, int]]:
@@ -107,50 +115,29 @@ class LibSVMReader(FileReader):
         raise DataError(f"no data rows in {self.description}")
 
     def _chunks(self, chunk_size: int) -> Iterator[Chunk]:
-        buf = RowBuffer(self.columns)
         nf = len(self.columns)
         names = self.column_names
         index_field = self._index_field
-        for path in self.paths:
-            for lineno, text in iter_text_lines(path):
-                if text is None:
-                    self._bad_row("line is not valid UTF-8", path, lineno)
+
+        def parse(toks, path, lineno):
+            y = fast_label(toks[0], path, lineno)
+            row = [None] * nf if index_field is not None else []
+            for tok in toks[1:]:
+                idx, colon, _val = tok.partition(":")
+                if not colon or not idx.isdigit():
+                    raise DataError(f"malformed feature {tok!r}, expected index:value", path, lineno)
+                if index_field is None:
+                    row.append(idx)
                     continue
-                toks = text.split()
-                if not toks:
-                    continue
-                if len(toks) - 1 != nf:
-                    self._bad_row(f"expected {nf} features (one per field), got {len(toks) - 1}", path, lineno)
-                    continue
-                try:
-                    lab = toks[0]
-                    if lab == "1":
-                        y = 1.0
-                    elif lab == "-1" or lab == "0":
-                        y = 0.0
-                    else:
-                        y = parse_label(lab, path, lineno)
-                    row = [None] * nf if index_field is not None else []
-                    for tok in toks[1:]:
-                        idx, colon, _val = tok.partition(":")
-                        if not colon or not idx.isdigit():
-                            raise DataError(f"malformed feature {tok!r}, expected index:value", path, lineno)
-                        if index_field is None:
-                            row.append(idx)
-                            continue
-                        k = index_field.get(idx)
-                        if k is None:
-                            raise DataError(f"feature index {idx} is not in the field map {self.field_map}", path, lineno)
-                        if row[k] is not None:
-                            raise DataError(
-                                f"two features ({row[k]} and {idx}) of field {names[k]!r}", path, lineno
-                            )
-                        row[k] = idx
-                except DataError as err:
-                    self._reject(err)
-                    continue
-                buf.add(row, y)
-                if len(buf) >= chunk_size:
-                    yield buf.flush()
-        if len(buf):
-            yield buf.flush()
+                k = index_field.get(idx)
+                if k is None:
+                    raise DataError(f"feature index {idx} is not in the field map {self.field_map}", path, lineno)
+                if row[k] is not None:
+                    raise DataError(f"two features ({row[k]} and {idx}) of field {names[k]!r}", path, lineno)
+                row[k] = idx
+            return row, y
+
+        def count_message(got: int) -> str:
+            return f"expected {nf} features (one per field), got {got - 1}"
+
+        return self._stream(chunk_size, iter_split_records, parse, nf + 1, count_message)

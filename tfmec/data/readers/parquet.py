@@ -6,8 +6,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from tfmec.data.errors import DataError
-from tfmec.data.readers.base import Chunk, parse_float, parse_label
-from tfmec.data.readers.text import FileReader, as_name_list
+from tfmec.data.readers.base import Chunk, parse_float
+from tfmec.data.readers.text import FileReader, as_name_list, fast_label
 
 
 def _kind_of(pa, typ) -> str | None:
@@ -160,7 +160,7 @@ class ParquetReader(FileReader):
         y = np.zeros(len(arr), dtype=np.float32)
         for i, s in enumerate(self._strings(pa, pc, arr, self.label, path, first_row, errs)):
             try:
-                y[i] = parse_label(s, path, first_row + i, thr)
+                y[i] = fast_label(s, path, first_row + i, thr)
             except DataError as err:
                 errs.setdefault(i, err)
         return y

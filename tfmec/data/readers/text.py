@@ -1,4 +1,5 @@
-"""Shared plumbing for the file readers: path handling, line and record loops, row buffering.
+"""Shared plumbing for the file readers: path handling, line and record loops, row buffering, and the
+one record loop (:meth:`FileReader._stream`) that every line/record based reader runs.
 
 Text files are read in binary mode and decoded one line at a time as UTF-8, so a line with
 undecodable bytes becomes one malformed row (a :class:`DataError` naming the file and line) instead of
@@ -10,10 +11,10 @@ import csv
 import errno
 import gzip
 import os
-from typing import Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from tfmec.data.errors import DataError
-from tfmec.data.readers.base import Reader, make_chunk, parse_float
+from tfmec.data.readers.base import Chunk, Reader, make_chunk, parse_float, parse_label
 
 NAN = float("nan")
 
@@ -114,11 +115,19 @@ def _csv_records(path: str, delimiter: str) -> Iterator[tuple[int, list | None, 
         yield start, fields, None
 
 
-def _split_records(path: str, sep: str) -> Iterator[tuple[int, list | None, str | None]]:
+def iter_split_records(
+    path: str, sep: str | None = None, keep_spaces: bool = False
+) -> Iterator[tuple[int, list | None, str | None]]:
+    """Yields ``(line_number, text.split(sep), None)`` for each line of a text file, or
+    ``(line_number, None, "line is not valid UTF-8")`` for an undecodable line.
+
+    ``sep=None`` splits on runs of whitespace. Blank lines are skipped: empty ones always, and
+    whitespace-only ones too unless ``keep_spaces`` (then they come out as a one-field record).
+    """
     for lineno, text in iter_text_lines(path):
         if text is None:
             yield lineno, None, "line is not valid UTF-8"
-        elif text.strip():
+        elif text if keep_spaces else text.strip():
             yield lineno, text.split(sep), None
 
 
@@ -132,7 +141,7 @@ def iter_records(path: str, sep: str, quoting: bool = True) -> Iterator[tuple[in
     """
     if len(sep) == 1 and quoting:
         return _csv_records(path, sep)
-    return _split_records(path, sep)
+    return iter_split_records(path, sep)
 
 
 def first_record(path: str, sep: str, quoting: bool = True) -> tuple[int, list | None, str | None] | None:
@@ -155,6 +164,24 @@ def first_line(path: str) -> tuple[int, str | None] | None:
         return None
     finally:
         gen.close()
+
+
+def fast_label(text: str, path: str, line: int, threshold: float | None = None) -> float:
+    """Fast :func:`base.parse_label`: same result and errors, with a shortcut for the common cases
+    (``"1"``, ``"0"``, ``"-1"``; with ``threshold``, any finite number)."""
+    if threshold is None:
+        if text == "1":
+            return 1.0
+        if text == "0" or text == "-1":
+            return 0.0
+        return parse_label(text, path, line)
+    try:
+        v = float(text)
+    except ValueError:
+        return parse_label(text, path, line, threshold)
+    if v - v == 0.0:  # false for NaN and +-inf
+        return 1.0 if v >= threshold else 0.0
+    return parse_label(text, path, line, threshold)
 
 
 def to_float(text: str, column: str, path: str, line: int) -> float:
@@ -236,6 +263,50 @@ class FileReader(Reader):
         if self.on_error == "raise":
             raise err
         self.stats.record_skip(err)
+
+    def _stream(
+        self,
+        chunk_size: int,
+        records_for_path: Callable[[str], Iterable[tuple[int, object, str | None]]],
+        parse_record: Callable[[object, str, int], tuple[list, float]],
+        ncols: int | None = None,
+        count_message: Callable[[int], str] | None = None,
+    ) -> Iterator[Chunk]:
+        """The record loop shared by the readers: yields chunks of at most ``chunk_size`` rows.
+
+        For each path in ``self.paths``, ``records_for_path(path)`` yields ``(line, fields, problem)``
+        (``fields`` is ``None`` for an unreadable record, ``problem`` says why). A record with
+        ``len(fields) != ncols`` (when ``ncols`` is given) is a bad row with the message
+        ``count_message(len(fields))`` (default ``"expected {ncols} columns, got {n}"``). Otherwise
+        ``parse_record(fields, path, line)`` returns ``(row, label)`` with the row's values in column
+        order, or raises :class:`DataError` for a bad row. Bad rows raise or are skipped as
+        ``on_error`` says.
+        """
+        if ncols is not None and count_message is None:
+            count_message = lambda got: f"expected {ncols} columns, got {got}"  # noqa: E731
+        buf = RowBuffer(self.columns)
+        rows, labels = buf.rows, buf.labels
+        bad_row, reject = self._bad_row, self._reject
+        for path in self.paths:
+            for lineno, fields, problem in records_for_path(path):
+                if fields is None:
+                    bad_row(problem, path, lineno)
+                    continue
+                if ncols is not None and len(fields) != ncols:
+                    bad_row(count_message(len(fields)), path, lineno)
+                    continue
+                try:
+                    row, y = parse_record(fields, path, lineno)
+                except DataError as err:
+                    reject(err)
+                    continue
+                rows.append(row)
+                labels.append(y)
+                if len(labels) >= chunk_size:
+                    yield buf.flush()
+                    rows, labels = buf.rows, buf.labels
+        if labels:
+            yield buf.flush()
 
     def __repr__(self):
         return f"{type(self).__name__}({self.description!r}, {len(self.columns)} columns, label={self.label!r})"

@@ -9,8 +9,8 @@ import re
 from typing import Iterator, Sequence
 
 from tfmec.data.errors import DataError
-from tfmec.data.readers.base import Chunk, parse_label
-from tfmec.data.readers.text import FileReader, RowBuffer, as_name_list, to_float
+from tfmec.data.readers.base import Chunk
+from tfmec.data.readers.text import FileReader, as_name_list, fast_label, to_float
 
 _KIND_OF_LIST = {"int64_list": "numeric", "float_list": "numeric", "bytes_list": "categorical"}
 
@@ -136,55 +136,47 @@ class TFRecordReader(FileReader):
         import tensorflow as tf
 
         from_string = tf.train.Example.FromString
-        buf = RowBuffer(self.columns)
         label, thr = self.label, self.label_threshold
         spec = [(name, kind == "numeric") for name, kind in self.columns]
-        for path in self.paths:
-            for n, raw, problem in self._records(path):
-                if raw is None:
-                    self._bad_row(problem, path, n)
-                    break
-                try:
-                    try:
-                        ex = from_string(raw)
-                    except DecodeError as exc:
-                        raise DataError(f"record is not a tf.train.Example ({exc})", path, n) from None
-                    feat = ex.features.feature
-                    lab = _single(feat, label, path, n)
-                    if lab is None:
-                        raise DataError(f"label feature {label!r} is missing", path, n)
-                    if isinstance(lab, bytes):
-                        y = parse_label(_decode(lab, label, path, n), path, n, thr)
+
+        def parse(raw, path, n):
+            try:
+                ex = from_string(raw)
+            except DecodeError as exc:
+                raise DataError(f"record is not a tf.train.Example ({exc})", path, n) from None
+            feat = ex.features.feature
+            lab = _single(feat, label, path, n)
+            if lab is None:
+                raise DataError(f"label feature {label!r} is missing", path, n)
+            if isinstance(lab, bytes):
+                y = fast_label(_decode(lab, label, path, n), path, n, thr)
+            else:
+                y = fast_label(repr(float(lab)), path, n, thr)
+            row = []
+            for name, isnum in spec:
+                v = _single(feat, name, path, n)
+                if isnum:
+                    if v is None:
+                        v = math.nan
+                    elif isinstance(v, bytes):
+                        v = to_float(_decode(v, name, path, n).strip(), name, path, n)
                     else:
-                        y = parse_label(repr(float(lab)), path, n, thr)
-                    row = []
-                    for name, isnum in spec:
-                        v = _single(feat, name, path, n)
-                        if isnum:
-                            if v is None:
-                                v = math.nan
-                            elif isinstance(v, bytes):
-                                v = to_float(_decode(v, name, path, n).strip(), name, path, n)
-                            else:
-                                v = float(v)
-                                if not math.isfinite(v):
-                                    raise DataError(f"feature {name!r}: {v!r} is not a finite number", path, n)
-                        else:
-                            if v is None:
-                                v = ""
-                            elif isinstance(v, bytes):
-                                v = _decode(v, name, path, n)
-                            else:
-                                v = str(v)
-                        row.append(v)
-                except DataError as err:
-                    self._reject(err)
-                    continue
-                buf.add(row, y)
-                if len(buf) >= chunk_size:
-                    yield buf.flush()
-        if len(buf):
-            yield buf.flush()
+                        v = float(v)
+                        if not math.isfinite(v):
+                            raise DataError(f"feature {name!r}: {v!r} is not a finite number", path, n)
+                else:
+                    if v is None:
+                        v = ""
+                    elif isinstance(v, bytes):
+                        v = _decode(v, name, path, n)
+                    else:
+                        v = str(v)
+                row.append(v)
+            return row, y
+
+        # A read error is the last record _records yields for its file, so the rest of that file is
+        # skipped (with on_error="skip").
+        return self._stream(chunk_size, self._records, parse)
 
 
 def _single(feat, name: str, path: str, n: int):
