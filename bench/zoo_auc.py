@@ -28,7 +28,7 @@ from tfmec.experiment import RunConfig, run_baseline  # noqa: E402
 
 
 # Rows per batch: 256 for the sets under 100k rows (more updates per epoch), larger for the big ones.
-DEFAULT_BATCH = {"criteo": 256, "avazu": 256, "movielens-100k": 256, "frappe": 1024,
+DEFAULT_BATCH = {"criteo": 256, "avazu": 256, "movielens-100k": 256, "frappe": 256,
                  "movielens-1m-part": 2048, "mind-small-5k": 2048, "synthetic": 1024}
 
 
@@ -73,7 +73,12 @@ def main(argv=None):
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--synthetic-rows", type=int, default=200_000)
     p.add_argument("--out", default="bench/out/zoo_auc.jsonl")
+    p.add_argument("--summarise", nargs="+", metavar="JSONL", help="only print the table of earlier runs")
     args = p.parse_args(argv)
+    if args.summarise:
+        runs = [json.loads(line) for f in args.summarise for line in open(f) if line.strip()]
+        print(summarise(runs))
+        return
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     results = []
     for name in args.datasets.split(","):
