@@ -24,7 +24,7 @@ from real_data import open_dataset  # noqa: E402
 
 from tfmec.backend import KERAS_MODE  # noqa: E402
 from tfmec.data import SyntheticCTR, load  # noqa: E402
-from tfmec.experiment import RunConfig, run_baseline  # noqa: E402
+from tfmec.experiment import RunConfig, RunContext, run_baseline  # noqa: E402
 
 
 # Rows per batch: 256 for the sets under 100k rows (more updates per epoch), larger for the big ones.
@@ -89,7 +89,7 @@ def main(argv=None):
                 cfg = RunConfig(model=model, seed=seed, embedding_dim=args.embedding_dim, batch_size=batch_size_for(name, args),
                                 epochs=args.epochs, patience=args.patience, learning_rate=args.learning_rate,
                                 out=os.path.join("bench", "out", "models", name, model, str(seed)), verbose=0)
-                run = run_baseline(cfg, data, log=None)
+                run = run_baseline(RunContext(cfg, data, log=None))
                 run.update(dataset=name, seed=seed, rows=data.rows, keras=KERAS_MODE)
                 results.append(run)
                 with open(args.out, "a") as fh:

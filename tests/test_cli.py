@@ -47,7 +47,7 @@ def test_run_real_criteo_file(tmp_path, shared_data):
     [
         (["--model", "nope"], "unknown model 'nope'"),
         (["--method", "none,zzz"], "unknown method 'zzz'"),
-        (["--method", "mec"], "not available in this version yet"),
+        (["--method", "afm"], "not available in this version yet"),
         (["--data", "/no/such/file.txt", "--format", "criteo"], "not found: /no/such/file.txt"),
         (["--data", "/no/such/file.txt"], "--format is required"),
         (["--data", __file__, "--format", "xml"], "unknown format 'xml'"),
@@ -64,3 +64,19 @@ def test_console_script_help():
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0
     assert "--method" in result.stdout and "--format" in result.stdout
+
+
+def test_run_baseline_and_mec_side_by_side(tmp_path):
+    out = tmp_path / "mec"
+    code = main(["run", "--data", "synthetic", "--rows", "4000", "--model", "deepfm", "--method", "none,mec",
+                 "--out", str(out), "--epochs", "1", "--batch-size", "512", "--codewords", "16",
+                 "--stage1-epochs", "1", "--quiet"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    base, mec = metrics["runs"]
+    assert base["method"] == "baseline" and mec["method"] == "mec"
+    assert METRIC_KEYS <= set(mec)
+    assert mec["compression_ratio_embeddings"] > 1.0 and mec["compression_ratio_model"] > 1.0
+    assert mec["embedding_bytes"] < base["embedding_bytes"]
+    assert mec["stage1"] and all("dead_codewords" in s for s in mec["stage1"].values())
+    assert (out / "mec" / "model.keras").exists() and (out / "mec" / "codes.npz").exists()

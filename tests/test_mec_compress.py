@@ -36,7 +36,9 @@ def trained():
 
 def test_only_tables_worth_compressing_are_chosen(trained):
     _, codes = trained
-    assert sorted(codes) == ["big", "mid"]  # 'tiny' would grow under PQ
+    # 'tiny' would grow under PQ; first-order tables are scalar-quantised (one sub-space)
+    assert sorted(codes) == ["big", "linear_big", "linear_mid", "mid"]
+    assert codes["linear_big"].codebooks.shape == (1, 16, 1)
 
 
 def test_compressed_model_structure_and_memory(trained):

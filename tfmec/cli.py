@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sep", default=None, help="csv: field separator (default: sniffed)")
     run.add_argument("--model", default="deepfm", help="lr, fm, deepfm, dcnv2, pnn, gdcn or autoint")
     run.add_argument("--method", dest="methods", type=_csv_list, default=["none"],
-                     help="comma-separated methods run side by side (none = uncompressed baseline)")
+                     help="comma-separated methods run side by side: none (uncompressed baseline), mec")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", default="runs/latest", help="output directory")
     run.add_argument("--embedding-dim", type=int, default=16)
@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int, default=20)
     run.add_argument("--patience", type=int, default=3)
     run.add_argument("--learning-rate", type=float, default=1e-3)
+    run.add_argument("--subspaces", type=int, default=4, help="MEC: sub-spaces M per table")
+    run.add_argument("--codewords", type=int, default=256, help="MEC: codewords K per sub-space")
+    run.add_argument("--alpha", type=float, default=1e-4, help="MEC: weight of the popularity-weighted regulariser")
+    run.add_argument("--beta", type=float, default=2e-3, help="MEC: weight of the contrastive term")
+    run.add_argument("--stage1-epochs", type=int, default=10, help="MEC: epochs of stage 1 (early stopping)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -56,7 +61,8 @@ def main(argv=None) -> int:
             model=args.model, methods=args.methods, seed=args.seed, out=args.out,
             embedding_dim=args.embedding_dim, min_count=args.min_count, batch_size=args.batch_size,
             epochs=args.epochs, patience=args.patience, learning_rate=args.learning_rate,
-            verbose=0 if args.quiet else 1,
+            verbose=0 if args.quiet else 1, subspaces=args.subspaces, codewords=args.codewords,
+            alpha=args.alpha, beta=args.beta, stage1_epochs=args.stage1_epochs,
         )
         try:
             metrics = run_experiment(cfg)

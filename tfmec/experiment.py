@@ -17,7 +17,7 @@ from tfmec.models import MODELS, build_model
 from tfmec.training import compile_ctr, fit_early_stopping
 
 FORMATS = ("criteo", "avazu", "csv", "libsvm", "libfm", "parquet", "tfrecord")
-PLANNED_METHODS = {"mec": 4, "afm": 5, "mec+afm": 5, "int8": 8, "hash": 8, "pq": 8}
+PLANNED_METHODS = {"afm": 5, "mec+afm": 5, "int8": 8, "hash": 8, "pq": 8}
 
 
 @dataclasses.dataclass
@@ -45,6 +45,12 @@ class RunConfig:
     learning_rate: float = 1e-3
     fractions: Sequence[float] = (0.8, 0.1, 0.1)
     verbose: int = 1
+    # MEC
+    subspaces: int = 4
+    codewords: int = 256
+    alpha: float = 1e-4
+    beta: float = 2e-3
+    stage1_epochs: int = 10
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad setting."""
@@ -75,30 +81,84 @@ class RunConfig:
         return [p for p in self.data.split(",") if p]
 
 
-def run_baseline(cfg: RunConfig, data, log) -> dict:
+class RunContext:
+    """What the methods of one run share: the config, the data and the trained baseline (stage 0)."""
+
+    def __init__(self, cfg: RunConfig, data, log):
+        self.cfg, self.data, self.log = cfg, data, log or (lambda msg: None)
+        self._baseline = None
+
+    def build(self, embedding_factory=None):
+        """A fresh, seeded model of the configured kind."""
+        keras.utils.set_random_seed(self.cfg.seed)
+        return build_model(self.cfg.model, self.data.schema, embedding_dim=self.cfg.embedding_dim,
+                           embedding_factory=embedding_factory, seed=self.cfg.seed)
+
+    def train_and_evaluate(self, model, method: str) -> dict:
+        """Compiles, fits with early stopping, evaluates on test and saves ``out/<method>/model.keras``."""
+        cfg = self.cfg
+        compile_ctr(model, cfg.learning_rate)
+        fit = fit_early_stopping(model, self.data.train, self.data.valid, epochs=cfg.epochs, patience=cfg.patience,
+                                 verbose=cfg.verbose)
+        test = evaluate(model, self.data.test)
+        os.makedirs(os.path.join(cfg.out, method), exist_ok=True)
+        model.save(os.path.join(cfg.out, method, "model.keras"))
+        return {
+            "method": method,
+            "model": cfg.model,
+            "test_auc": test["auc"],
+            "test_logloss": test["logloss"],
+            "embedding_bytes": embedding_bytes(model),
+            "model_bytes": model_bytes(model),
+            "params": param_count(model),
+            "train_seconds": fit["train_seconds"],
+            "epochs": fit["epochs"],
+            "infer_samples_per_s": prediction_throughput(model, self.data.test),
+        }
+
+    def baseline(self):
+        """``(trained uncompressed model, its metrics)``, trained once per run."""
+        if self._baseline is None:
+            model = self.build()
+            self._baseline = (model, self.train_and_evaluate(model, "baseline"))
+        return self._baseline
+
+
+def run_baseline(ctx: RunContext) -> dict:
     """Method ``none``: the uncompressed model, trained with early stopping on validation AUC."""
-    keras.utils.set_random_seed(cfg.seed)
-    model = build_model(cfg.model, data.schema, embedding_dim=cfg.embedding_dim, seed=cfg.seed)
-    compile_ctr(model, cfg.learning_rate)
-    fit = fit_early_stopping(model, data.train, data.valid, epochs=cfg.epochs, patience=cfg.patience, verbose=cfg.verbose)
-    test = evaluate(model, data.test)
-    os.makedirs(os.path.join(cfg.out, "baseline"), exist_ok=True)
-    model.save(os.path.join(cfg.out, "baseline", "model.keras"))
-    return {
-        "method": "baseline",
-        "model": cfg.model,
-        "test_auc": test["auc"],
-        "test_logloss": test["logloss"],
-        "embedding_bytes": embedding_bytes(model),
-        "model_bytes": model_bytes(model),
-        "params": param_count(model),
-        "train_seconds": fit["train_seconds"],
-        "epochs": fit["epochs"],
-        "infer_samples_per_s": prediction_throughput(model, data.test),
-    }
+    return ctx.baseline()[1]
 
 
-METHODS: dict[str, Callable] = {"none": run_baseline}
+def run_mec(ctx: RunContext) -> dict:
+    """Method ``mec``: stage 1 on the trained baseline's tables, stage 2 on a fresh model of the same
+    kind whose large tables are quantised, trained with the contrastive term."""
+    from tfmec.mec import compress_embeddings, learn_codes, memory_report
+
+    cfg = ctx.cfg
+    base, _ = ctx.baseline()
+    t0 = time.perf_counter()
+    codes = learn_codes(base, ctx.data.frequencies, num_subspaces=cfg.subspaces, num_codewords=cfg.codewords,
+                        alpha=cfg.alpha, beta=cfg.beta, epochs=cfg.stage1_epochs, seed=cfg.seed,
+                        progress=cfg.verbose > 0)
+    stage1_seconds = time.perf_counter() - t0
+    ctx.log(f"stage 1: {len(codes)} tables quantised in {stage1_seconds:.1f}s")
+    os.makedirs(os.path.join(cfg.out, "mec"), exist_ok=True)
+    codes.save(os.path.join(cfg.out, "mec", "codes"))
+    model = compress_embeddings(ctx.build(), codes, seed=cfg.seed)
+    run = ctx.train_and_evaluate(model, "mec")
+    report = memory_report(model)
+    run.update(
+        embedding_bytes=report["embedding_bytes"],
+        compression_ratio_embeddings=report["compression_ratio_embeddings"],
+        compression_ratio_model=report["compression_ratio_model"],
+        stage1_seconds=stage1_seconds,
+        stage1={name: {k: v for k, v in fc.stats.items() if k != "history"} for name, fc in codes.items()},
+        mec={"subspaces": cfg.subspaces, "codewords": cfg.codewords, "alpha": cfg.alpha, "beta": cfg.beta},
+    )
+    return run
+
+
+METHODS: dict[str, Callable] = {"none": run_baseline, "mec": run_mec}
 
 
 def load_for(cfg: RunConfig):
@@ -125,9 +185,9 @@ def load_for(cfg: RunConfig):
 def format_table(runs: Sequence[dict]) -> str:
     """A fixed-width text table of the runs' main numbers."""
     cols = [("method", "{}"), ("model", "{}"), ("test_auc", "{:.4f}"), ("test_logloss", "{:.4f}"),
-            ("embedding_bytes", "{:,}"), ("model_bytes", "{:,}"), ("train_seconds", "{:.1f}"),
-            ("infer_samples_per_s", "{:,.0f}")]
-    rows = [[fmt.format(r[c]) for c, fmt in cols] for r in runs]
+            ("embedding_bytes", "{:,}"), ("model_bytes", "{:,}"), ("compression_ratio_embeddings", "{:.1f}x"),
+            ("train_seconds", "{:.1f}"), ("infer_samples_per_s", "{:,.0f}")]
+    rows = [[fmt.format(r[c]) if c in r else "-" for c, fmt in cols] for r in runs]
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, (c, _) in enumerate(cols)]
     line = "  ".join(c.ljust(w) for (c, _), w in zip(cols, widths))
     out = [line, "-" * len(line)]
@@ -146,9 +206,10 @@ def run_experiment(cfg: RunConfig, log=None) -> dict:
     os.makedirs(cfg.out, exist_ok=True)
     data.encoder.save(os.path.join(cfg.out, "vocabulary.json"))
     runs = []
+    ctx = RunContext(cfg, data, log)
     for method in cfg.methods:
-        log(f"method {method}: training {cfg.model} ...")
-        runs.append(METHODS[method](cfg, data, log))
+        log(f"method {method}: {cfg.model} ...")
+        runs.append(METHODS[method](ctx))
     metrics = {
         "dataset": cfg.data if cfg.data == "synthetic" else ",".join(cfg.data_paths),
         "rows": data.rows,
@@ -160,4 +221,4 @@ def run_experiment(cfg: RunConfig, log=None) -> dict:
     return metrics
 
 
-__all__ = ["RunConfig", "run_experiment", "format_table", "METHODS", "FORMATS"]
+__all__ = ["RunConfig", "RunContext", "run_experiment", "format_table", "METHODS", "FORMATS"]

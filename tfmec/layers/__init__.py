@@ -30,3 +30,21 @@ __all__ = [
     "mlp_block",
     "logit_layer",
 ]
+
+# product-quantised embeddings (MEC stage 2)
+from tfmec.layers.bitpack import pack_codes, unpack_codes  # noqa: E402
+from tfmec.layers.quantized_embedding import (  # noqa: E402
+    QuantizedEmbedding,
+    contrastive_loss,
+    decode_codes,
+    semi_synthetic_negative_codes,
+)
+
+__all__ += [
+    "QuantizedEmbedding",
+    "contrastive_loss",
+    "decode_codes",
+    "semi_synthetic_negative_codes",
+    "pack_codes",
+    "unpack_codes",
+]

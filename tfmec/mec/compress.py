@@ -71,7 +71,7 @@ def compress_embeddings(
             )
         replaced[layer.name] = field
         return QuantizedEmbedding.from_codes(
-            fc, name=layer.name, contrastive_weight=beta, num_negatives=negatives, temperature=tau,
+            fc, name=layer.name, contrastive_weight=beta if fc.dim > 1 else 0.0, num_negatives=negatives, temperature=tau,
             trainable_codebooks=trainable_codebooks, bits=bits, seed=seed,
         )
 

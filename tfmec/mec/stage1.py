@@ -181,19 +181,30 @@ def code_statistics(fc: FieldCodes, table: np.ndarray, counts: np.ndarray | None
 
 
 def _tables_from(source) -> dict:
-    """``{field: float32[V, d]}`` from a dict of tables or from a Keras model's ``embedding_<field>``
-    Embedding layers."""
+    """``{name: float32[V, d]}`` from a dict of tables or from a Keras model's tables: its
+    ``embedding_<field>`` Embedding layers (keyed by field) and its first-order ``linear_<field>``
+    tables (keyed by layer name)."""
     if isinstance(source, Mapping):
         return {str(k): np.asarray(v, dtype=np.float32) for k, v in source.items()}
     from tfmec.backend import keras
 
     tables = {}
     for layer in source.layers:
-        if isinstance(layer, keras.layers.Embedding) and layer.name.startswith("embedding_"):
+        if not isinstance(layer, keras.layers.Embedding):
+            continue
+        if layer.name.startswith("embedding_"):
             tables[layer.name[len("embedding_"):]] = np.asarray(layer.get_weights()[0], dtype=np.float32)
+        elif layer.name.startswith("linear_"):
+            tables[layer.name] = np.asarray(layer.get_weights()[0], dtype=np.float32)
     if not tables:
         raise ValueError("the model has no Embedding layers named 'embedding_<field>'; pass {field: table} instead")
     return tables
+
+
+def subspaces_for(dim: int, num_subspaces: int) -> int:
+    """Sub-spaces used for a table of width ``dim``: ``num_subspaces``, or 1 for a one-column table
+    (first-order weights: scalar quantisation)."""
+    return 1 if dim == 1 else num_subspaces
 
 
 def select_fields(tables: Mapping, num_subspaces: int, num_codewords: int, rotation: bool, fields=None,
@@ -210,7 +221,7 @@ def select_fields(tables: Mapping, num_subspaces: int, num_codewords: int, rotat
         v, d = t.shape
         if min_vocab is not None and v < min_vocab:
             continue
-        if pq_bytes(v, d, num_subspaces, num_codewords, rotation) < v * d * 4:
+        if pq_bytes(v, d, subspaces_for(d, num_subspaces), num_codewords, rotation and d > 1) < v * d * 4:
             chosen.append(name)
     return chosen
 
@@ -241,8 +252,9 @@ def learn_codes(
     """Learns PQ codes for the embedding tables of ``source`` (MEC stage 1).
 
     Args:
-        source: a trained Keras model (its ``embedding_<field>`` Embedding layers) or
-            ``{field: float32[V, d]}``.
+        source: a trained Keras model (its ``embedding_<field>`` tables, keyed by field, and its
+            first-order ``linear_<field>`` tables, keyed by layer name and scalar-quantised with one
+            sub-space) or ``{name: float32[V, d]}``.
         frequencies: ``{field: int[V]}`` training counts per id (``CTRData.frequencies``); popularity
             weights come from them (all 1 when missing).
         num_subspaces, num_codewords: M and K; d must be divisible by M.
@@ -269,9 +281,12 @@ def learn_codes(
     result = CodeSet(config=config)
     for i, name in enumerate(chosen):
         table = tables[name]
-        counts = None if frequencies is None or name not in frequencies else np.asarray(frequencies[name])
-        result[name] = _learn_field(name, table, counts, num_subspaces, num_codewords, alpha, beta, temperature,
-                                    contrastive_temperature, num_negatives, rotation, batch_size, epochs, patience,
+        field = name[len("linear_"):] if name.startswith("linear_") and name not in (frequencies or {}) else name
+        counts = None if frequencies is None or field not in frequencies else np.asarray(frequencies[field])
+        d = table.shape[1]
+        result[name] = _learn_field(name, table, counts, subspaces_for(d, num_subspaces), num_codewords, alpha,
+                                    beta if d > 1 else 0.0, temperature, contrastive_temperature, num_negatives,
+                                    rotation and d > 1, batch_size, epochs, patience,
                                     learning_rate, kmeans_sample, kmeans_iterations, seed + 1000 * i, progress)
     return result
 

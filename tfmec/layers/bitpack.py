@@ -1,0 +1,140 @@
+"""Bit-packing of product-quantisation codes.
+
+A row of ``M`` codes of ``K`` codewords needs only ``ceil(log2 K)`` bits per code, so with ``K = 16``
+two codes fit in one byte. :func:`pack_codes` stores each row of codes as a little-endian bit
+stream in ``uint8[ceil(M * bits / 8)]``:
+
+* code ``j`` of a row occupies stream bits ``[j * bits, (j + 1) * bits)``;
+* stream bit ``p`` is bit ``p % 8`` (``0`` = least significant) of byte ``p // 8``;
+* hence for ``bits`` in ``{1, 2, 4, 8}`` code ``j`` sits in byte ``j // (8 // bits)`` at shift
+  ``(j % (8 // bits)) * bits`` (the first code in the low bits: "little end first"); other widths
+  (3, 5, ..., 16) may straddle bytes, least significant part in the lower byte;
+* unused trailing bits of the last byte are zero.
+
+Example, ``bits = 4``, codes ``[3, 10, 7]`` -> bytes ``[0xA3, 0x07]``.
+
+:func:`pack_codes` / :func:`unpack_codes` are NumPy; :func:`unpack_codes_tf` is the in-graph
+unpacking that :class:`tfmec.layers.QuantizedEmbedding` applies to the gathered rows only
+(``tf.bitwise`` shifts, a ``floormod`` mask, plus one small constant-index gather for widths that
+straddle bytes), so it exports to TF Serving and converts with tf2onnx as is.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+MAX_BITS = 16
+
+
+def bits_needed(num_codewords: int) -> int:
+    """``ceil(log2 K)``: the fewest bits that hold a code of ``K`` codewords (``K >= 2``)."""
+    k = int(num_codewords)
+    if k < 2:
+        raise ValueError(f"num_codewords must be >= 2, got {num_codewords}")
+    return int(math.ceil(math.log2(k)))
+
+
+def packed_width(num_subspaces: int, bits: int) -> int:
+    """Bytes per packed row: ``ceil(M * bits / 8)``."""
+    return (int(num_subspaces) * int(bits) + 7) // 8
+
+
+def check_bits(bits: int, num_codewords: int | None = None) -> int:
+    """Validates a code width (1..16, and ``>= ceil(log2 K)`` when ``K`` is given); returns it as int."""
+    if isinstance(bits, bool) or int(bits) != bits:
+        raise ValueError(f"bits must be an integer in [1, {MAX_BITS}], got {bits!r}")
+    bits = int(bits)
+    if not 1 <= bits <= MAX_BITS:
+        raise ValueError(f"bits must be in [1, {MAX_BITS}], got {bits}")
+    if num_codewords is not None and bits < bits_needed(num_codewords):
+        raise ValueError(
+            f"bits={bits} cannot hold codes of K={num_codewords} codewords: needs at least "
+            f"ceil(log2 K) = {bits_needed(num_codewords)} bits"
+        )
+    return bits
+
+
+def _layout(num_subspaces: int, bits: int):
+    """Per code ``j``: first byte ``p // 8`` and bit shift ``p % 8`` with ``p = j * bits``."""
+    starts = np.arange(int(num_subspaces), dtype=np.int64) * int(bits)
+    return starts // 8, starts % 8
+
+
+def pack_codes(codes, bits: int) -> np.ndarray:
+    """Packs ``codes[V, M]`` (integers in ``[0, 2**bits)``) into ``uint8[V, ceil(M * bits / 8)]``.
+
+    Layout in the module docstring. Raises ``ValueError`` for codes that do not fit in ``bits``.
+    """
+    bits = check_bits(bits)
+    codes = np.asarray(codes)
+    if codes.ndim != 2:
+        raise ValueError(f"codes must be [V, M], got shape {codes.shape}")
+    if codes.size and (codes.min() < 0 or codes.max() >= (1 << bits)):
+        raise ValueError(f"codes must lie in [0, {1 << bits}) to be packed at {bits} bits")
+    v, m = codes.shape
+    width = packed_width(m, bits)
+    out = np.zeros((v, width + 2), dtype=np.uint8)  # two spare bytes: a code spans <= 3 bytes
+    first, shift = _layout(m, bits)
+    values = codes.astype(np.uint32)
+    for j in range(m):
+        window = values[:, j] << np.uint32(shift[j])
+        for t in range(3):
+            out[:, first[j] + t] |= ((window >> np.uint32(8 * t)) & np.uint32(0xFF)).astype(np.uint8)
+    return np.ascontiguousarray(out[:, :width])
+
+
+def unpack_codes(packed, bits: int, num_subspaces: int) -> np.ndarray:
+    """Inverse of :func:`pack_codes`: ``uint8[V, ceil(M * bits / 8)]`` -> codes ``[V, M]``
+    (``uint8`` when ``bits <= 8``, else ``uint16``)."""
+    bits = check_bits(bits)
+    packed = np.asarray(packed)
+    m = int(num_subspaces)
+    width = packed_width(m, bits)
+    if packed.ndim != 2 or packed.shape[1] != width:
+        raise ValueError(f"packed codes must be [V, {width}] for M={m}, bits={bits}; got shape {packed.shape}")
+    if packed.dtype != np.uint8:
+        raise ValueError(f"packed codes must be uint8, got {packed.dtype}")
+    padded = np.zeros((packed.shape[0], width + 2), dtype=np.uint32)
+    padded[:, :width] = packed
+    first, shift = _layout(m, bits)
+    mask = np.uint32((1 << bits) - 1)
+    out = np.empty((packed.shape[0], m), dtype=np.uint8 if bits <= 8 else np.uint16)
+    for j in range(m):
+        b = first[j]
+        window = padded[:, b] | (padded[:, b + 1] << np.uint32(8)) | (padded[:, b + 2] << np.uint32(16))
+        out[:, j] = (window >> np.uint32(shift[j])) & mask
+    return out
+
+
+def unpack_codes_tf(packed_rows: tf.Tensor, bits: int, num_subspaces: int) -> tf.Tensor:
+    """In-graph unpacking of gathered rows: ``uint8[N, ceil(M * bits / 8)]`` -> ``int32[N, M]``.
+
+    For ``bits`` in ``{1, 2, 4, 8}`` it is a ``tf.bitwise.right_shift``, a mask and a reshape; other
+    widths first gather a 3-byte window per code from a constant index table. The mask is a
+    ``floormod`` by ``2**bits`` and bytes are joined with shifts and adds (not ``bitwise_and`` /
+    ``bitwise_or``, which tf2onnx cannot convert; ``RightShift``/``LeftShift`` convert to ONNX
+    ``BitShift``, opset >= 11).
+    """
+    bits = check_bits(bits)
+    m = int(num_subspaces)
+    width = packed_width(m, bits)
+    x = tf.cast(packed_rows, tf.int32)
+    modulus = tf.constant(1 << bits, tf.int32)
+    if bits == 8:
+        return x[:, :m]
+    if 8 % bits == 0:
+        per_byte = 8 // bits
+        shifts = tf.constant(np.arange(per_byte, dtype=np.int32) * bits)
+        parts = tf.math.floormod(tf.bitwise.right_shift(x[:, :, None], shifts[None, None, :]), modulus)
+        return tf.reshape(parts, [-1, width * per_byte])[:, :m]
+    first, shift = _layout(m, bits)
+    x = tf.pad(x, [[0, 0], [0, 2]])
+    index = tf.constant(first[:, None] + np.arange(3)[None, :], dtype=tf.int32)  # [M, 3]
+    window = tf.gather(x, index, axis=1)  # [N, M, 3] bytes, joined below (they do not overlap)
+    window = tf.reduce_sum(tf.bitwise.left_shift(window, tf.constant([0, 8, 16], tf.int32)), axis=-1)
+    return tf.math.floormod(tf.bitwise.right_shift(window, tf.constant(shift, tf.int32)[None, :]), modulus)
+
+
+__all__ = ["bits_needed", "packed_width", "check_bits", "pack_codes", "unpack_codes", "unpack_codes_tf"]
