@@ -1,0 +1,109 @@
+"""Test AUC and bytes of compression methods against the uncompressed baseline, over seeds.
+
+    python bench/methods_auc.py --datasets frappe --model deepfm --methods none,mec --seeds 0,1,2,3,4
+
+Each (dataset, seed) loads the data once and runs the methods through ``tfmec.experiment`` (the
+code path of ``tfmec run``), so the baseline is trained once and MEC's stage 1 reads its tables.
+Extra ``--set key=value`` pairs override ``RunConfig`` fields (e.g. ``--set codewords=16``).
+Writes one JSON line per run and prints mean +- std of AUC, bytes and ratios per method, with the
+Wilcoxon signed-rank p-value of each method's AUC against the baseline's (paired by seed).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from real_data import open_dataset  # noqa: E402
+from zoo_auc import DEFAULT_BATCH  # noqa: E402
+
+from tfmec.backend import KERAS_MODE  # noqa: E402
+from tfmec.data import SyntheticCTR, load  # noqa: E402
+from tfmec.experiment import METHODS, RunConfig, RunContext  # noqa: E402
+
+
+def _parse_sets(pairs):
+    fields = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+    out = {}
+    for pair in pairs or []:
+        key, value = pair.split("=", 1)
+        if key not in fields:
+            raise SystemExit(f"unknown RunConfig field {key!r}")
+        current = getattr(RunConfig, key, None)
+        out[key] = type(current)(value) if current is not None else value
+    return out
+
+
+def summarise(runs: list[dict]) -> str:
+    """Markdown table per dataset and method: AUC mean +- std, bytes, ratio, p-value vs baseline."""
+    from scipy.stats import wilcoxon
+
+    lines = ["| dataset | method | n | test AUC | delta vs baseline | Wilcoxon p | embedding bytes | emb. ratio | model ratio |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for d in dict.fromkeys(r["dataset"] for r in runs):
+        base = {r["seed"]: r for r in runs if r["dataset"] == d and r["method"] == "baseline"}
+        for m in dict.fromkeys(r["method"] for r in runs if r["dataset"] == d):
+            rs = [r for r in runs if r["dataset"] == d and r["method"] == m]
+            auc = np.array([r["test_auc"] for r in rs])
+            paired = [(r["test_auc"], base[r["seed"]]["test_auc"]) for r in rs if r["seed"] in base]
+            delta = np.mean([a - b for a, b in paired]) if paired else float("nan")
+            p = "-"
+            if m != "baseline" and len(paired) >= 5:
+                p = f"{wilcoxon([a for a, _ in paired], [b for _, b in paired]).pvalue:.3f}"
+            ratio = np.mean([r.get("compression_ratio_embeddings", 1.0) for r in rs])
+            mratio = np.mean([r.get("compression_ratio_model", 1.0) for r in rs])
+            lines.append(f"| {d} | {m} | {len(rs)} | {auc.mean():.4f} ± {auc.std():.4f} | {delta:+.4f} | {p} | "
+                         f"{int(np.mean([r['embedding_bytes'] for r in rs])):,} | {ratio:.1f}x | {mratio:.1f}x |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", default="frappe")
+    p.add_argument("--model", default="deepfm")
+    p.add_argument("--methods", default="none,mec")
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--set", nargs="*", default=[], help="RunConfig overrides key=value")
+    p.add_argument("--synthetic-rows", type=int, default=200_000)
+    p.add_argument("--out", default="bench/out/methods_auc.jsonl")
+    p.add_argument("--summarise", nargs="+", metavar="JSONL")
+    args = p.parse_args(argv)
+    if args.summarise:
+        print(summarise([json.loads(line) for f in args.summarise for line in open(f) if line.strip()]))
+        return
+    overrides = _parse_sets(args.set)
+    methods = args.methods.split(",")
+    runs = []
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    for name in args.datasets.split(","):
+        batch = overrides.get("batch_size", DEFAULT_BATCH.get(name, 1024))
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            t0 = time.perf_counter()
+            reader, schema = (SyntheticCTR(rows=args.synthetic_rows, seed=0), None) if name == "synthetic" else open_dataset(name)
+            data = load(reader, schema, seed=seed, batch_size=batch, progress=False)
+            cfg = RunConfig(**{**dict(model=args.model, seed=seed, batch_size=batch, epochs=30, patience=3,
+                                      out=os.path.join("bench", "out", "methods", name, str(seed)), verbose=0),
+                               **overrides})
+            ctx = RunContext(cfg, data, log=lambda msg: print("   ", msg, flush=True))
+            for method in methods:
+                run = METHODS[method](ctx)
+                run.update(dataset=name, seed=seed, keras=KERAS_MODE, settings={k: str(v) for k, v in overrides.items()})
+                runs.append(run)
+                with open(args.out, "a") as fh:
+                    fh.write(json.dumps(run, default=float) + "\n")
+                print(f"{name} seed {seed} {run['method']}: AUC {run['test_auc']:.4f} emb bytes {run['embedding_bytes']:,} "
+                      f"ratio {run.get('compression_ratio_embeddings', 1.0):.1f}x", flush=True)
+            print(f"  [{name} seed {seed}: {time.perf_counter() - t0:.0f}s]", flush=True)
+    print(summarise(runs))
+
+
+if __name__ == "__main__":
+    main()
