@@ -106,3 +106,21 @@ def test_user_functional_model_with_mapping():
     assert small(np.arange(5, dtype="int32")).shape == (5, 1)
     with pytest.raises(ValueError, match="no Embedding layer found"):
         compress_embeddings(user, codes)
+
+
+def test_fit_reports_the_contrastive_term_as_a_metric(trained, tmp_path):
+    from tfmec.mec.model import MECModel
+
+    model, codes = trained
+    small = compress_embeddings(model, codes, contrastive_weight=0.05)
+    assert isinstance(small, MECModel)
+    small.compile("adam", "binary_crossentropy")
+    x, y = _data()
+    history = small.fit(x, y, batch_size=128, epochs=2, verbose=0).history
+    assert "contrastive_loss" in history and all(v > 0 for v in history["contrastive_loss"])
+    assert history["loss"][-1] > history["contrastive_loss"][-1]
+    path = str(tmp_path / "m.keras")
+    small.save(path)
+    again = keras.models.load_model(path)
+    assert isinstance(again, MECModel)
+    np.testing.assert_array_equal(np.asarray(small(x)), np.asarray(again(x)))

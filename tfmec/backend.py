@@ -65,4 +65,21 @@ def register(cls=None, *, name=None):
     return wrap(cls) if cls is not None else wrap
 
 
-__all__ = ["keras", "IS_LEGACY_KERAS", "KERAS_MODE", "BackendError", "register", "legacy_keras_requested"]
+def legacy_functional_get_config(model) -> dict:
+    """tf-keras only: the graph config of a functional subclass of ``keras.Model`` built with
+    ``inputs=``/``outputs=`` (tf-keras's own ``get_config`` returns only ``name`` for those)."""
+    from tf_keras.src.engine import functional
+
+    return functional.get_network_config(model)
+
+
+def legacy_functional_from_config(cls, config: dict, custom_objects=None):
+    """tf-keras only: rebuilds a functional subclass ``cls`` from :func:`legacy_functional_get_config`."""
+    from tf_keras.src.engine import functional
+
+    inputs, outputs, _ = functional.reconstruct_from_config(config, custom_objects)
+    return cls(inputs=inputs, outputs=outputs, name=config.get("name"))
+
+
+__all__ = ["keras", "IS_LEGACY_KERAS", "KERAS_MODE", "BackendError", "register", "legacy_keras_requested",
+           "legacy_functional_get_config", "legacy_functional_from_config"]

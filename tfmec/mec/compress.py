@@ -13,6 +13,7 @@ from typing import Mapping
 from tfmec.backend import keras
 from tfmec.layers import QuantizedEmbedding
 from tfmec.mec.codes import CodeSet
+from tfmec.mec.model import MECModel
 
 
 def _field_of(layer_name: str, codes: Mapping, mapping: Mapping | None) -> str | None:
@@ -49,7 +50,8 @@ def compress_embeddings(
         mapping: ``{layer name: field}`` for layers not named ``embedding_<field>``.
         seed: seed of the negatives' sampling.
     Returns:
-        a new functional model with the same inputs and outputs; the original is untouched.
+        a new functional :class:`MECModel` (same inputs and outputs; ``fit`` logs ``contrastive_loss``);
+        the original is untouched.
     Raises:
         ValueError: a code set that matches no layer, or a table whose shape differs from its codes.
     """
@@ -83,4 +85,4 @@ def compress_embeddings(
         if layer.name in replaced or not layer.weights:
             continue
         new.get_layer(layer.name).set_weights(layer.get_weights())
-    return new
+    return MECModel(inputs=new.inputs, outputs=new.outputs, name=new.name)

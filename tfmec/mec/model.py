@@ -1,0 +1,41 @@
+"""The functional model class that MEC's stage 2 returns: reports the contrastive term as a metric."""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfmec.backend import IS_LEGACY_KERAS, keras, legacy_functional_from_config, legacy_functional_get_config, register
+
+
+@register
+class MECModel(keras.Model):
+    """A functional Keras model whose ``fit`` logs ``contrastive_loss`` separately.
+
+    The :class:`~tfmec.layers.QuantizedEmbedding` layers add ``beta * contrastive`` to the loss
+    themselves (``add_loss``), so the term reaches any model containing them; this class only adds
+    the reporting: a ``Mean`` metric of the quantised layers' added losses per step. Build it like any
+    functional model: ``MECModel(inputs=..., outputs=...)``. Saves and loads as ``.keras`` in both
+    Keras modes.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.contrastive_tracker = keras.metrics.Mean(name="contrastive_loss")
+
+    def _quantized_losses(self):
+        return [loss for layer in self.layers if getattr(layer, "num_subspaces", None) is not None
+                for loss in layer.losses]
+
+    def compute_loss(self, *args, **kwargs):
+        loss = super().compute_loss(*args, **kwargs)
+        terms = self._quantized_losses()
+        self.contrastive_tracker.update_state(tf.add_n(terms) if terms else tf.constant(0.0))
+        return loss
+
+    def get_config(self):
+        return legacy_functional_get_config(self) if IS_LEGACY_KERAS else super().get_config()
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        if IS_LEGACY_KERAS:
+            return legacy_functional_from_config(cls, config, custom_objects)
+        return super().from_config(config, custom_objects=custom_objects)
