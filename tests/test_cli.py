@@ -48,6 +48,7 @@ def test_run_real_criteo_file(tmp_path, shared_data):
         (["--model", "nope"], "unknown model 'nope'"),
         (["--method", "none,zzz"], "unknown method 'zzz'"),
         (["--method", "afm"], "not available in this version yet"),
+        (["--method", "mec", "--bits", "4"], "--bits 4 cannot hold 256 codewords; use at least 8"),
         (["--data", "/no/such/file.txt", "--format", "criteo"], "not found: /no/such/file.txt"),
         (["--data", "/no/such/file.txt"], "--format is required"),
         (["--data", __file__, "--format", "xml"], "unknown format 'xml'"),
@@ -69,7 +70,7 @@ def test_console_script_help():
 def test_run_baseline_and_mec_side_by_side(tmp_path):
     out = tmp_path / "mec"
     code = main(["run", "--data", "synthetic", "--rows", "4000", "--model", "deepfm", "--method", "none,mec",
-                 "--out", str(out), "--epochs", "1", "--batch-size", "512", "--codewords", "16",
+                 "--out", str(out), "--epochs", "1", "--batch-size", "512", "--codewords", "16", "--bits", "4",
                  "--stage1-epochs", "1", "--quiet"])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -79,4 +80,5 @@ def test_run_baseline_and_mec_side_by_side(tmp_path):
     assert mec["compression_ratio_embeddings"] > 1.0 and mec["compression_ratio_model"] > 1.0
     assert mec["embedding_bytes"] < base["embedding_bytes"]
     assert mec["stage1"] and all("dead_codewords" in s for s in mec["stage1"].values())
+    assert mec["mec"]["bits"] == 4 and mec["mec"]["codewords"] == 16
     assert (out / "mec" / "model.keras").exists() and (out / "mec" / "codes.npz").exists()

@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--alpha", type=float, default=1e-4, help="MEC: weight of the popularity-weighted regulariser")
     run.add_argument("--beta", type=float, default=2e-3, help="MEC: weight of the contrastive term")
     run.add_argument("--stage1-epochs", type=int, default=10, help="MEC: epochs of stage 1 (early stopping)")
+    run.add_argument("--bits", type=int, default=None, help="MEC: store codes bit-packed at this width (4 for K=16)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
             embedding_dim=args.embedding_dim, min_count=args.min_count, batch_size=args.batch_size,
             epochs=args.epochs, patience=args.patience, learning_rate=args.learning_rate,
             verbose=0 if args.quiet else 1, subspaces=args.subspaces, codewords=args.codewords,
-            alpha=args.alpha, beta=args.beta, stage1_epochs=args.stage1_epochs,
+            alpha=args.alpha, beta=args.beta, stage1_epochs=args.stage1_epochs, bits=args.bits,
         )
         try:
             metrics = run_experiment(cfg)

@@ -51,6 +51,7 @@ class RunConfig:
     alpha: float = 1e-4
     beta: float = 2e-3
     stage1_epochs: int = 10
+    bits: int | None = None
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad setting."""
@@ -73,6 +74,9 @@ class RunConfig:
                     raise FileNotFoundError(f"data file not found: {p}")
         if self.rows is not None and self.rows < 10:
             raise ValueError("--rows must be at least 10")
+        if self.bits is not None and not (1 <= self.bits <= 16 and 2**self.bits >= self.codewords):
+            raise ValueError(f"--bits {self.bits} cannot hold {self.codewords} codewords; use at least "
+                             f"{max(1, (self.codewords - 1).bit_length())}")
         if self.embedding_dim < 1 or self.batch_size < 1 or self.epochs < 1:
             raise ValueError("--embedding-dim, --batch-size and --epochs must be positive")
 
@@ -144,7 +148,7 @@ def run_mec(ctx: RunContext) -> dict:
     ctx.log(f"stage 1: {len(codes)} tables quantised in {stage1_seconds:.1f}s")
     os.makedirs(os.path.join(cfg.out, "mec"), exist_ok=True)
     codes.save(os.path.join(cfg.out, "mec", "codes"))
-    model = compress_embeddings(ctx.build(), codes, seed=cfg.seed)
+    model = compress_embeddings(ctx.build(), codes, bits=cfg.bits, seed=cfg.seed)
     run = ctx.train_and_evaluate(model, "mec")
     report = memory_report(model)
     run.update(
@@ -153,7 +157,8 @@ def run_mec(ctx: RunContext) -> dict:
         compression_ratio_model=report["compression_ratio_model"],
         stage1_seconds=stage1_seconds,
         stage1={name: {k: v for k, v in fc.stats.items() if k != "history"} for name, fc in codes.items()},
-        mec={"subspaces": cfg.subspaces, "codewords": cfg.codewords, "alpha": cfg.alpha, "beta": cfg.beta},
+        mec={"subspaces": cfg.subspaces, "codewords": cfg.codewords, "alpha": cfg.alpha, "beta": cfg.beta,
+             "bits": cfg.bits},
     )
     return run
 
