@@ -69,13 +69,15 @@ def test_console_script_help():
 
 def test_run_baseline_and_mec_side_by_side(tmp_path):
     out = tmp_path / "mec"
-    code = main(["run", "--data", "synthetic", "--rows", "4000", "--model", "deepfm", "--method", "none,mec",
+    code = main(["run", "--data", "synthetic", "--rows", "4000", "--model", "deepfm", "--method", "none,mec,pq",
                  "--out", str(out), "--epochs", "1", "--batch-size", "512", "--codewords", "16", "--bits", "4",
                  "--stage1-epochs", "1", "--quiet"])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    base, mec = metrics["runs"]
-    assert base["method"] == "baseline" and mec["method"] == "mec"
+    base, mec, pq = metrics["runs"]
+    assert base["method"] == "baseline" and mec["method"] == "mec" and pq["method"] == "pq"
+    assert pq["mec"]["alpha"] == 0 and pq["mec"]["beta"] == 0 and pq["mec"]["stage1_epochs"] == 0
+    assert pq["embedding_bytes"] == mec["embedding_bytes"]
     assert METRIC_KEYS <= set(mec)
     assert mec["compression_ratio_embeddings"] > 1.0 and mec["compression_ratio_model"] > 1.0
     assert mec["embedding_bytes"] < base["embedding_bytes"]

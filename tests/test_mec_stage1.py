@@ -104,3 +104,15 @@ def test_field_selection_skips_tables_pq_would_not_shrink():
         select_fields(tables, 4, 256, False, fields=["nope"])
     with pytest.raises(ValueError, match="divisible"):
         learn_codes({"big": np.zeros((5000, 10), np.float32)}, num_subspaces=4, num_codewords=16, progress=False)
+
+
+def test_zero_epochs_gives_plain_kmeans_pq():
+    from tfmec.mec.kmeans import assign
+
+    table = _clustered_table(v=1000, d=8, seed=4)
+    fc = learn_codes({"c": table}, num_subspaces=2, num_codewords=16, epochs=0, kmeans_sample=1000, seed=0,
+                     progress=False)["c"]
+    assert fc.stats["epochs"] == 0
+    # codes are exactly the nearest k-means centres of each sub-vector
+    for m in range(2):
+        np.testing.assert_array_equal(fc.codes[:, m], assign(table[:, 4 * m:4 * m + 4], fc.codebooks[m]))

@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sep", default=None, help="csv: field separator (default: sniffed)")
     run.add_argument("--model", default="deepfm", help="lr, fm, deepfm, dcnv2, pnn, gdcn or autoint")
     run.add_argument("--method", dest="methods", type=_csv_list, default=["none"],
-                     help="comma-separated methods run side by side: none (uncompressed baseline), mec")
+                     help="comma-separated methods run side by side: none (uncompressed baseline), mec, pq "
+                          "(plain k-means PQ), mec-no-pwr, mec-no-contrastive (ablations)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", default="runs/latest", help="output directory")
     run.add_argument("--embedding-dim", type=int, default=16)

@@ -17,7 +17,7 @@ from tfmec.models import MODELS, build_model
 from tfmec.training import compile_ctr, fit_early_stopping
 
 FORMATS = ("criteo", "avazu", "csv", "libsvm", "libfm", "parquet", "tfrecord")
-PLANNED_METHODS = {"afm": 5, "mec+afm": 5, "int8": 8, "hash": 8, "pq": 8}
+PLANNED_METHODS = {"afm": 5, "mec+afm": 5, "int8": 8, "hash": 8}
 
 
 @dataclasses.dataclass
@@ -133,23 +133,25 @@ def run_baseline(ctx: RunContext) -> dict:
     return ctx.baseline()[1]
 
 
-def run_mec(ctx: RunContext) -> dict:
+def run_mec(ctx: RunContext, method: str = "mec", **overrides) -> dict:
     """Method ``mec``: stage 1 on the trained baseline's tables, stage 2 on a fresh model of the same
-    kind whose large tables are quantised, trained with the contrastive term."""
+    kind whose large tables are quantised, trained with the contrastive term. ``overrides`` change
+    stage-1 settings (the ablations: ``alpha=0``, ``beta=0``, ``epochs=0`` for plain k-means PQ)."""
     from tfmec.mec import compress_embeddings, learn_codes, memory_report
 
     cfg = ctx.cfg
     base, _ = ctx.baseline()
+    settings = dict(num_subspaces=cfg.subspaces, num_codewords=cfg.codewords, alpha=cfg.alpha, beta=cfg.beta,
+                    epochs=cfg.stage1_epochs)
+    settings.update(overrides)
     t0 = time.perf_counter()
-    codes = learn_codes(base, ctx.data.frequencies, num_subspaces=cfg.subspaces, num_codewords=cfg.codewords,
-                        alpha=cfg.alpha, beta=cfg.beta, epochs=cfg.stage1_epochs, seed=cfg.seed,
-                        progress=cfg.verbose > 0)
+    codes = learn_codes(base, ctx.data.frequencies, seed=cfg.seed, progress=cfg.verbose > 0, **settings)
     stage1_seconds = time.perf_counter() - t0
-    ctx.log(f"stage 1: {len(codes)} tables quantised in {stage1_seconds:.1f}s")
-    os.makedirs(os.path.join(cfg.out, "mec"), exist_ok=True)
-    codes.save(os.path.join(cfg.out, "mec", "codes"))
-    model = compress_embeddings(ctx.build(), codes, bits=cfg.bits, seed=cfg.seed)
-    run = ctx.train_and_evaluate(model, "mec")
+    ctx.log(f"{method} stage 1: {len(codes)} tables quantised in {stage1_seconds:.1f}s")
+    os.makedirs(os.path.join(cfg.out, method), exist_ok=True)
+    codes.save(os.path.join(cfg.out, method, "codes"))
+    model = compress_embeddings(ctx.build(), codes, contrastive_weight=settings["beta"], bits=cfg.bits, seed=cfg.seed)
+    run = ctx.train_and_evaluate(model, method)
     report = memory_report(model)
     run.update(
         embedding_bytes=report["embedding_bytes"],
@@ -157,13 +159,31 @@ def run_mec(ctx: RunContext) -> dict:
         compression_ratio_model=report["compression_ratio_model"],
         stage1_seconds=stage1_seconds,
         stage1={name: {k: v for k, v in fc.stats.items() if k != "history"} for name, fc in codes.items()},
-        mec={"subspaces": cfg.subspaces, "codewords": cfg.codewords, "alpha": cfg.alpha, "beta": cfg.beta,
+        mec={"subspaces": settings["num_subspaces"], "codewords": settings["num_codewords"],
+             "alpha": settings["alpha"], "beta": settings["beta"], "stage1_epochs": settings["epochs"],
              "bits": cfg.bits},
     )
     return run
 
 
-METHODS: dict[str, Callable] = {"none": run_baseline, "mec": run_mec}
+def run_pq(ctx: RunContext) -> dict:
+    """Method ``pq``: plain product quantisation (k-means codes, no PWR, no contrastive term), then the
+    same stage-2 training as MEC."""
+    return run_mec(ctx, "pq", alpha=0.0, beta=0.0, epochs=0)
+
+
+def run_mec_no_pwr(ctx: RunContext) -> dict:
+    """Ablation ``mec-no-pwr``: MEC with alpha = 0."""
+    return run_mec(ctx, "mec-no-pwr", alpha=0.0)
+
+
+def run_mec_no_contrastive(ctx: RunContext) -> dict:
+    """Ablation ``mec-no-contrastive``: MEC with beta = 0 (stage 1 and stage 2)."""
+    return run_mec(ctx, "mec-no-contrastive", beta=0.0)
+
+
+METHODS: dict[str, Callable] = {"none": run_baseline, "mec": run_mec, "pq": run_pq, "mec-no-pwr": run_mec_no_pwr,
+                                "mec-no-contrastive": run_mec_no_contrastive}
 
 
 def load_for(cfg: RunConfig):

@@ -263,7 +263,8 @@ def learn_codes(
         num_negatives: semi-synthetic negatives per row.
         rotation: learn a rotation before the split and a decoder after (stored as ``projection``).
         fields, min_vocab: which tables to compress (default: every table PQ makes smaller).
-        batch_size, epochs, patience, learning_rate: the Adam loop (early stopping on epoch loss).
+        batch_size, epochs, patience, learning_rate: the Adam loop (early stopping on epoch loss);
+            ``epochs=0`` skips it and returns plain k-means PQ codes (the ablation baseline).
         kmeans_sample, kmeans_iterations: k-means++ initialisation on this many sampled rows.
         seed: fixes sampling, initialisation, shuffling and negatives.
     Returns:
@@ -271,6 +272,8 @@ def learn_codes(
     """
     if num_subspaces < 1 or num_codewords < 2:
         raise ValueError("num_subspaces must be >= 1 and num_codewords >= 2")
+    if epochs < 0 or batch_size < 1:
+        raise ValueError("epochs must be >= 0 and batch_size >= 1")
     code_dtype(num_codewords)
     tables = _tables_from(source)
     chosen = select_fields(tables, num_subspaces, num_codewords, rotation, fields, min_vocab)
@@ -354,7 +357,7 @@ def _learn_field(name, table, counts, M, K, alpha, beta, tau, tau_c, num_negativ
                 break
     if bar is not None:
         bar.close()
-    for var, value in zip(model.trainable, best_state):
+    for var, value in zip(model.trainable, best_state or []):  # epochs=0: plain k-means PQ
         var.assign(value)
     codes = assign_codes(model, table_t)
     fc = FieldCodes(name, codes.astype(code_dtype(K)), model.codebooks.numpy(),
