@@ -47,7 +47,7 @@ def test_run_real_criteo_file(tmp_path, shared_data):
     [
         (["--model", "nope"], "unknown model 'nope'"),
         (["--method", "none,zzz"], "unknown method 'zzz'"),
-        (["--method", "afm"], "not available in this version yet"),
+        (["--method", "int8"], "not available in this version yet"),
         (["--method", "mec", "--bits", "4"], "--bits 4 cannot hold 256 codewords; use at least 8"),
         (["--data", "/no/such/file.txt", "--format", "criteo"], "not found: /no/such/file.txt"),
         (["--data", "/no/such/file.txt"], "--format is required"),
@@ -84,3 +84,17 @@ def test_run_baseline_and_mec_side_by_side(tmp_path):
     assert mec["stage1"] and all("dead_codewords" in s for s in mec["stage1"].values())
     assert mec["mec"]["bits"] == 4 and mec["mec"]["codewords"] == 16
     assert (out / "mec" / "model.keras").exists() and (out / "mec" / "codes.npz").exists()
+
+
+def test_run_afm_and_mec_afm(tmp_path):
+    out = tmp_path / "afm"
+    code = main(["run", "--data", "synthetic", "--rows", "4000", "--model", "deepfm", "--method", "none,afm,mec+afm",
+                 "--out", str(out), "--epochs", "1", "--batch-size", "512", "--codewords", "16",
+                 "--stage1-epochs", "1", "--afm-calibration-batches", "3", "--quiet"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    base, afm, both = metrics["runs"]
+    assert [r["method"] for r in metrics["runs"]] == ["baseline", "afm", "mec+afm"]
+    assert METRIC_KEYS <= set(afm) and METRIC_KEYS <= set(both)
+    assert afm["afm"]["layers"] and afm["params"] < base["params"]
+    assert both["model_bytes"] < afm["model_bytes"] and both["stage1"]

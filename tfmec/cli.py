@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default="deepfm", help="lr, fm, deepfm, dcnv2, pnn, gdcn or autoint")
     run.add_argument("--method", dest="methods", type=_csv_list, default=["none"],
                      help="comma-separated methods run side by side: none (uncompressed baseline), mec, pq "
-                          "(plain k-means PQ), mec-no-pwr, mec-no-contrastive (ablations)")
+                          "(plain k-means PQ), mec-no-pwr, mec-no-contrastive (ablations), afm, mec+afm")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", default="runs/latest", help="output directory")
     run.add_argument("--embedding-dim", type=int, default=16)
@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--beta", type=float, default=2e-3, help="MEC: weight of the contrastive term")
     run.add_argument("--stage1-epochs", type=int, default=10, help="MEC: epochs of stage 1 (early stopping)")
     run.add_argument("--bits", type=int, default=None, help="MEC: store codes bit-packed at this width (4 for K=16)")
+    run.add_argument("--afm-energy", type=float, default=0.9, help="AFM: share of output variance each layer keeps")
+    run.add_argument("--afm-calibration-batches", type=int, default=50, help="AFM: training batches for the PCA")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -65,6 +67,7 @@ def main(argv=None) -> int:
             epochs=args.epochs, patience=args.patience, learning_rate=args.learning_rate,
             verbose=0 if args.quiet else 1, subspaces=args.subspaces, codewords=args.codewords,
             alpha=args.alpha, beta=args.beta, stage1_epochs=args.stage1_epochs, bits=args.bits,
+            afm_energy=args.afm_energy, afm_calibration_batches=args.afm_calibration_batches,
         )
         try:
             metrics = run_experiment(cfg)

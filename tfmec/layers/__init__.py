@@ -48,3 +48,8 @@ __all__ += [
     "pack_codes",
     "unpack_codes",
 ]
+
+# low-rank layers of AFM
+from tfmec.layers.afm_dense import AFMDense, LowRankEmbedding  # noqa: E402
+
+__all__ += ["AFMDense", "LowRankEmbedding"]
