@@ -29,7 +29,7 @@ SMALL = {
     "gdcn": dict(hidden_units=(16,), num_cross_layers=2, dropout=0.0),
     "autoint": dict(attention_layers=2, heads=2, head_dim=4),
 }
-USES_LINEAR = {"lr", "fm", "deepfm"}
+USES_LINEAR = set(MODELS)  # every zoo model has the first-order (wide) part by default
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +212,11 @@ def test_builds_and_trains_under_a_distribution_strategy(name, schema, batch):
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
     history = model.fit(ds, epochs=1, verbose=0, shuffle=False)
     assert np.isfinite(history.history["loss"][0])
+
+
+@pytest.mark.parametrize("name", ["dcnv2", "gdcn", "pnn", "autoint"])
+def test_linear_part_can_be_switched_off(name, schema):
+    model = build_model(name, schema, embedding_dim=4, linear=False, seed=0, **SMALL[name])
+    assert not any(layer.name.startswith("linear") for layer in model.layers)
+    with_linear = build_model(name, schema, embedding_dim=4, seed=0, **SMALL[name])
+    assert any(layer.name == "linear" for layer in with_linear.layers)

@@ -24,6 +24,7 @@ def AutoInt(
     dropout: float = 0.2,
     batch_norm: bool = False,
     embedding_l2: float = 0.0,
+    linear: bool = True,
     seed: int | None = None,
     name: str = "autoint",
 ):
@@ -42,6 +43,8 @@ def AutoInt(
         hidden_units: MLP sizes for AutoInt+ (empty: plain AutoInt).
         activation, dropout, batch_norm: MLP settings (AutoInt+ only).
         embedding_l2: L2 penalty on the looked-up embeddings.
+        linear: add the first-order (wide) part, per-id weights ``linear_<field>`` plus a bias, to the logit
+            (False gives the paper's exact form).
         seed: optional seed for the initial weights.
         name: model name.
 
@@ -50,7 +53,7 @@ def AutoInt(
     """
     if int(attention_layers) < 1:
         raise ValueError(f"AutoInt: attention_layers must be >= 1, got {attention_layers}")
-    fe = embed_fields(schema, embedding_dim, embedding_factory, embedding_l2=embedding_l2, seed=seed)
+    fe = embed_fields(schema, embedding_dim, embedding_factory, linear=linear, embedding_l2=embedding_l2, seed=seed)
     x = fe.stacked
     base = part_seed(seed, SEED_INTERACTION)
     for i in range(int(attention_layers)):
@@ -65,4 +68,4 @@ def AutoInt(
             deep_logit(flatten(fe.stacked), hidden_units, activation=activation, dropout=dropout,
                        batch_norm=batch_norm, seed=seed)
         )
-    return finish(fe.inputs, logits, name)
+    return finish(fe.inputs, list(logits) + ([fe.linear] if linear else []), name)

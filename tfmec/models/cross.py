@@ -31,6 +31,7 @@ def cross_model(
     embedding_l2,
     seed,
     name,
+    linear=True,
 ):
     """Assembles a cross model around ``cross_network`` (a layer ``[batch, D] -> [batch, D]``).
 
@@ -40,10 +41,11 @@ def cross_model(
     * ``"stacked"``: ``logit = Dense(1)(MLP(cross(x0)))``;
     * ``"cross_only"`` (or empty ``hidden_units``): ``logit = Dense(1)(cross(x0))``.
 
-    The final ``Dense(1)`` is named ``logit``; MLP layers ``dnn_dense_<i>``.
+    The final ``Dense(1)`` is named ``logit``; MLP layers ``dnn_dense_<i>``. With ``linear`` the
+    first-order part (layer ``linear``) is added to the logit.
     """
     check_structure(structure)
-    fe = embed_fields(schema, embedding_dim, embedding_factory, embedding_l2=embedding_l2, seed=seed)
+    fe = embed_fields(schema, embedding_dim, embedding_factory, linear=linear, embedding_l2=embedding_l2, seed=seed)
     x0 = flatten(fe.stacked)
     crossed = cross_network(x0)
 
@@ -60,7 +62,7 @@ def cross_model(
     else:
         top = keras.layers.Concatenate(name="concat_cross_dnn")([crossed, mlp(x0)])
     logit = logit_layer(top, name="logit", seed=part_seed(seed, SEED_LOGIT))
-    return finish(fe.inputs, [logit], name)
+    return finish(fe.inputs, [logit] + ([fe.linear] if linear else []), name)
 
 
 def DCNv2(
@@ -76,6 +78,7 @@ def DCNv2(
     dropout: float = 0.2,
     batch_norm: bool = False,
     embedding_l2: float = 0.0,
+    linear: bool = True,
     seed: int | None = None,
     name: str = "dcnv2",
 ):
@@ -92,6 +95,8 @@ def DCNv2(
         structure: ``"parallel"``, ``"stacked"`` or ``"cross_only"``.
         activation, dropout, batch_norm: MLP settings.
         embedding_l2: L2 penalty on the looked-up embeddings.
+        linear: add the first-order (wide) part, per-id weights ``linear_<field>`` plus a bias, to the logit
+            (False gives the paper's exact form).
         seed: optional seed for the initial weights.
         name: model name.
 
@@ -102,7 +107,7 @@ def DCNv2(
     return cross_model(
         schema, embedding_dim, embedding_factory, cross, hidden_units=hidden_units, structure=structure,
         activation=activation, dropout=dropout, batch_norm=batch_norm, embedding_l2=embedding_l2, seed=seed,
-        name=name,
+        name=name, linear=linear,
     )
 
 
@@ -118,6 +123,7 @@ def GDCN(
     dropout: float = 0.2,
     batch_norm: bool = False,
     embedding_l2: float = 0.0,
+    linear: bool = True,
     seed: int | None = None,
     name: str = "gdcn",
 ):
@@ -133,6 +139,8 @@ def GDCN(
         structure: ``"parallel"``, ``"stacked"`` or ``"cross_only"``.
         activation, dropout, batch_norm: MLP settings.
         embedding_l2: L2 penalty on the looked-up embeddings.
+        linear: add the first-order (wide) part, per-id weights ``linear_<field>`` plus a bias, to the logit
+            (False gives the paper's exact form).
         seed: optional seed for the initial weights.
         name: model name.
 
@@ -143,5 +151,5 @@ def GDCN(
     return cross_model(
         schema, embedding_dim, embedding_factory, cross, hidden_units=hidden_units, structure=structure,
         activation=activation, dropout=dropout, batch_norm=batch_norm, embedding_l2=embedding_l2, seed=seed,
-        name=name,
+        name=name, linear=linear,
     )

@@ -19,6 +19,7 @@ def PNN(
     dropout: float = 0.2,
     batch_norm: bool = False,
     embedding_l2: float = 0.0,
+    linear: bool = True,
     seed: int | None = None,
     name: str = "pnn",
 ):
@@ -34,14 +35,16 @@ def PNN(
         hidden_units: MLP layer sizes.
         activation, dropout, batch_norm: MLP settings.
         embedding_l2: L2 penalty on the looked-up embeddings.
+        linear: add the first-order (wide) part, per-id weights ``linear_<field>`` plus a bias, to the logit
+            (False gives the paper's exact form).
         seed: optional seed for the initial weights.
         name: model name.
 
     Returns:
         a functional ``keras.Model``: ``{field: [batch]}`` -> probability ``[batch, 1]``.
     """
-    fe = embed_fields(schema, embedding_dim, embedding_factory, embedding_l2=embedding_l2, seed=seed)
+    fe = embed_fields(schema, embedding_dim, embedding_factory, linear=linear, embedding_l2=embedding_l2, seed=seed)
     products = InnerProduct(name="inner_product")(fe.stacked)
     x = keras.layers.Concatenate(name="concat_product")([flatten(fe.stacked), products])
     logit = deep_logit(x, hidden_units, activation=activation, dropout=dropout, batch_norm=batch_norm, seed=seed)
-    return finish(fe.inputs, [logit], name)
+    return finish(fe.inputs, [logit] + ([fe.linear] if linear else []), name)
