@@ -19,7 +19,7 @@ venv: $(STAMP)
 
 ## The main job on the embedded synthetic data (200k rows, Criteo-shaped).
 demo: $(STAMP)
-	$(VENV)/bin/tfmec run --data synthetic --rows 200000 --model deepfm --method none --seed 0 --out runs/demo
+	$(VENV)/bin/tfmec run --data synthetic --rows 200000 --model deepfm --method none,mec --learning-rate 3e-3 --seed 0 --out runs/demo
 
 ## The whole test suite, in Keras 3 mode and in tf-keras mode.
 test: $(STAMP)
