@@ -22,11 +22,11 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from real_data import open_dataset  # noqa: E402
+from real_data import open_any  # noqa: E402
 from zoo_auc import DEFAULT_BATCH  # noqa: E402
 
 from tfmec.backend import KERAS_MODE  # noqa: E402
-from tfmec.data import SyntheticCTR, load  # noqa: E402
+from tfmec.data import load  # noqa: E402
 from tfmec.experiment import METHODS, RunConfig, RunContext  # noqa: E402
 
 
@@ -87,7 +87,7 @@ def main(argv=None):
         batch = overrides.get("batch_size", DEFAULT_BATCH.get(name, 1024))
         for seed in [int(s) for s in args.seeds.split(",")]:
             t0 = time.perf_counter()
-            reader, schema = (SyntheticCTR(rows=args.synthetic_rows, seed=0), None) if name == "synthetic" else open_dataset(name)
+            reader, schema = open_any(name, args.synthetic_rows)
             data = load(reader, schema, seed=seed, batch_size=batch, progress=False)
             cfg = RunConfig(**{**dict(model=args.model, seed=seed, batch_size=batch, epochs=30, patience=3,
                                       out=os.path.join("bench", "out", "methods", name, str(seed)), verbose=0),

@@ -46,11 +46,12 @@ class JoinedReader(Reader):
         for chunk in self.base.chunks(chunk_size):
             feats = dict(chunk.features)
             for key, table, cols in self.tables:
-                keys = chunk.features[key].tolist()
+                # look up each distinct key once, then broadcast to the rows
+                uniq, inverse = np.unique(chunk.features[key].astype(str), return_inverse=True)
                 for col, _ in cols:
-                    arr = np.empty(len(keys), dtype=object)
-                    arr[:] = [table.get(k, {}).get(col, "") for k in keys]
-                    feats[col] = arr
+                    values = np.empty(len(uniq), dtype=object)
+                    values[:] = [table.get(k, {}).get(col, "") for k in uniq.tolist()]
+                    feats[col] = values[inverse]
             yield Chunk(feats, chunk.labels, chunk.row_index)
         self.stats.skipped = self.base.stats.skipped
 
@@ -140,6 +141,16 @@ def _ml100k_side_tables():
     user_cols = [(c, "categorical") for c in ("age", "gender", "occupation", "zip")]
     item_cols = [(c, "categorical") for c in ("year", "genre")]
     return [("user_id:token", users, user_cols), ("item_id:token", items, item_cols)]
+
+
+def open_any(name: str, synthetic_rows: int = 200_000):
+    """:func:`open_dataset`, plus ``"synthetic"``: tfmec's generator with ``synthetic_rows`` rows (data
+    seed 0; the split seed varies per run)."""
+    if name == "synthetic":
+        from tfmec.data import SyntheticCTR
+
+        return SyntheticCTR(rows=synthetic_rows, seed=0), None
+    return open_dataset(name)
 
 
 def open_dataset(name: str, side_features: bool = True):

@@ -20,10 +20,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from real_data import open_dataset  # noqa: E402
+from real_data import open_any  # noqa: E402
 
 from tfmec.backend import KERAS_MODE  # noqa: E402
-from tfmec.data import SyntheticCTR, load  # noqa: E402
+from tfmec.data import load  # noqa: E402
 from tfmec.experiment import RunConfig, RunContext, run_baseline  # noqa: E402
 
 
@@ -37,10 +37,7 @@ def batch_size_for(name: str, args) -> int:
 
 
 def load_dataset(name: str, seed: int, args):
-    if name == "synthetic":
-        reader, schema = SyntheticCTR(rows=args.synthetic_rows, seed=0), None
-    else:
-        reader, schema = open_dataset(name)
+    reader, schema = open_any(name, args.synthetic_rows)
     return load(reader, schema, seed=seed, batch_size=batch_size_for(name, args), min_count=args.min_count, progress=False)
 
 

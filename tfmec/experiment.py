@@ -103,15 +103,21 @@ class RunContext:
                            embedding_factory=embedding_factory, seed=self.cfg.seed)
 
     def train_and_evaluate(self, model, method: str) -> dict:
-        """Compiles, fits with early stopping, evaluates on test and saves ``out/<method>/model.keras``."""
+        """Compiles and fits with early stopping, then :meth:`finish`."""
         cfg = self.cfg
         compile_ctr(model, cfg.learning_rate)
         fit = fit_early_stopping(model, self.data.train, self.data.valid, epochs=cfg.epochs, patience=cfg.patience,
                                  verbose=cfg.verbose)
+        return self.finish(model, method, fit["train_seconds"], fit["epochs"])
+
+    def finish(self, model, method: str, train_seconds: float, epochs: int | None = None) -> dict:
+        """Evaluates a trained model on test, saves ``out/<method>/model.keras`` and returns its
+        ``metrics.json`` entry; compressed methods get their byte ratios against the baseline."""
+        cfg = self.cfg
         test = evaluate(model, self.data.test)
         os.makedirs(os.path.join(cfg.out, method), exist_ok=True)
         model.save(os.path.join(cfg.out, method, "model.keras"))
-        return {
+        run = {
             "method": method,
             "model": cfg.model,
             "test_auc": test["auc"],
@@ -119,10 +125,15 @@ class RunContext:
             "embedding_bytes": embedding_bytes(model),
             "model_bytes": model_bytes(model),
             "params": param_count(model),
-            "train_seconds": fit["train_seconds"],
-            "epochs": fit["epochs"],
+            "train_seconds": train_seconds,
+            "epochs": epochs,
             "infer_samples_per_s": prediction_throughput(model, self.data.test),
         }
+        if self._baseline is not None:
+            base = self._baseline[1]
+            run["compression_ratio_embeddings"] = base["embedding_bytes"] / run["embedding_bytes"]
+            run["compression_ratio_model"] = base["model_bytes"] / run["model_bytes"]
+        return run
 
     def baseline(self):
         """``(trained uncompressed model, its metrics)``, trained once per run."""
@@ -141,7 +152,7 @@ def run_mec(ctx: RunContext, method: str = "mec", **overrides) -> dict:
     """Method ``mec``: stage 1 on the trained baseline's tables, stage 2 on a fresh model of the same
     kind whose large tables are quantised, trained with the contrastive term. ``overrides`` change
     stage-1 settings (the ablations: ``alpha=0``, ``beta=0``, ``epochs=0`` for plain k-means PQ)."""
-    from tfmec.mec import compress_embeddings, learn_codes, memory_report
+    from tfmec.mec import compress_embeddings, learn_codes
 
     cfg = ctx.cfg
     base, _ = ctx.baseline()
@@ -157,11 +168,7 @@ def run_mec(ctx: RunContext, method: str = "mec", **overrides) -> dict:
     model = compress_embeddings(ctx.build(), codes, contrastive_weight=settings["beta"], bits=cfg.bits, seed=cfg.seed)
     run = ctx.train_and_evaluate(model, method)
     ctx.models[method] = (model, run)
-    report = memory_report(model)
     run.update(
-        embedding_bytes=report["embedding_bytes"],
-        compression_ratio_embeddings=report["compression_ratio_embeddings"],
-        compression_ratio_model=report["compression_ratio_model"],
         stage1_seconds=stage1_seconds,
         stage1={name: {k: v for k, v in fc.stats.items() if k != "history"} for name, fc in codes.items()},
         mec={"subspaces": settings["num_subspaces"], "codewords": settings["num_codewords"],
@@ -191,7 +198,6 @@ def _afm_on(ctx: RunContext, source, method: str) -> dict:
     """AFM on the MLP of a trained model: PCA of each Dense layer's outputs on ``afm_calibration_batches``
     training batches, rank by ``afm_energy``, one epoch of fine-tuning; then evaluated like the others."""
     from tfmec import afm
-    from tfmec.mec import memory_report
 
     cfg = ctx.cfg
     t0 = time.perf_counter()
@@ -201,19 +207,8 @@ def _afm_on(ctx: RunContext, source, method: str) -> dict:
                                  fine_tune=fine_tune)
     afm_seconds = time.perf_counter() - t0
     ctx.log(f"{method}: AFM ranks {report.ranks} ({afm_seconds:.1f}s)")
-    test = evaluate(model, ctx.data.test)
-    os.makedirs(os.path.join(cfg.out, method), exist_ok=True)
-    model.save(os.path.join(cfg.out, method, "model.keras"))
-    base_bytes = ctx.baseline()[1]["model_bytes"]
-    mem = memory_report(model)
-    run = {
-        "method": method, "model": cfg.model, "test_auc": test["auc"], "test_logloss": test["logloss"],
-        "embedding_bytes": embedding_bytes(model), "model_bytes": model_bytes(model), "params": param_count(model),
-        "train_seconds": afm_seconds, "infer_samples_per_s": prediction_throughput(model, ctx.data.test),
-        "compression_ratio_embeddings": mem["compression_ratio_embeddings"],
-        "compression_ratio_model": base_bytes / model_bytes(model),
-        "afm": report.to_dict(),
-    }
+    run = ctx.finish(model, method, afm_seconds)
+    run["afm"] = report.to_dict()
     return run
 
 

@@ -51,3 +51,18 @@ def is_shape_list(shape) -> bool:
     if isinstance(shape, tf.TensorShape):
         return False
     return isinstance(shape, (list, tuple)) and len(shape) > 0 and not isinstance(shape[0], (int, type(None)))
+
+
+def map_out_of_range_ids(inputs, vocab_size: int, oov_id: int, layer_name: str):
+    """Integer ids of any shape as int32, every id outside ``[0, vocab_size)`` replaced by ``oov_id``.
+
+    Float ids are accepted (cast); other dtypes raise ``TypeError``. Int64 ids are range-checked
+    before the cast to int32, so huge values cannot wrap back into the table.
+    """
+    ids = tf.convert_to_tensor(inputs)
+    if not (ids.dtype.is_integer or ids.dtype.is_floating):
+        raise TypeError(f"{layer_name}: ids must be integers, got dtype {ids.dtype.name}")
+    if ids.dtype not in (tf.int32, tf.int64):
+        ids = tf.cast(ids, tf.int64)
+    valid = tf.logical_and(ids >= 0, ids < tf.constant(vocab_size, ids.dtype))
+    return tf.cast(tf.where(valid, ids, tf.constant(oov_id, ids.dtype)), tf.int32)

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmec.backend import keras, register
-from tfmec.layers._utils import as_shape, make_initializer, serialize_initializer
+from tfmec.layers._utils import as_shape, make_initializer, map_out_of_range_ids, serialize_initializer
 
 _MAX_VOCAB = 2**31 - 1
 
@@ -79,6 +79,17 @@ def embedding_params(vocab_size: int, dim: int, rank: int | None = None) -> int:
     k = int(rank)
     return v * k + k * d + d
 
+
+
+def _check_basis(U_k, mu, n: int, who: str):
+    """Validates a PCA basis ``U_k: [n, k]`` (1 <= k <= n) and mean ``mu: [n]``; returns them as float64."""
+    u = np.asarray(U_k, dtype=np.float64)
+    m = np.asarray(mu, dtype=np.float64).reshape(-1)
+    if u.ndim != 2 or u.shape[0] != n or not 1 <= u.shape[1] <= n:
+        raise ValueError(f"{who}: U_k must be [{n}, k] with 1 <= k <= {n}, got {u.shape}")
+    if m.shape != (n,):
+        raise ValueError(f"{who}: mu must be [{n}], got {m.shape}")
+    return u, m
 
 @register
 class AFMDense(keras.layers.Layer):
@@ -164,12 +175,7 @@ class AFMDense(keras.layers.Layer):
             raise ValueError(f"AFMDense.from_dense: expected a 2-D kernel, got shape {w.shape}")
         n_in, n_out = w.shape
         b = _numpy(dense.bias) if getattr(dense, "bias", None) is not None else np.zeros(n_out)
-        u = np.asarray(U_k, dtype=np.float64)
-        m = np.asarray(mu, dtype=np.float64).reshape(-1)
-        if u.ndim != 2 or u.shape[0] != n_out or not 1 <= u.shape[1] <= n_out:
-            raise ValueError(f"AFMDense.from_dense: U_k must be [{n_out}, k] with 1 <= k <= {n_out}, got {u.shape}")
-        if m.shape != (n_out,):
-            raise ValueError(f"AFMDense.from_dense: mu must be [{n_out}], got {m.shape}")
+        u, m = _check_basis(U_k, mu, n_out, "AFMDense.from_dense")
         params = dict(
             name=dense.name,
             activation=keras.activations.serialize(dense.activation),
@@ -331,12 +337,7 @@ class LowRankEmbedding(keras.layers.Layer):
             raise ValueError(f"LowRankEmbedding.from_embedding: layer {embedding.name!r} is not built")
         table = _numpy(embedding.embeddings)
         v, d = table.shape
-        u = np.asarray(U_k, dtype=np.float64)
-        m = np.asarray(mu, dtype=np.float64).reshape(-1)
-        if u.ndim != 2 or u.shape[0] != d or not 1 <= u.shape[1] <= d:
-            raise ValueError(f"LowRankEmbedding.from_embedding: U_k must be [{d}, k] with 1 <= k <= {d}, got {u.shape}")
-        if m.shape != (d,):
-            raise ValueError(f"LowRankEmbedding.from_embedding: mu must be [{d}], got {m.shape}")
+        u, m = _check_basis(U_k, mu, d, "LowRankEmbedding.from_embedding")
         params = dict(name=embedding.name, dtype=embedding.dtype_policy, trainable=embedding.trainable)
         params.update(kwargs)
         return cls(
@@ -371,13 +372,7 @@ class LowRankEmbedding(keras.layers.Layer):
         self.built = True
 
     def _sanitize_ids(self, inputs):
-        ids = tf.convert_to_tensor(inputs)
-        if not (ids.dtype.is_integer or ids.dtype.is_floating):
-            raise TypeError(f"{self.name}: ids must be integers, got dtype {ids.dtype.name}")
-        if ids.dtype not in (tf.int32, tf.int64):
-            ids = tf.cast(ids, tf.int64)
-        valid = tf.logical_and(ids >= 0, ids < tf.constant(self.input_dim, ids.dtype))
-        return tf.cast(tf.where(valid, ids, tf.constant(self.oov_id, ids.dtype)), tf.int32)
+        return map_out_of_range_ids(inputs, self.input_dim, self.oov_id, self.name)
 
     def call(self, inputs):
         ids = self._sanitize_ids(inputs)

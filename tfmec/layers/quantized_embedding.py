@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmec.backend import keras, register
-from tfmec.layers._utils import as_shape
+from tfmec.layers._utils import as_shape, map_out_of_range_ids
 from tfmec.layers.bitpack import check_bits, pack_codes, packed_width, unpack_codes_tf
 
 _MAX_VOCAB = 2**31 - 1
@@ -387,14 +387,7 @@ class QuantizedEmbedding(keras.layers.Layer):
     # ------------------------------------------------------------------ computation
     def _sanitize_ids(self, inputs):
         """Ids as int32 with every id outside ``[0, V)`` replaced by ``oov_id``."""
-        ids = tf.convert_to_tensor(inputs)
-        if ids.dtype not in (tf.int32, tf.int64):
-            if not (ids.dtype.is_integer or ids.dtype.is_floating):
-                raise TypeError(f"{self.name}: ids must be integers, got dtype {ids.dtype.name}")
-            ids = tf.cast(ids, tf.int64)
-        valid = tf.logical_and(ids >= 0, ids < tf.constant(self.vocab_size, ids.dtype))
-        ids = tf.where(valid, ids, tf.constant(self.oov_id, ids.dtype))
-        return tf.cast(ids, tf.int32)
+        return map_out_of_range_ids(inputs, self.vocab_size, self.oov_id, self.name)
 
     def lookup_codes(self, ids):
         """The int32 codes ``[..., M]`` of ``ids`` (OOV-mapped), unpacked when bit-packed."""
