@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--alpha", type=float, default=1e-4, help="MEC: weight of the popularity-weighted regulariser")
     run.add_argument("--beta", type=float, default=2e-3, help="MEC: weight of the contrastive term")
     run.add_argument("--stage1-epochs", type=int, default=10, help="MEC: epochs of stage 1 (early stopping)")
+    run.add_argument("--stage2", default="finetune", choices=["finetune", "retrain"],
+                     help="MEC stage 2: fine-tune the trained baseline with quantised tables (default) or "
+                          "retrain a fresh model (the paper)")
+    run.add_argument("--stage2-lr-scale", type=float, default=0.1,
+                     help="MEC fine-tuning: learning rate = --learning-rate times this")
     run.add_argument("--bits", type=int, default=None, help="MEC: store codes bit-packed at this width (4 for K=16)")
     run.add_argument("--afm-energy", type=float, default=0.9, help="AFM: share of output variance each layer keeps")
     run.add_argument("--afm-calibration-batches", type=int, default=50, help="AFM: training batches for the PCA")
@@ -67,6 +72,7 @@ def main(argv=None) -> int:
             epochs=args.epochs, patience=args.patience, learning_rate=args.learning_rate,
             verbose=0 if args.quiet else 1, subspaces=args.subspaces, codewords=args.codewords,
             alpha=args.alpha, beta=args.beta, stage1_epochs=args.stage1_epochs, bits=args.bits,
+            stage2=args.stage2, stage2_lr_scale=args.stage2_lr_scale,
             afm_energy=args.afm_energy, afm_calibration_batches=args.afm_calibration_batches,
         )
         try:

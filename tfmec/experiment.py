@@ -18,6 +18,7 @@ from tfmec.training import compile_ctr, fit_early_stopping
 
 FORMATS = ("criteo", "avazu", "csv", "libsvm", "libfm", "parquet", "tfrecord")
 PLANNED_METHODS = {"int8": 8, "hash": 8}
+STAGE2_MODES = ("finetune", "retrain")
 
 
 @dataclasses.dataclass
@@ -52,6 +53,8 @@ class RunConfig:
     beta: float = 2e-3
     stage1_epochs: int = 10
     bits: int | None = None
+    stage2: str = "finetune"
+    stage2_lr_scale: float = 0.1
     # AFM
     afm_energy: float = 0.9
     afm_calibration_batches: int = 50
@@ -80,6 +83,10 @@ class RunConfig:
         if self.bits is not None and not (1 <= self.bits <= 16 and 2**self.bits >= self.codewords):
             raise ValueError(f"--bits {self.bits} cannot hold {self.codewords} codewords; use at least "
                              f"{max(1, (self.codewords - 1).bit_length())}")
+        if self.stage2 not in STAGE2_MODES:
+            raise ValueError(f"unknown --stage2 {self.stage2!r}; choose one of {STAGE2_MODES}")
+        if not self.stage2_lr_scale > 0:
+            raise ValueError("--stage2-lr-scale must be positive")
         if self.embedding_dim < 1 or self.batch_size < 1 or self.epochs < 1:
             raise ValueError("--embedding-dim, --batch-size and --epochs must be positive")
 
@@ -102,13 +109,19 @@ class RunContext:
         return build_model(self.cfg.model, self.data.schema, embedding_dim=self.cfg.embedding_dim,
                            embedding_factory=embedding_factory, seed=self.cfg.seed)
 
-    def train_and_evaluate(self, model, method: str) -> dict:
-        """Compiles and fits with early stopping, then :meth:`finish`."""
+    def train_and_evaluate(self, model, method: str, *, fine_tune: bool = False) -> dict:
+        """Compiles and fits with early stopping, then :meth:`finish`. ``fine_tune``: the model starts
+        from trained weights; it trains at ``learning_rate * stage2_lr_scale`` and keeps its starting
+        weights when no epoch improves validation AUC."""
         cfg = self.cfg
-        compile_ctr(model, cfg.learning_rate)
+        compile_ctr(model, cfg.learning_rate * (cfg.stage2_lr_scale if fine_tune else 1.0))
         fit = fit_early_stopping(model, self.data.train, self.data.valid, epochs=cfg.epochs, patience=cfg.patience,
-                                 verbose=cfg.verbose)
-        return self.finish(model, method, fit["train_seconds"], fit["epochs"])
+                                 verbose=cfg.verbose, keep_start=fine_tune)
+        run = self.finish(model, method, fit["train_seconds"], fit["epochs"])
+        run["best_epoch"] = fit["best_epoch"]
+        if fine_tune:
+            run["start_valid_auc"] = fit["start_auc"]
+        return run
 
     def finish(self, model, method: str, train_seconds: float, epochs: int | None = None) -> dict:
         """Evaluates a trained model on test, saves ``out/<method>/model.keras`` and returns its
@@ -149,9 +162,13 @@ def run_baseline(ctx: RunContext) -> dict:
 
 
 def run_mec(ctx: RunContext, method: str = "mec", **overrides) -> dict:
-    """Method ``mec``: stage 1 on the trained baseline's tables, stage 2 on a fresh model of the same
-    kind whose large tables are quantised, trained with the contrastive term. ``overrides`` change
-    stage-1 settings (the ablations: ``alpha=0``, ``beta=0``, ``epochs=0`` for plain k-means PQ)."""
+    """Method ``mec``: stage 1 on the trained baseline's tables, then stage 2 with the contrastive term.
+
+    Stage 2 (``cfg.stage2``): ``"finetune"`` (default, beyond the paper) swaps the quantised tables
+    into the trained baseline and fine-tunes at ``learning_rate * stage2_lr_scale``, keeping the
+    starting weights when no epoch improves validation AUC; ``"retrain"`` (the paper) trains a fresh
+    model of the same kind whose large tables are quantised. ``overrides`` change stage-1 settings
+    (the ablations: ``alpha=0``, ``beta=0``, ``epochs=0`` for plain k-means PQ)."""
     from tfmec.mec import compress_embeddings, learn_codes
 
     cfg = ctx.cfg
@@ -165,15 +182,17 @@ def run_mec(ctx: RunContext, method: str = "mec", **overrides) -> dict:
     ctx.log(f"{method} stage 1: {len(codes)} tables quantised in {stage1_seconds:.1f}s")
     os.makedirs(os.path.join(cfg.out, method), exist_ok=True)
     codes.save(os.path.join(cfg.out, method, "codes"))
-    model = compress_embeddings(ctx.build(), codes, contrastive_weight=settings["beta"], bits=cfg.bits, seed=cfg.seed)
-    run = ctx.train_and_evaluate(model, method)
+    fine_tune = cfg.stage2 == "finetune"
+    model = compress_embeddings(base if fine_tune else ctx.build(), codes, contrastive_weight=settings["beta"],
+                                bits=cfg.bits, seed=cfg.seed)
+    run = ctx.train_and_evaluate(model, method, fine_tune=fine_tune)
     ctx.models[method] = (model, run)
     run.update(
         stage1_seconds=stage1_seconds,
         stage1={name: {k: v for k, v in fc.stats.items() if k != "history"} for name, fc in codes.items()},
         mec={"subspaces": settings["num_subspaces"], "codewords": settings["num_codewords"],
              "alpha": settings["alpha"], "beta": settings["beta"], "stage1_epochs": settings["epochs"],
-             "bits": cfg.bits},
+             "bits": cfg.bits, "stage2": cfg.stage2, "stage2_lr_scale": cfg.stage2_lr_scale},
     )
     return run
 

@@ -18,6 +18,41 @@ def compile_ctr(model, learning_rate: float = 1e-3):
     return model
 
 
+class EarlyStoppingOnAUC(keras.callbacks.Callback):
+    """Stops when ``val_auc`` has not improved for ``patience`` epochs and restores the best weights.
+
+    Unlike ``keras.callbacks.EarlyStopping`` it can count the starting point as a candidate: given
+    ``start_score`` (the validation AUC before training), the weights at the start are kept when no
+    epoch beats them, so fine-tuning an already trained model never makes it worse on validation.
+    ``best_epoch`` is the 1-based epoch whose weights were kept (0: the starting weights).
+    """
+
+    def __init__(self, patience: int = 2, start_score: float | None = None, monitor: str = "val_auc"):
+        super().__init__()
+        self.patience, self.start_score, self.monitor = int(patience), start_score, monitor
+
+    def on_train_begin(self, logs=None):
+        self.wait, self.best_epoch = 0, 0
+        self.best = -float("inf") if self.start_score is None else float(self.start_score)
+        self.best_weights = None if self.start_score is None else self.model.get_weights()
+
+    def on_epoch_end(self, epoch, logs=None):
+        score = (logs or {}).get(self.monitor)
+        if score is None:
+            raise ValueError(f"early stopping monitors {self.monitor!r}, which fit did not log; pass validation data")
+        if score > self.best:
+            self.best, self.best_epoch, self.wait = float(score), epoch + 1, 0
+            self.best_weights = self.model.get_weights()
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
 def fit_early_stopping(
     model,
     train: tf.data.Dataset,
@@ -27,11 +62,18 @@ def fit_early_stopping(
     patience: int = 2,
     verbose: int = 1,
     callbacks=None,
+    keep_start: bool = False,
 ) -> dict:
     """Fits a compiled model, stopping when validation AUC has not improved for ``patience``
-    epochs and restoring the best weights. Returns ``{"history", "train_seconds", "epochs"}``."""
-    stop = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience, restore_best_weights=True)
+    epochs and restoring the best weights. With ``keep_start`` the model's validation AUC before
+    training is the first candidate (for fine-tuning: the result is never worse on validation than
+    the start). Returns ``{"history", "train_seconds", "epochs", "best_epoch", "start_auc"}``."""
     t0 = time.perf_counter()
+    start = None
+    if keep_start:
+        start = float(model.evaluate(valid, verbose=0, return_dict=True)["auc"])
+    stop = EarlyStoppingOnAUC(patience=patience, start_score=start)
     history = model.fit(train, validation_data=valid, epochs=epochs, callbacks=[stop] + list(callbacks or []), verbose=verbose)
     seconds = time.perf_counter() - t0
-    return {"history": history.history, "train_seconds": seconds, "epochs": len(history.history.get("loss", []))}
+    return {"history": history.history, "train_seconds": seconds, "epochs": len(history.history.get("loss", [])),
+            "best_epoch": stop.best_epoch, "start_auc": start}

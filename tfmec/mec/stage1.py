@@ -122,8 +122,7 @@ def pq_losses(model: PQModel, e, w, *, temperature: float, contrastive_temperatu
 def assign_codes(model: PQModel, table: tf.Tensor, batch_size: int = 65536) -> np.ndarray:
     """Nearest-codeword codes of every row of ``table [V, d]``: ``int32[V, M]``, batched."""
 
-    @tf.function(reduce_retracing=True)
-    def nearest(e):
+    def nearest(e):  # eager: one large batched matmul per call, nothing to trace per field
         return tf.argmin(model.distances(model.encode(e)), axis=-1, output_type=tf.int32)
 
     v = int(table.shape[0])
