@@ -30,6 +30,15 @@ from tfmec.data import load  # noqa: E402
 from tfmec.experiment import METHODS, RunConfig, RunContext  # noqa: E402
 
 
+def _number_or_text(value: str):
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
 def _parse_sets(pairs):
     fields = {f.name: f.type for f in dataclasses.fields(RunConfig)}
     out = {}
@@ -38,7 +47,7 @@ def _parse_sets(pairs):
         if key not in fields:
             raise SystemExit(f"unknown RunConfig field {key!r}")
         current = getattr(RunConfig, key, None)
-        out[key] = type(current)(value) if current is not None else value
+        out[key] = type(current)(value) if current is not None else _number_or_text(value)
     return out
 
 

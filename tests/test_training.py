@@ -43,3 +43,69 @@ def test_keep_start_restores_starting_weights_when_no_epoch_improves():
     assert fit["best_epoch"] == 0
     for a, b in zip(start, after):
         np.testing.assert_array_equal(a, b)
+
+
+def _table_model(vocab=50):
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((1,), dtype="int32")
+    x = keras.layers.Flatten()(keras.layers.Embedding(vocab, 3, name="table")(inp))
+    return keras.Model(inp, keras.layers.Dense(1, activation="sigmoid", name="head")(x))
+
+
+def test_lazy_adam_touches_only_the_batch_rows_and_matches_adam_on_them():
+    from tfmec.optimizers import LazyAdam
+
+    ids = np.array([[3], [7], [20], [11]], "int32")
+    y = np.array([1, 0, 1, 0], "float32")
+    results = {}
+    for name, opt in (("adam", keras.optimizers.Adam(0.01)), ("lazy", LazyAdam(0.01))):
+        model = _table_model()
+        before = model.get_layer("table").get_weights()[0].copy()
+        model.compile(optimizer=opt, loss="binary_crossentropy")
+        model.train_on_batch(ids, y)
+        results[name] = (before, model.get_layer("table").get_weights()[0], model.get_layer("head").get_weights())
+    before, lazy_table, lazy_head = results["lazy"]
+    _, adam_table, adam_head = results["adam"]
+    touched = [3, 7, 11, 20]
+    untouched = np.setdiff1d(np.arange(50), touched)
+    np.testing.assert_array_equal(lazy_table[untouched], before[untouched])
+    assert np.all(np.abs(lazy_table[touched] - before[touched]) > 0)
+    # on the first step, Adam's update of a touched row equals the lazy one (moments start at 0)
+    np.testing.assert_allclose(lazy_table[touched], adam_table[touched], rtol=1e-5, atol=1e-7)
+    for a, b in zip(lazy_head, adam_head):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_lazy_adam_sums_duplicate_rows_before_the_moments():
+    """Adam's first step moves every coordinate by lr (m / sqrt(v) = sign(g)), also for a row that
+    appears twice in the batch: the row's gradients are summed before squaring."""
+    from tfmec.optimizers import LazyAdam
+
+    model = _table_model()
+    before = model.get_layer("table").get_weights()[0].copy()
+    model.compile(optimizer=LazyAdam(0.01, epsilon=1e-12), loss="binary_crossentropy")
+    model.train_on_batch(np.array([[3], [7], [3]], "int32"), np.array([1, 0, 1], "float32"))
+    moved = model.get_layer("table").get_weights()[0] - before
+    np.testing.assert_allclose(np.abs(moved[[3, 7]]), 0.01, rtol=1e-3)
+
+
+def test_lazy_adam_trains_saves_and_reloads(tmp_path):
+    model = compile_ctr(_table_model(), 0.05, optimizer="lazy_adam")
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 50, size=(256, 1)).astype("int32")
+    y = (ids[:, 0] % 2).astype("float32")
+    first = model.evaluate(ids, y, verbose=0, return_dict=True)["loss"]
+    model.fit(ids, y, epochs=5, batch_size=32, verbose=0)
+    assert model.evaluate(ids, y, verbose=0, return_dict=True)["loss"] < first * 0.8
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    again = keras.models.load_model(path)
+    assert type(again.optimizer).__name__ == "LazyAdam"
+    np.testing.assert_allclose(again.predict(ids, verbose=0), model.predict(ids, verbose=0), rtol=1e-6)
+
+
+def test_compile_ctr_rejects_unknown_optimizer():
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        compile_ctr(_model(), optimizer="sgdx")

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default="deepfm", help="lr, fm, deepfm, dcnv2, pnn, gdcn or autoint")
     run.add_argument("--method", dest="methods", type=_csv_list, default=["none"],
                      help="comma-separated methods run side by side: none (uncompressed baseline), mec, pq "
-                          "(plain k-means PQ), mec-no-pwr, mec-no-contrastive (ablations), afm, mec+afm")
+                          "(plain k-means PQ), pq-no-retrain, mec-no-pwr, mec-no-contrastive (ablations), afm, mec+afm")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", default="runs/latest", help="output directory")
     run.add_argument("--embedding-dim", type=int, default=16)
@@ -40,14 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int, default=20)
     run.add_argument("--patience", type=int, default=3)
     run.add_argument("--learning-rate", type=float, default=1e-3)
+    run.add_argument("--optimizer", default="adam", choices=["adam", "lazy_adam"],
+                     help="adam (Keras's; densifies embedding gradients) or lazy_adam (updates only the rows a "
+                          "batch touches: use it for large tables)")
     run.add_argument("--subspaces", type=int, default=4, help="MEC: sub-spaces M per table")
     run.add_argument("--codewords", type=int, default=256, help="MEC: codewords K per sub-space")
     run.add_argument("--alpha", type=float, default=1e-4, help="MEC: weight of the popularity-weighted regulariser")
     run.add_argument("--beta", type=float, default=2e-3, help="MEC: weight of the contrastive term")
     run.add_argument("--stage1-epochs", type=int, default=10, help="MEC: epochs of stage 1 (early stopping)")
-    run.add_argument("--stage2", default="finetune", choices=["finetune", "retrain"],
+    run.add_argument("--stage2", default="finetune", choices=["finetune", "retrain", "none"],
                      help="MEC stage 2: fine-tune the trained baseline with quantised tables (default) or "
-                          "retrain a fresh model (the paper)")
+                          "retrain a fresh model (the paper), or none (no training after quantisation)")
     run.add_argument("--stage2-lr-scale", type=float, default=0.1,
                      help="MEC fine-tuning: learning rate = --learning-rate times this")
     run.add_argument("--bits", type=int, default=None, help="MEC: store codes bit-packed at this width (4 for K=16)")
@@ -69,7 +72,7 @@ def main(argv=None) -> int:
             label_threshold=args.label_threshold, numeric=args.numeric, drop=args.drop, sep=args.sep,
             model=args.model, methods=args.methods, seed=args.seed, out=args.out,
             embedding_dim=args.embedding_dim, min_count=args.min_count, batch_size=args.batch_size,
-            epochs=args.epochs, patience=args.patience, learning_rate=args.learning_rate,
+            epochs=args.epochs, patience=args.patience, learning_rate=args.learning_rate, optimizer=args.optimizer,
             verbose=0 if args.quiet else 1, subspaces=args.subspaces, codewords=args.codewords,
             alpha=args.alpha, beta=args.beta, stage1_epochs=args.stage1_epochs, bits=args.bits,
             stage2=args.stage2, stage2_lr_scale=args.stage2_lr_scale,

@@ -14,11 +14,11 @@ from tfmec.data import load
 from tfmec.data.vocabulary import write_json_atomic
 from tfmec.evaluation import embedding_bytes, evaluate, model_bytes, param_count, prediction_throughput
 from tfmec.models import MODELS, build_model
-from tfmec.training import compile_ctr, fit_early_stopping
+from tfmec.training import OPTIMIZERS, compile_ctr, fit_early_stopping
 
 FORMATS = ("criteo", "avazu", "csv", "libsvm", "libfm", "parquet", "tfrecord")
 PLANNED_METHODS = {"int8": 8, "hash": 8}
-STAGE2_MODES = ("finetune", "retrain")
+STAGE2_MODES = ("finetune", "retrain", "none")
 
 
 @dataclasses.dataclass
@@ -44,6 +44,7 @@ class RunConfig:
     epochs: int = 20
     patience: int = 3
     learning_rate: float = 1e-3
+    optimizer: str = "adam"
     fractions: Sequence[float] = (0.8, 0.1, 0.1)
     verbose: int = 1
     # MEC
@@ -83,6 +84,8 @@ class RunConfig:
         if self.bits is not None and not (1 <= self.bits <= 16 and 2**self.bits >= self.codewords):
             raise ValueError(f"--bits {self.bits} cannot hold {self.codewords} codewords; use at least "
                              f"{max(1, (self.codewords - 1).bit_length())}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown --optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
         if self.stage2 not in STAGE2_MODES:
             raise ValueError(f"unknown --stage2 {self.stage2!r}; choose one of {STAGE2_MODES}")
         if not self.stage2_lr_scale > 0:
@@ -114,7 +117,7 @@ class RunContext:
         from trained weights; it trains at ``learning_rate * stage2_lr_scale`` and keeps its starting
         weights when no epoch improves validation AUC."""
         cfg = self.cfg
-        compile_ctr(model, cfg.learning_rate * (cfg.stage2_lr_scale if fine_tune else 1.0))
+        compile_ctr(model, cfg.learning_rate * (cfg.stage2_lr_scale if fine_tune else 1.0), cfg.optimizer)
         fit = fit_early_stopping(model, self.data.train, self.data.valid, epochs=cfg.epochs, patience=cfg.patience,
                                  verbose=cfg.verbose, keep_start=fine_tune)
         run = self.finish(model, method, fit["train_seconds"], fit["epochs"])
@@ -161,13 +164,14 @@ def run_baseline(ctx: RunContext) -> dict:
     return ctx.baseline()[1]
 
 
-def run_mec(ctx: RunContext, method: str = "mec", **overrides) -> dict:
+def run_mec(ctx: RunContext, method: str = "mec", stage2: str | None = None, **overrides) -> dict:
     """Method ``mec``: stage 1 on the trained baseline's tables, then stage 2 with the contrastive term.
 
     Stage 2 (``cfg.stage2``): ``"finetune"`` (default, beyond the paper) swaps the quantised tables
     into the trained baseline and fine-tunes at ``learning_rate * stage2_lr_scale``, keeping the
     starting weights when no epoch improves validation AUC; ``"retrain"`` (the paper) trains a fresh
-    model of the same kind whose large tables are quantised. ``overrides`` change stage-1 settings
+    model of the same kind whose large tables are quantised; ``"none"`` evaluates the baseline with
+    its tables quantised, without training. ``overrides`` change stage-1 settings
     (the ablations: ``alpha=0``, ``beta=0``, ``epochs=0`` for plain k-means PQ)."""
     from tfmec.mec import compress_embeddings, learn_codes
 
@@ -182,17 +186,22 @@ def run_mec(ctx: RunContext, method: str = "mec", **overrides) -> dict:
     ctx.log(f"{method} stage 1: {len(codes)} tables quantised in {stage1_seconds:.1f}s")
     os.makedirs(os.path.join(cfg.out, method), exist_ok=True)
     codes.save(os.path.join(cfg.out, method, "codes"))
-    fine_tune = cfg.stage2 == "finetune"
-    model = compress_embeddings(base if fine_tune else ctx.build(), codes, contrastive_weight=settings["beta"],
-                                bits=cfg.bits, seed=cfg.seed)
-    run = ctx.train_and_evaluate(model, method, fine_tune=fine_tune)
+    stage2 = stage2 or cfg.stage2
+    fine_tune = stage2 == "finetune"
+    model = compress_embeddings(ctx.build() if stage2 == "retrain" else base, codes,
+                                contrastive_weight=settings["beta"], bits=cfg.bits, seed=cfg.seed)
+    if stage2 == "none":
+        compile_ctr(model, cfg.learning_rate)
+        run = ctx.finish(model, method, 0.0, 0)
+    else:
+        run = ctx.train_and_evaluate(model, method, fine_tune=fine_tune)
     ctx.models[method] = (model, run)
     run.update(
         stage1_seconds=stage1_seconds,
         stage1={name: {k: v for k, v in fc.stats.items() if k != "history"} for name, fc in codes.items()},
         mec={"subspaces": settings["num_subspaces"], "codewords": settings["num_codewords"],
              "alpha": settings["alpha"], "beta": settings["beta"], "stage1_epochs": settings["epochs"],
-             "bits": cfg.bits, "stage2": cfg.stage2, "stage2_lr_scale": cfg.stage2_lr_scale},
+             "bits": cfg.bits, "stage2": stage2, "stage2_lr_scale": cfg.stage2_lr_scale},
     )
     return run
 
@@ -201,6 +210,12 @@ def run_pq(ctx: RunContext) -> dict:
     """Method ``pq``: plain product quantisation (k-means codes, no PWR, no contrastive term), then the
     same stage-2 training as MEC."""
     return run_mec(ctx, "pq", alpha=0.0, beta=0.0, epochs=0)
+
+
+def run_pq_no_retrain(ctx: RunContext) -> dict:
+    """Method ``pq-no-retrain``: k-means PQ codes swapped into the trained baseline, no training at all
+    (the reference point MEC must beat)."""
+    return run_mec(ctx, "pq-no-retrain", stage2="none", alpha=0.0, beta=0.0, epochs=0)
 
 
 def run_mec_no_pwr(ctx: RunContext) -> dict:
@@ -250,8 +265,8 @@ def run_mec_afm(ctx: RunContext) -> dict:
     return run
 
 
-METHODS: dict[str, Callable] = {"none": run_baseline, "mec": run_mec, "pq": run_pq, "mec-no-pwr": run_mec_no_pwr,
-                                "mec-no-contrastive": run_mec_no_contrastive, "afm": run_afm, "mec+afm": run_mec_afm}
+METHODS: dict[str, Callable] = {"none": run_baseline, "mec": run_mec, "pq": run_pq, "pq-no-retrain": run_pq_no_retrain,
+                                "mec-no-pwr": run_mec_no_pwr, "mec-no-contrastive": run_mec_no_contrastive, "afm": run_afm, "mec+afm": run_mec_afm}
 
 
 def load_for(cfg: RunConfig):

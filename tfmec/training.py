@@ -8,13 +8,22 @@ import tensorflow as tf
 from tfmec.backend import keras
 
 
-def compile_ctr(model, learning_rate: float = 1e-3):
-    """Compiles ``model`` for CTR: Adam, binary cross-entropy, AUC metric named ``auc``."""
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss="binary_crossentropy",
-        metrics=[keras.metrics.AUC(name="auc")],
-    )
+OPTIMIZERS = ("adam", "lazy_adam")
+
+
+def compile_ctr(model, learning_rate: float = 1e-3, optimizer: str = "adam"):
+    """Compiles ``model`` for CTR: binary cross-entropy, AUC metric named ``auc``, and ``optimizer``:
+    ``"adam"`` (Keras's Adam, which densifies embedding gradients) or ``"lazy_adam"``
+    (:class:`tfmec.optimizers.LazyAdam`: updates only the embedding rows a batch touches)."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
+    if optimizer == "lazy_adam":
+        from tfmec.optimizers import LazyAdam
+
+        opt = LazyAdam(learning_rate=learning_rate)
+    else:
+        opt = keras.optimizers.Adam(learning_rate=learning_rate)
+    model.compile(optimizer=opt, loss="binary_crossentropy", metrics=[keras.metrics.AUC(name="auc")])
     return model
 
 
