@@ -102,3 +102,19 @@ def test_roc_auc_and_log_loss_match_definitions():
     assert log_loss(y, s) == pytest.approx(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
     with pytest.raises(ValueError):
         roc_auc(np.ones(3), np.ones(3))
+
+
+def test_synthetic_encoded_rows_match_the_string_stream():
+    from tfmec.data.synthetic import SyntheticCTR
+
+    gen = SyntheticCTR(rows=2 * 8192, seed=3, vocab_sizes=[50, 10**6], num_numeric=2)
+    ids, nums, labels = gen.encoded_rows(0, 2)
+    assert ids.shape == (2 * 8192, 2) and ids.dtype == np.int32
+    assert nums.shape == (2 * 8192, 2) and nums.dtype == np.float32
+    assert ids.min() >= 1 and ids[:, 0].max() <= 50 and ids[:, 1].max() <= 10**6
+    stream_labels = np.concatenate([c.labels for c in gen.chunks(4096)])
+    np.testing.assert_array_equal(labels, stream_labels)
+    # equal ranks give equal tokens in the string stream: the encoding is the same partition
+    tokens = np.concatenate([c.features["C1"] for c in gen.chunks(4096)])
+    for r in np.unique(ids[:, 0])[:10]:
+        assert len(set(tokens[ids[:, 0] == r])) == 1

@@ -137,6 +137,25 @@ class SyntheticCTR(Reader):
         return 1.0 / (1.0 + np.exp(-(self._logit_parts(chunk_ranks, numeric_z) + self._bias_value())))
 
     # --- streaming ---------------------------------------------------------------------------
+    def encoded_rows(self, start_block: int, num_blocks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows of blocks ``start_block .. start_block + num_blocks - 1`` already encoded, skipping
+        strings and vocabularies: for tables sized to the whole id space (scale benchmarks).
+
+        Returns ``(ids int32[rows, F], numeric float32[rows, J], labels float32[rows])`` where
+        ``ids[:, f]`` is the Zipf rank in ``[1, vocab_sizes[f]]`` (0 is left free for OOV, so a table
+        needs ``vocab_sizes[f] + 1`` rows) and ``numeric`` the standardised numerics; the labels are
+        those of the string stream's rows in the same blocks.
+        """
+        ids, nums, labels = [], [], []
+        for block in range(start_block, start_block + num_blocks):
+            ranks = np.stack([self._ranks(block, _BLOCK, f) for f in range(len(self.vocab_sizes))], axis=1)
+            _, z = self._numeric(block, _BLOCK)
+            p = self.probabilities(ranks, z)
+            labels.append((uniform01(hash_keys(self.seed, 8, block, np.arange(_BLOCK))) < p).astype(np.float32))
+            ids.append(ranks.astype(np.int32))
+            nums.append(z.astype(np.float32))
+        return np.concatenate(ids), np.concatenate(nums), np.concatenate(labels)
+
     def _block(self, block: int, n: int) -> Chunk:
         ranks = np.stack([self._ranks(block, n, f) for f in range(len(self.vocab_sizes))], axis=1)
         raw_num, z = self._numeric(block, n)

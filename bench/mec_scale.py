@@ -1,0 +1,241 @@
+"""MEC at scale: synthetic data whose largest fields have 10^7 ids, d = 40 (issue 4).
+
+    python bench/mec_scale.py --out bench/out/scale            # every phase, each in its own process
+    python bench/mec_scale.py --phase stage1 --codewords 16 ... # one phase (what the driver runs)
+
+Tables are sized to the whole id space (``SyntheticCTR.encoded_rows``: the Zipf rank is the id), so
+the two largest tables really hold 10^7 + 1 rows each, whatever share of them the training rows
+touch. Phases, each a separate Python process so that its peak RSS is its own:
+
+1. ``baseline``: DeepFM (d = 40) trained with LazyAdam (Keras's Adam would densify the 10^7-row
+   gradients) and early stopping on validation AUC; saves the weights and the training counts.
+2. ``stage1``: loads only the embedding tables and counts, runs ``tfmec.mec.learn_codes``; records
+   time and peak RSS (``ru_maxrss``) of the process.
+3. ``stage2``: rebuilds the baseline, swaps in the quantised tables (``compress_embeddings``),
+   fine-tunes (keeping the start when no epoch helps) and evaluates; records AUC, embedding bytes
+   per table and ratios, and the prediction throughput of both models measured side by side.
+
+Every phase appends one JSON line to ``--results``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+BLOCK = 8192
+
+
+def _peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
+
+
+def _vocab_sizes(largest: int) -> list[int]:
+    # two fields at the largest size, the rest spread below it (Criteo-like mix)
+    return [largest, largest, 10**6, 10**5, 10**4, 10**3, 100, 10]
+
+
+def _data(args):
+    from tfmec.data.synthetic import SyntheticCTR
+
+    gen = SyntheticCTR(rows=BLOCK, seed=args.data_seed, vocab_sizes=_vocab_sizes(args.largest), num_numeric=4)
+    n_train = args.train_rows // BLOCK
+    n_eval = args.eval_rows // BLOCK
+    train = gen.encoded_rows(0, n_train)
+    valid = gen.encoded_rows(n_train, n_eval)
+    test = gen.encoded_rows(n_train + n_eval, n_eval)
+    return gen, train, valid, test
+
+
+def _schema(gen):
+    from tfmec.data.schema import Field, Schema
+
+    fields = [Field(f"I{j + 1}", kind="numeric") for j in range(gen.num_numeric)]
+    fields += [Field(f"C{f + 1}", vocab_size=v + 1) for f, v in enumerate(gen.vocab_sizes)]
+    return Schema(fields)
+
+
+def _dataset(gen, part, batch, shuffle=False, seed=0):
+    import tensorflow as tf
+
+    ids, nums, labels = part
+    feats = {f"C{f + 1}": ids[:, f] for f in range(ids.shape[1])}
+    feats.update({f"I{j + 1}": nums[:, j] for j in range(nums.shape[1])})
+    ds = tf.data.Dataset.from_tensor_slices((feats, labels))
+    if shuffle:
+        ds = ds.shuffle(200_000, seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch).prefetch(2)
+
+
+def _build(schema, args):
+    from tfmec.backend import keras
+    from tfmec.models import build_model
+
+    keras.utils.set_random_seed(args.seed)
+    return build_model("deepfm", schema, embedding_dim=args.dim, seed=args.seed)
+
+
+def _tables_and_counts(model, schema, train_ids):
+    from tfmec.backend import keras
+
+    tables, counts = {}, {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Embedding):  # keyed as learn_codes keys a model's tables
+            key = layer.name[len("embedding_"):] if layer.name.startswith("embedding_") else layer.name
+            tables[key] = layer.get_weights()[0]
+    for f, field in enumerate(schema.categorical):
+        counts[field.name] = np.bincount(train_ids[:, f], minlength=field.vocab_size).astype(np.int64)
+    return tables, counts
+
+
+def phase_baseline(args):
+    from tfmec.evaluation import embedding_bytes, evaluate
+    from tfmec.training import compile_ctr, fit_early_stopping
+
+    t0 = time.perf_counter()
+    gen, train, valid, test = _data(args)
+    schema = _schema(gen)
+    data_s = time.perf_counter() - t0
+    model = _build(schema, args)
+    compile_ctr(model, args.learning_rate, optimizer="lazy_adam")
+    fit = fit_early_stopping(model, _dataset(gen, train, args.batch, True, args.seed), _dataset(gen, valid, 16384),
+                             epochs=args.epochs, patience=1, verbose=args.verbose)
+    result = evaluate(model, _dataset(gen, test, 16384))
+    os.makedirs(args.out, exist_ok=True)
+    model.save_weights(os.path.join(args.out, "baseline.weights.h5"))
+    tables, counts = _tables_and_counts(model, schema, train[0])
+    for name, table in tables.items():
+        np.save(os.path.join(args.out, f"table_{name}.npy"), table)
+    np.savez(os.path.join(args.out, "counts.npz"), **counts)
+    return {"phase": "baseline", "test_auc": result["auc"], "test_logloss": result["logloss"],
+            "embedding_bytes": embedding_bytes(model), "epochs": fit["epochs"], "best_epoch": fit["best_epoch"],
+            "train_seconds": fit["train_seconds"], "data_seconds": data_s,
+            "seconds_per_epoch": fit["train_seconds"] / max(1, fit["epochs"]),
+            "table_rows": {n: int(t.shape[0]) for n, t in tables.items()}, "peak_rss_gb": _peak_rss_gb()}
+
+
+def phase_stage1(args):
+    from tfmec.mec import learn_codes
+
+    files = sorted(f for f in os.listdir(args.out) if f.startswith("table_") and f.endswith(".npy"))
+    tables = {f[len("table_"):-len(".npy")]: np.load(os.path.join(args.out, f)) for f in files}
+    counts = dict(np.load(os.path.join(args.out, "counts.npz")))
+    rss_loaded = _peak_rss_gb()
+    t0 = time.perf_counter()
+    codes = learn_codes(tables, counts, num_subspaces=args.subspaces, num_codewords=args.codewords,
+                        epochs=args.stage1_epochs, batch_size=args.stage1_batch, seed=args.seed,
+                        progress=args.verbose > 0)
+    seconds = time.perf_counter() - t0
+    tag = _tag(args)
+    codes.save(os.path.join(args.out, f"codes_{tag}"))
+    per_field = {n: {"seconds": fc.stats["seconds"], "epochs": fc.stats["epochs"],
+                     "rows": int(tables[n].shape[0])} for n, fc in codes.items()}
+    return {"phase": "stage1", "config": tag, "stage1_seconds": seconds, "peak_rss_gb": _peak_rss_gb(),
+            "rss_after_loading_tables_gb": rss_loaded, "tables": per_field,
+            "largest_table_seconds": max(v["seconds"] for v in per_field.values())}
+
+
+def _tag(args) -> str:
+    return f"M{args.subspaces}_K{args.codewords}_bits{args.bits or 0}"
+
+
+def phase_stage2(args):
+    from tfmec.evaluation import embedding_bytes, embedding_layers, evaluate, prediction_throughput, variable_bytes
+    from tfmec.mec import CodeSet, compress_embeddings
+    from tfmec.training import compile_ctr, fit_early_stopping
+
+    gen, train, valid, test = _data(args)
+    schema = _schema(gen)
+    base = _build(schema, args)
+    base.load_weights(os.path.join(args.out, "baseline.weights.h5"))
+    compile_ctr(base, args.learning_rate, optimizer="lazy_adam")
+    test_ds = _dataset(gen, test, 16384)
+    base_eval = evaluate(base, test_ds)
+    codes = CodeSet.load(os.path.join(args.out, f"codes_{_tag(args)}"))
+    model = compress_embeddings(base, codes, bits=args.bits, seed=args.seed)
+    compile_ctr(model, args.learning_rate * 0.1, optimizer="lazy_adam")
+    fit = fit_early_stopping(model, _dataset(gen, train, args.batch, True, args.seed), _dataset(gen, valid, 16384),
+                             epochs=args.epochs, patience=1, verbose=args.verbose, keep_start=True)
+    mec_eval = evaluate(model, test_ds)
+
+    def per_table(m):
+        return {layer.name: variable_bytes(layer.weights) for layer in embedding_layers(m)}
+
+    bt, mt = per_table(base), per_table(model)
+    deep = [n for n in bt if n.startswith("embedding_") and n[len("embedding_"):] in codes]
+    big = [n for n in deep if codes[n[len("embedding_"):]].vocab_size > args.largest // 2]
+    throughput = {}
+    for _ in range(3):  # alternate the two models so that both see the same machine load
+        for name, m in (("baseline", base), ("mec", model)):
+            throughput.setdefault(name, []).append(prediction_throughput(m, test_ds, batch_size=4096))
+    tb, tm = float(np.median(throughput["baseline"])), float(np.median(throughput["mec"]))
+    return {"phase": "stage2", "config": _tag(args), "baseline_test_auc": base_eval["auc"],
+            "mec_test_auc": mec_eval["auc"], "auc_delta": mec_eval["auc"] - base_eval["auc"],
+            "best_epoch": fit["best_epoch"], "fine_tune_seconds": fit["train_seconds"],
+            "embedding_bytes_baseline": embedding_bytes(base), "embedding_bytes_mec": embedding_bytes(model),
+            "ratio_all_tables": embedding_bytes(base) / embedding_bytes(model),
+            "ratio_d40_tables": sum(bt[n] for n in deep) / sum(mt[n] for n in deep),
+            "ratio_largest_tables": sum(bt[n] for n in big) / sum(mt[n] for n in big),
+            "bytes_per_table_baseline": bt, "bytes_per_table_mec": mt,
+            "throughput_baseline": tb, "throughput_mec": tm, "throughput_ratio": tm / tb,
+            "peak_rss_gb": _peak_rss_gb()}
+
+
+PHASES = {"baseline": phase_baseline, "stage1": phase_stage1, "stage2": phase_stage2}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--phase", choices=sorted(PHASES), default=None, help="run one phase (default: the driver)")
+    p.add_argument("--largest", type=int, default=10**7)
+    p.add_argument("--dim", type=int, default=40)
+    p.add_argument("--train-rows", type=int, default=1_000_000)
+    p.add_argument("--eval-rows", type=int, default=200_000)
+    p.add_argument("--batch", type=int, default=4096)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--learning-rate", type=float, default=2e-3)
+    p.add_argument("--subspaces", type=int, default=4)
+    p.add_argument("--codewords", type=int, default=256)
+    p.add_argument("--bits", type=int, default=None)
+    p.add_argument("--stage1-epochs", type=int, default=3)
+    p.add_argument("--stage1-batch", type=int, default=16384)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--verbose", type=int, default=0)
+    p.add_argument("--out", default="bench/out/scale")
+    p.add_argument("--results", default="bench/out/mec_scale.jsonl")
+    args = p.parse_args(argv)
+    if args.phase:
+        t0 = time.perf_counter()
+        row = PHASES[args.phase](args)
+        row.update(wall_seconds=time.perf_counter() - t0, largest=args.largest, dim=args.dim,
+                   train_rows=args.train_rows, seed=args.seed)
+        os.makedirs(os.path.dirname(args.results) or ".", exist_ok=True)
+        with open(args.results, "a") as fh:
+            fh.write(json.dumps(row, default=float) + "\n")
+        print(json.dumps(row, default=float, indent=1), flush=True)
+        return
+    common = [f"--largest={args.largest}", f"--dim={args.dim}", f"--train-rows={args.train_rows}",
+              f"--eval-rows={args.eval_rows}", f"--out={args.out}", f"--results={args.results}",
+              f"--seed={args.seed}", f"--epochs={args.epochs}", f"--verbose={args.verbose}",
+              f"--stage1-epochs={args.stage1_epochs}"]
+    me = [sys.executable, os.path.abspath(__file__)]
+    runs = [["--phase=baseline"]]
+    for k, bits in ((256, None), (16, 4)):
+        q = [f"--subspaces={args.subspaces}", f"--codewords={k}"] + ([f"--bits={bits}"] if bits else [])
+        runs += [["--phase=stage1"] + q, ["--phase=stage2"] + q]
+    for extra in runs:
+        print(">>", " ".join(extra), flush=True)
+        subprocess.run(me + common + extra, check=True)
+
+
+if __name__ == "__main__":
+    main()
