@@ -272,3 +272,20 @@ def test_layers_argument_class_kept_and_errors(deepfm):
         afm.compress(deepfm, ds, rank=2, fine_tune={"train": ds, "epoch": 1})
     with pytest.raises(ValueError, match="no rows"):
         afm.compress(deepfm, ds.take(0), rank=2)
+
+
+def test_fine_tune_with_validation_keeps_the_start_when_no_epoch_helps():
+    keras.utils.set_random_seed(2)
+    model = DeepFM(_schema(), embedding_dim=8, hidden_units=(64, 64), seed=2)
+    ds = _dataset(n=512)
+    untuned, _ = afm.compress(model, ds, rank=3)
+    # a learning rate so large that every fine-tuning epoch ruins validation AUC
+    new, report = afm.compress(
+        model, ds, rank=3,
+        fine_tune={"train": ds, "valid": ds, "epochs": 2, "learning_rate": 50.0, "patience": 2},
+    )
+    entry = report.fine_tune[0]
+    assert entry["stage"] == "mlp" and "start_valid_auc" in entry
+    assert max(entry["history"]["val_auc"]) < entry["start_valid_auc"]
+    assert entry["best_epoch"] == 0
+    np.testing.assert_allclose(_predict(new, ds), _predict(untuned, ds), rtol=1e-6, atol=1e-7)

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bits", type=int, default=None, help="MEC: store codes bit-packed at this width (4 for K=16)")
     run.add_argument("--afm-energy", type=float, default=0.9, help="AFM: share of output variance each layer keeps")
     run.add_argument("--afm-calibration-batches", type=int, default=50, help="AFM: training batches for the PCA")
+    run.add_argument("--afm-fine-tune-epochs", type=int, default=3,
+                     help="AFM: at most this many fine-tuning epochs per step (early stopping keeps the best)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -77,6 +79,7 @@ def main(argv=None) -> int:
             alpha=args.alpha, beta=args.beta, stage1_epochs=args.stage1_epochs, bits=args.bits,
             stage2=args.stage2, stage2_lr_scale=args.stage2_lr_scale,
             afm_energy=args.afm_energy, afm_calibration_batches=args.afm_calibration_batches,
+            afm_fine_tune_epochs=args.afm_fine_tune_epochs,
         )
         try:
             metrics = run_experiment(cfg)

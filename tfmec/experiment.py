@@ -59,6 +59,7 @@ class RunConfig:
     # AFM
     afm_energy: float = 0.9
     afm_calibration_batches: int = 50
+    afm_fine_tune_epochs: int = 3
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad setting."""
@@ -230,13 +231,16 @@ def run_mec_no_contrastive(ctx: RunContext) -> dict:
 
 def _afm_on(ctx: RunContext, source, method: str) -> dict:
     """AFM on the MLP of a trained model: PCA of each Dense layer's outputs on ``afm_calibration_batches``
-    training batches, rank by ``afm_energy``, one epoch of fine-tuning; then evaluated like the others."""
+    training batches, rank by ``afm_energy``, then up to ``afm_fine_tune_epochs`` of fine-tuning at
+    ``learning_rate * stage2_lr_scale`` with early stopping that keeps the un-tuned weights when no epoch
+    improves validation AUC; then evaluated like the others."""
     from tfmec import afm
 
     cfg = ctx.cfg
     t0 = time.perf_counter()
-    fine_tune = {"train": ctx.data.train, "valid": ctx.data.valid, "epochs": 1, "learning_rate": cfg.learning_rate,
-                 "verbose": cfg.verbose}
+    fine_tune = {"train": ctx.data.train, "valid": ctx.data.valid, "epochs": cfg.afm_fine_tune_epochs,
+                 "learning_rate": cfg.learning_rate * cfg.stage2_lr_scale, "verbose": cfg.verbose, "patience": 1,
+                 "keep_start": True}
     model, report = afm.compress(source, ctx.data.train.take(cfg.afm_calibration_batches), energy=cfg.afm_energy,
                                  fine_tune=fine_tune)
     afm_seconds = time.perf_counter() - t0

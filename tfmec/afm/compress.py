@@ -39,7 +39,8 @@ from tfmec.backend import keras
 from tfmec.evaluation import embedding_bytes, model_bytes, param_count
 from tfmec.layers.afm_dense import AFMDense, LowRankEmbedding, dense_params, embedding_params
 
-FINE_TUNE_KEYS = ("train", "valid", "epochs", "learning_rate", "loss", "verbose", "steps_per_epoch")
+FINE_TUNE_KEYS = ("train", "valid", "epochs", "learning_rate", "loss", "verbose", "steps_per_epoch", "patience",
+                  "keep_start")
 
 
 # --------------------------------------------------------------------------------------- report
@@ -273,14 +274,25 @@ def _run_fine_tune(model, fine_tune, stage: str, report: AFMReport):
     kwargs = {}
     if spec.get("steps_per_epoch") is not None:
         kwargs["steps_per_epoch"] = int(spec["steps_per_epoch"])
+    entry = {"stage": stage}
+    callbacks = []
+    if spec.get("valid") is not None:
+        from tfmec.training import EarlyStoppingOnAUC
+
+        start = None
+        if spec.get("keep_start", True):
+            start = float(model.evaluate(spec["valid"], verbose=0, return_dict=True)["auc"])
+            entry["start_valid_auc"] = start
+        stop = EarlyStoppingOnAUC(patience=int(spec.get("patience", 1)), start_score=start)
+        callbacks.append(stop)
     history = model.fit(
         spec["train"], validation_data=spec.get("valid"), epochs=int(spec.get("epochs", 1)),
-        verbose=spec.get("verbose", 0), **kwargs,
+        verbose=spec.get("verbose", 0), callbacks=callbacks, **kwargs,
     )
-    report.fine_tune.append({
-        "stage": stage,
-        "history": {key: [float(v) for v in values] for key, values in history.history.items()},
-    })
+    if callbacks:
+        entry["best_epoch"] = callbacks[0].best_epoch
+    entry["history"] = {key: [float(v) for v in values] for key, values in history.history.items()}
+    report.fine_tune.append(entry)
     return model
 
 
@@ -347,8 +359,11 @@ def compress(
             step (it compiles and fits the model itself; if it returns a ``keras.Model`` that model
             is used from then on); or a dict with keys ``train`` (dataset, required), ``valid``
             (dataset), ``epochs`` (default 1), ``learning_rate`` (Adam, default 1e-3), ``loss``
-            (default ``"binary_crossentropy"``), ``verbose`` (default 0), ``steps_per_epoch``: the
-            model is compiled with Adam, that loss and an ``AUC`` metric named ``auc`` and fitted.
+            (default ``"binary_crossentropy"``), ``verbose`` (default 0), ``steps_per_epoch``,
+            ``patience`` (default 1), ``keep_start`` (default True): the model is compiled with Adam,
+            that loss and an ``AUC`` metric named ``auc`` and fitted; with ``valid``, early stopping
+            on validation AUC restores the best epoch, and with ``keep_start`` the weights before
+            fine-tuning count as a candidate (fine-tuning never makes validation AUC worse).
             A step that replaced nothing is not fine-tuned.
         layers: names of the Dense layers to consider (default: every top-level layer of exact type
             ``keras.layers.Dense``; layers with ``n_out == 1`` are always left alone).
