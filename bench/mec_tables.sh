@@ -8,8 +8,8 @@ PY=${PY:-.venv/bin/python}
 SEEDS=${SEEDS:-0,1,2,3,4}
 SETTINGS="codewords=16 bits=4"
 ABLATION=none,mec,pq,pq-no-retrain,mec-no-pwr,mec-no-contrastive
-MAIN=none,mec,pq,pq-no-retrain
-for d in ${DATASETS:-criteo avazu movielens-100k frappe mind-small-5k movielens-1m-part}; do
+MAIN=none,mec,pq-no-retrain
+for d in ${DATASETS:-criteo avazu mind-small-5k movielens-100k frappe movielens-1m-part}; do
   case $d in criteo|avazu|mind-small-5k) methods=$ABLATION ;; *) methods=$MAIN ;; esac
   $PY bench/methods_auc.py --datasets "$d" --model deepfm --methods "$methods" --seeds "$SEEDS" \
       --set $SETTINGS --out "bench/results/mec_${d}.jsonl"
