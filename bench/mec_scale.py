@@ -201,6 +201,27 @@ def phase_stage2(args):
 PHASES = {"baseline": phase_baseline, "stage1": phase_stage1, "stage2": phase_stage2}
 
 
+def summarise(rows: list[dict]) -> str:
+    """Markdown tables of a results file: the baseline, stage 1 per configuration, stage 2 per configuration."""
+    out = []
+    for b in (r for r in rows if r["phase"] == "baseline"):
+        out.append(f"Baseline: largest table {b['largest']:,} x {b['dim']} ids, {b['train_rows']:,} training rows, "
+                   f"test AUC {b['test_auc']:.4f}, embedding bytes {b['embedding_bytes']:,}, "
+                   f"{b['seconds_per_epoch']:.0f} s per epoch (LazyAdam), peak RSS {b['peak_rss_gb']:.1f} GB")
+    out += ["", "| config | stage-1 seconds (all tables) | largest table seconds | stage-1 peak RSS GB | "
+                "baseline AUC | MEC AUC | delta | ratio, largest table | ratio, d=40 tables | ratio, all tables | "
+                "throughput MEC / baseline |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s1 in (r for r in rows if r["phase"] == "stage1"):
+        s2 = next((r for r in rows if r["phase"] == "stage2" and r["config"] == s1["config"]), None)
+        if s2 is None:
+            continue
+        out.append(f"| {s1['config']} | {s1['stage1_seconds']:.0f} | {s1['largest_table_seconds']:.0f} | "
+                   f"{s1['peak_rss_gb']:.2f} | {s2['baseline_test_auc']:.4f} | {s2['mec_test_auc']:.4f} | "
+                   f"{s2['auc_delta']:+.4f} | {s2['ratio_largest_tables']:.1f}x | {s2['ratio_d40_tables']:.1f}x | "
+                   f"{s2['ratio_all_tables']:.1f}x | {s2['throughput_ratio']:.2f} |")
+    return "\n".join(out)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--phase", choices=sorted(PHASES), default=None, help="run one phase (default: the driver)")
@@ -221,7 +242,11 @@ def main(argv=None):
     p.add_argument("--verbose", type=int, default=0)
     p.add_argument("--out", default="bench/out/scale")
     p.add_argument("--results", default="bench/out/mec_scale.jsonl")
+    p.add_argument("--summarise", metavar="JSONL", help="print the tables of a results file and exit")
     args = p.parse_args(argv)
+    if args.summarise:
+        print(summarise([json.loads(line) for line in open(args.summarise) if line.strip()]))
+        return
     if args.phase:
         t0 = time.perf_counter()
         row = PHASES[args.phase](args)
