@@ -47,20 +47,36 @@ def _parse_sets(pairs):
         if key not in fields:
             raise SystemExit(f"unknown RunConfig field {key!r}")
         current = getattr(RunConfig, key, None)
-        out[key] = type(current)(value) if current is not None else _number_or_text(value)
+        if isinstance(current, bool):  # bool("0") is True: parse the words
+            if value.strip().lower() not in _BOOL_WORDS:
+                raise SystemExit(f"{key}={value!r}: give one of {sorted(_BOOL_WORDS)}")
+            out[key] = _BOOL_WORDS[value.strip().lower()]
+        else:
+            out[key] = type(current)(value) if current is not None else _number_or_text(value)
     return out
 
 
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
 def summarise(runs: list[dict]) -> str:
-    """Markdown table per dataset and method: AUC mean +- std, bytes, ratio, p-value vs baseline."""
+    """Markdown table per dataset and method: AUC mean +- std, bytes, ratio, p-value vs baseline. A method
+    run under several ``--set`` settings gets one row per setting."""
     from scipy.stats import wilcoxon
+
+    def label(r):
+        settings = {str(sorted(x.get("settings", {}).items())) for x in runs
+                    if x["dataset"] == r["dataset"] and x["method"] == r["method"]}
+        if r["method"] == "baseline" or len(settings) < 2:
+            return r["method"]
+        return r["method"] + " [" + " ".join(f"{k}={v}" for k, v in sorted(r.get("settings", {}).items())) + "]"
 
     lines = ["| dataset | method | n | test AUC | delta vs baseline | Wilcoxon p | embedding bytes | emb. ratio | model ratio |",
              "|---|---|---|---|---|---|---|---|---|"]
     for d in dict.fromkeys(r["dataset"] for r in runs):
         base = {r["seed"]: r for r in runs if r["dataset"] == d and r["method"] == "baseline"}
-        for m in dict.fromkeys(r["method"] for r in runs if r["dataset"] == d):
-            rs = [r for r in runs if r["dataset"] == d and r["method"] == m]
+        for m in dict.fromkeys(label(r) for r in runs if r["dataset"] == d):
+            rs = [r for r in runs if r["dataset"] == d and label(r) == m]
             auc = np.array([r["test_auc"] for r in rs])
             paired = [(r["test_auc"], base[r["seed"]]["test_auc"]) for r in rs if r["seed"] in base]
             delta = np.mean([a - b for a, b in paired]) if paired else float("nan")

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stage2-lr-scale", type=float, default=0.1,
                      help="MEC fine-tuning: learning rate = --learning-rate times this")
     run.add_argument("--bits", type=int, default=None, help="MEC: store codes bit-packed at this width (4 for K=16)")
+    run.add_argument("--share-codebooks", action="store_true",
+                     help="MEC: small tables of the same width share one codebook set (beyond the paper)")
     run.add_argument("--afm-energy", type=float, default=0.9, help="AFM: share of output variance each layer keeps")
     run.add_argument("--afm-calibration-batches", type=int, default=50, help="AFM: training batches for the PCA")
     run.add_argument("--afm-fine-tune-epochs", type=int, default=3,
@@ -77,6 +79,7 @@ def main(argv=None) -> int:
             epochs=args.epochs, patience=args.patience, learning_rate=args.learning_rate, optimizer=args.optimizer,
             verbose=0 if args.quiet else 1, subspaces=args.subspaces, codewords=args.codewords,
             alpha=args.alpha, beta=args.beta, stage1_epochs=args.stage1_epochs, bits=args.bits,
+            share_codebooks=args.share_codebooks,
             stage2=args.stage2, stage2_lr_scale=args.stage2_lr_scale,
             afm_energy=args.afm_energy, afm_calibration_batches=args.afm_calibration_batches,
             afm_fine_tune_epochs=args.afm_fine_tune_epochs,

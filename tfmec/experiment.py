@@ -54,6 +54,7 @@ class RunConfig:
     beta: float = 2e-3
     stage1_epochs: int = 10
     bits: int | None = None
+    share_codebooks: bool = False
     stage2: str = "finetune"
     stage2_lr_scale: float = 0.1
     # AFM
@@ -179,7 +180,7 @@ def run_mec(ctx: RunContext, method: str = "mec", stage2: str | None = None, **o
     cfg = ctx.cfg
     base, _ = ctx.baseline()
     settings = dict(num_subspaces=cfg.subspaces, num_codewords=cfg.codewords, alpha=cfg.alpha, beta=cfg.beta,
-                    epochs=cfg.stage1_epochs)
+                    epochs=cfg.stage1_epochs, share_codebooks=cfg.share_codebooks)
     settings.update(overrides)
     t0 = time.perf_counter()
     codes = learn_codes(base, ctx.data.frequencies, seed=cfg.seed, progress=cfg.verbose > 0, **settings)
@@ -202,7 +203,8 @@ def run_mec(ctx: RunContext, method: str = "mec", stage2: str | None = None, **o
         stage1={name: {k: v for k, v in fc.stats.items() if k != "history"} for name, fc in codes.items()},
         mec={"subspaces": settings["num_subspaces"], "codewords": settings["num_codewords"],
              "alpha": settings["alpha"], "beta": settings["beta"], "stage1_epochs": settings["epochs"],
-             "bits": cfg.bits, "stage2": stage2, "stage2_lr_scale": cfg.stage2_lr_scale},
+             "bits": cfg.bits, "stage2": stage2, "stage2_lr_scale": cfg.stage2_lr_scale,
+             "share_codebooks": bool(settings["share_codebooks"]), "groups": codes.groups},
     )
     return run
 

@@ -39,9 +39,11 @@ from tfmec.layers.quantized_embedding import (  # noqa: E402
     decode_codes,
     semi_synthetic_negative_codes,
 )
+from tfmec.layers.shared_quantized_embedding import SharedQuantizedEmbedding  # noqa: E402
 
 __all__ += [
     "QuantizedEmbedding",
+    "SharedQuantizedEmbedding",
     "contrastive_loss",
     "decode_codes",
     "semi_synthetic_negative_codes",

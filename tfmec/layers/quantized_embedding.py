@@ -391,12 +391,14 @@ class QuantizedEmbedding(keras.layers.Layer):
 
     def lookup_codes(self, ids):
         """The int32 codes ``[..., M]`` of ``ids`` (OOV-mapped), unpacked when bit-packed."""
+        return self._codes_of_rows(self._sanitize_ids(ids))
+
+    def _codes_of_rows(self, rows):
+        """Int32 codes ``[..., M]`` of in-range table rows ``[...]`` (int32)."""
         if not self.built:
             self.build(None)
-        ids = self._sanitize_ids(ids)
-        flat = tf.reshape(ids, [-1])
-        codes = self._gather_codes(flat)
-        return tf.reshape(codes, tf.concat([tf.shape(ids), [self.num_subspaces]], axis=0))
+        codes = self._gather_codes(tf.reshape(rows, [-1]))
+        return tf.reshape(codes, tf.concat([tf.shape(rows), [self.num_subspaces]], axis=0))
 
     def _gather_codes(self, flat_ids):
         rows = tf.gather(self.codes, flat_ids)  # [N, M] (or [N, packed width])
@@ -405,7 +407,11 @@ class QuantizedEmbedding(keras.layers.Layer):
         return tf.cast(rows, tf.int32)
 
     def call(self, inputs, training=None):
-        ids = self._sanitize_ids(inputs)
+        return self._embed_rows(self._sanitize_ids(inputs), training)
+
+    def _embed_rows(self, ids, training):
+        """Embeddings ``[..., d]`` of in-range table rows ``ids [...]`` (int32), adding the contrastive
+        term when training."""
         flat_codes = self._gather_codes(tf.reshape(ids, [-1]))  # [N, M] int32
         codebooks = tf.cast(self.codebooks, tf.float32)
         projection = None if self.projection is None else tf.cast(self.projection, tf.float32)

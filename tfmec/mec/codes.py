@@ -7,9 +7,14 @@ For a field with ``V`` ids, embedding dim ``d``, ``M`` sub-spaces and ``K`` code
 * ``codebooks``: ``float32[M, K, d / M]``; the embedding of id ``i`` is the concatenation over ``m``
   of ``codebooks[m, codes[i, m]]`` (then multiplied by ``projection`` when one is present);
 * ``projection``: optional ``float32[d, d]`` learned decoder (None: identity);
-* ``stats``: stage-1 statistics (reconstruction error, usage entropy, dead codewords, head/tail usage).
+* ``stats``: stage-1 statistics (reconstruction error, usage entropy, dead codewords, head/tail usage);
+* ``group``: None (private codebooks), or the name of a codebook-sharing group: every field of a group
+  holds the SAME ``codebooks`` (and ``projection``) array, learned once on the union of their rows
+  (``learn_codes(..., share_codebooks=True)``), and stage 2 puts the group in one
+  :class:`~tfmec.layers.SharedQuantizedEmbedding`.
 
-Saved as ``.npz`` arrays plus a JSON manifest; nothing is pickled.
+Saved as ``.npz`` arrays plus a JSON manifest; nothing is pickled. A group's codebooks (and
+projection) are stored once (``group_codebooks_<j>``); loading gives its fields one shared array.
 """
 from __future__ import annotations
 
@@ -43,6 +48,7 @@ class FieldCodes:
     codebooks: np.ndarray
     projection: np.ndarray | None = None
     stats: dict = dataclasses.field(default_factory=dict)
+    group: str | None = None
 
     def __post_init__(self):
         self.codebooks = np.asarray(self.codebooks, dtype=np.float32)
@@ -86,22 +92,61 @@ class FieldCodes:
 
 
 class CodeSet(dict):
-    """``{field name: FieldCodes}`` plus the stage-1 settings that produced them (``config``)."""
+    """``{field name: FieldCodes}`` plus the stage-1 settings that produced them (``config``).
+
+    Fields with the same ``FieldCodes.group`` share one codebook array (see :attr:`groups`).
+    """
 
     def __init__(self, items: Mapping[str, FieldCodes] | None = None, config: dict | None = None):
         super().__init__(items or {})
         self.config = dict(config or {})
 
+    @property
+    def groups(self) -> dict:
+        """``{group name: [field names]}`` of the codebook-sharing groups, in field order."""
+        out: dict = {}
+        for name, fc in self.items():
+            if fc.group is not None:
+                out.setdefault(fc.group, []).append(name)
+        return out
+
+    def check_groups(self) -> None:
+        """Raises ``ValueError`` when the fields of a group do not hold identical codebooks/projection."""
+        for group, names in self.groups.items():
+            first = self[names[0]]
+            for name in names[1:]:
+                fc = self[name]
+                same_books = fc.codebooks is first.codebooks or np.array_equal(fc.codebooks, first.codebooks)
+                same_proj = (fc.projection is None) == (first.projection is None) and (
+                    fc.projection is None or np.array_equal(fc.projection, first.projection))
+                if not (same_books and same_proj):
+                    raise ValueError(f"fields {names[0]!r} and {name!r} of group {group!r} hold different codebooks")
+
     def save(self, path: str) -> None:
-        """Writes ``path.npz`` (arrays) and ``path.json`` (manifest); ``path`` without extension."""
-        arrays, manifest = {}, {"format": FORMAT, "version": 1, "config": self.config, "fields": []}
+        """Writes ``path.npz`` (arrays) and ``path.json`` (manifest); ``path`` without extension.
+        A group's codebooks and projection are written once."""
+        self.check_groups()
+        arrays = {}
+        manifest = {"format": FORMAT, "version": 2, "config": self.config, "fields": [], "groups": []}
+        group_index = {}
+        for j, (group, names) in enumerate(self.groups.items()):
+            first = self[names[0]]
+            group_index[group] = j
+            arrays[f"group_codebooks_{j}"] = first.codebooks
+            if first.projection is not None:
+                arrays[f"group_projection_{j}"] = first.projection
+            manifest["groups"].append({"name": group, "index": j, "fields": names,
+                                       "has_projection": first.projection is not None})
         for i, (name, fc) in enumerate(self.items()):
             arrays[f"codes_{i}"] = fc.codes
-            arrays[f"codebooks_{i}"] = fc.codebooks
-            if fc.projection is not None:
-                arrays[f"projection_{i}"] = fc.projection
-            manifest["fields"].append({"name": name, "index": i, "stats": fc.stats,
-                                       "has_projection": fc.projection is not None})
+            entry = {"name": name, "index": i, "stats": fc.stats, "has_projection": fc.projection is not None}
+            if fc.group is None:
+                arrays[f"codebooks_{i}"] = fc.codebooks
+                if fc.projection is not None:
+                    arrays[f"projection_{i}"] = fc.projection
+            else:
+                entry["group"] = fc.group
+            manifest["fields"].append(entry)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         np.savez(path + ".npz", **arrays)
         with open(path + ".json", "w", encoding="utf-8") as fh:
@@ -109,15 +154,28 @@ class CodeSet(dict):
 
     @classmethod
     def load(cls, path: str) -> "CodeSet":
-        """Reads what :meth:`save` wrote (``allow_pickle=False``)."""
+        """Reads what :meth:`save` wrote (``allow_pickle=False``); the fields of a group get one shared
+        codebook array."""
         with open(path + ".json", encoding="utf-8") as fh:
             manifest = json.load(fh)
         if manifest.get("format") != FORMAT:
             raise ValueError(f"{path}.json is not a tfmec PQ code file")
         out = cls(config=manifest.get("config"))
         with np.load(path + ".npz", allow_pickle=False) as arrays:
+            shared = {}
+            for g in manifest.get("groups", []):
+                j = g["index"]
+                books = np.asarray(arrays[f"group_codebooks_{j}"], dtype=np.float32)
+                proj = (np.asarray(arrays[f"group_projection_{j}"], dtype=np.float32) if g.get("has_projection")
+                        else None)
+                shared[g["name"]] = (books, proj)
             for f in manifest["fields"]:
                 i = f["index"]
-                proj = arrays[f"projection_{i}"] if f.get("has_projection") else None
-                out[f["name"]] = FieldCodes(f["name"], arrays[f"codes_{i}"], arrays[f"codebooks_{i}"], proj, f.get("stats", {}))
+                group = f.get("group")
+                if group is not None:
+                    books, proj = shared[group]
+                else:
+                    books = arrays[f"codebooks_{i}"]
+                    proj = arrays[f"projection_{i}"] if f.get("has_projection") else None
+                out[f["name"]] = FieldCodes(f["name"], arrays[f"codes_{i}"], books, proj, f.get("stats", {}), group)
         return out

@@ -5,14 +5,20 @@ own): the model is cloned, each compressed field's ``Embedding`` becomes a ``Qua
 initialised from stage 1 (codes frozen, codebooks trainable), and every other layer keeps its
 weights. Training is plain ``model.fit``; each quantised layer adds ``beta`` times the contrastive
 loss on the batch's looked-up ids through ``add_loss``.
+
+Shared codebooks (codes learned with ``learn_codes(..., share_codebooks=True)``): the fields of one
+sharing group become ONE :class:`~tfmec.layers.SharedQuantizedEmbedding` named after the group (for
+example ``shared_d16``), called once per field with ``field=i`` where the field's ``Embedding`` was
+called; the graph is rewired with :func:`tfmec.mec.graph.rebuild_functional` (both Keras modes).
 """
 from __future__ import annotations
 
 from typing import Mapping
 
 from tfmec.backend import keras
-from tfmec.layers import QuantizedEmbedding
+from tfmec.layers import QuantizedEmbedding, SharedQuantizedEmbedding
 from tfmec.mec.codes import CodeSet
+from tfmec.mec.graph import rebuild_functional
 from tfmec.mec.model import MECModel
 
 
@@ -24,6 +30,17 @@ def _field_of(layer_name: str, codes: Mapping, mapping: Mapping | None) -> str |
     if layer_name.startswith("embedding_") and layer_name[len("embedding_"):] in codes:
         return layer_name[len("embedding_"):]
     return None
+
+
+class _FieldCall:
+    """What the clone of a grouped field's ``Embedding`` is: a call of the group's shared layer with
+    ``field=index``."""
+
+    def __init__(self, layer, index: int):
+        self.layer, self.index = layer, index
+
+    def __call__(self, *args, **kwargs):
+        return self.layer(*args, field=self.index, **kwargs)
 
 
 def compress_embeddings(
@@ -49,6 +66,9 @@ def compress_embeddings(
         bits: store codes bit-packed at this width (e.g. 4 for K = 16).
         mapping: ``{layer name: field}`` for layers not named ``embedding_<field>``.
         seed: seed of the negatives' sampling.
+    The fields of a codebook-sharing group (``codes.groups``) become one
+    :class:`~tfmec.layers.SharedQuantizedEmbedding` per group.
+
     Returns:
         a new functional :class:`MECModel` (same inputs and outputs; ``fit`` logs ``contrastive_loss``);
         the original is untouched.
@@ -60,6 +80,16 @@ def compress_embeddings(
     negatives = cfg.get("num_negatives", 4) if num_negatives is None else num_negatives
     tau = cfg.get("contrastive_temperature", 0.5) if temperature is None else temperature
     replaced = {}
+    group_of = {f: (g, i) for g, fields in codes.groups.items() for i, f in enumerate(fields)}
+    shared = {
+        g: SharedQuantizedEmbedding.from_codes(
+            [codes[f] for f in fields], name=g, contrastive_weight=beta if codes[fields[0]].dim > 1 else 0.0,
+            num_negatives=negatives, temperature=tau, trainable_codebooks=trainable_codebooks, bits=bits, seed=seed)
+        for g, fields in codes.groups.items()
+    }
+    taken = {layer.name for layer in model.layers} & set(shared)
+    if taken:
+        raise ValueError(f"the model already has layers named {sorted(taken)}, the names of the shared tables")
 
     def clone(layer):
         field = _field_of(layer.name, codes, mapping) if isinstance(layer, keras.layers.Embedding) else None
@@ -72,12 +102,15 @@ def compress_embeddings(
                 f"field {field!r} describe [{fc.vocab_size}, {fc.dim}]"
             )
         replaced[layer.name] = field
+        if field in group_of:
+            group, index = group_of[field]
+            return _FieldCall(shared[group], index)
         return QuantizedEmbedding.from_codes(
             fc, name=layer.name, contrastive_weight=beta if fc.dim > 1 else 0.0, num_negatives=negatives, temperature=tau,
             trainable_codebooks=trainable_codebooks, bits=bits, seed=seed,
         )
 
-    new = keras.models.clone_model(model, clone_function=clone)
+    new = rebuild_functional(model, clone)
     missing = [f for f in codes if f not in replaced.values()]
     if missing:
         raise ValueError(f"no Embedding layer found for field(s) {missing}; pass mapping={{layer_name: field}}")

@@ -8,17 +8,23 @@ from tfmec.evaluation import embedding_layers, model_bytes, variable_bytes
 
 @dataclasses.dataclass
 class TableBytes:
-    """One embedding table: its bytes now and as an uncompressed float32 ``[V, d]`` table."""
+    """One embedding table: its bytes now and as an uncompressed float32 ``[V, d]`` table. A shared
+    codebook layer is one entry (its codebooks counted once): ``V`` is the sum over its ``fields``."""
 
     layer: str
-    kind: str  # "embedding" or "quantized"
+    kind: str  # "embedding", "quantized" or "shared_quantized"
     vocab_size: int
     dim: int
     bytes: int
     original_bytes: int
+    fields: list | None = None
 
 
 def _table_bytes(layer) -> TableBytes:
+    if getattr(layer, "vocab_sizes", None) is not None and hasattr(layer, "storage_bytes"):
+        v, d = int(layer.vocab_size), int(layer.output_dim)
+        names = layer.field_names or [str(i) for i in range(len(layer.vocab_sizes))]
+        return TableBytes(layer.name, "shared_quantized", v, d, int(layer.storage_bytes), v * d * 4, list(names))
     if getattr(layer, "num_subspaces", None) is not None and hasattr(layer, "storage_bytes"):
         v, d = int(layer.vocab_size), int(layer.output_dim)
         return TableBytes(layer.name, "quantized", v, d, int(layer.storage_bytes), v * d * 4)

@@ -18,6 +18,21 @@ For one field's table ``E: float32[V, d]`` with training counts ``n: int[V]``:
 
 :func:`learn_codes` returns a :class:`~tfmec.mec.codes.CodeSet` (codes uint8/uint16, codebooks,
 optional projection ``D``, statistics).
+
+**Shared codebooks** (beyond the paper, ``share_codebooks=True``). A private codebook costs
+``K * d * 4`` bytes whatever the vocabulary, so a small table pays mostly for its codebook (frappe's
+``weekday`` table, 8 ids, would need 16 KiB of codebooks for 32 bytes of codes at K = 256, d = 16).
+With sharing, the small tables of the same width ``d`` form one group per ``d`` and learn ONE set of
+codebooks on the union of their rows: the tables are concatenated once into ``[sum V_f, d]`` (with
+their popularity weights), trained with the same losses, then every field's rows get their own codes.
+"Small" means at most ``share_max_vocab`` rows; by default (:func:`default_share_max_vocab`) every table
+whose private codebook would exceed 10% of its code bytes (``K*d*4 > 0.1 * V*M*code_bytes``; e.g.
+V <= 40959 at K = 256, d = 16, M = 4, uint8 codes, and V <= 10239 for the d = 1 first-order tables).
+Sharing also admits tables too small to be worth a private codebook: a group forms when its bytes
+(every member's codes + one codebook) are fewer than its members' bytes without sharing (private PQ
+or float32). The first-order ``linear_<field>`` tables (d = 1, one sub-space: scalar quantisation)
+form their own d = 1 group: one K-level scalar quantiser for every field's weight, which is where
+most of the per-field codebook overhead of a many-field model sits. Groups are named ``shared_d<d>``.
 """
 from __future__ import annotations
 
@@ -45,10 +60,15 @@ def popularity_weights(counts: np.ndarray | None, vocab_size: int) -> np.ndarray
     return np.maximum(1.0, logs).astype(np.float32)
 
 
+def code_bytes(vocab_size: int, num_subspaces: int, num_codewords: int) -> int:
+    """Bytes of the codes ``[V, M]`` of a table at their stored width (uint8 / uint16)."""
+    return vocab_size * num_subspaces * np.dtype(code_dtype(num_codewords)).itemsize
+
+
 def pq_bytes(vocab_size: int, dim: int, num_subspaces: int, num_codewords: int, projection: bool = False) -> int:
     """Bytes of a PQ table: codes at stored width + float32 codebooks (+ projection)."""
-    code_bytes = np.dtype(code_dtype(num_codewords)).itemsize
-    return vocab_size * num_subspaces * code_bytes + num_codewords * dim * 4 + (dim * dim * 4 if projection else 0)
+    return (code_bytes(vocab_size, num_subspaces, num_codewords) + num_codewords * dim * 4
+            + (dim * dim * 4 if projection else 0))
 
 
 class PQModel(tf.Module):
@@ -225,6 +245,54 @@ def select_fields(tables: Mapping, num_subspaces: int, num_codewords: int, rotat
     return chosen
 
 
+SHARE_CODEBOOK_FRACTION = 0.1
+"""A table joins a shared-codebook group (by default) when its private codebook would cost more than
+this fraction of its code bytes."""
+
+
+def default_share_max_vocab(dim: int, num_subspaces: int, num_codewords: int) -> int:
+    """The largest ``V`` whose private codebook ``K*d*4`` bytes exceeds ``SHARE_CODEBOOK_FRACTION`` of
+    its code bytes ``V*M*code_bytes`` (``M`` = 1 for ``d`` = 1): the default ``share_max_vocab``."""
+    m = subspaces_for(dim, num_subspaces)
+    per_row = m * np.dtype(code_dtype(num_codewords)).itemsize
+    limit = num_codewords * dim * 4 / SHARE_CODEBOOK_FRACTION  # V * per_row must stay below this
+    return int(math.ceil(limit / per_row)) - 1
+
+
+def share_groups(tables: Mapping, candidates, private, num_subspaces: int, num_codewords: int, rotation: bool,
+                 share_max_vocab: int | None = None) -> dict:
+    """Codebook-sharing groups ``{"shared_d<d>": [names]}`` among ``candidates``.
+
+    A candidate joins the group of its width ``d`` when it has at most ``share_max_vocab`` rows (default
+    :func:`default_share_max_vocab` of its ``d``) and its codes are smaller than its float32 table. A group
+    is kept when it has two or more members and its bytes (codes of every member + one codebook, + one
+    projection with ``rotation``) are fewer than the members' bytes without sharing: private PQ for the
+    names in ``private``, float32 for the others. (Every member lowers that difference, so the full set
+    of candidates of a width is the best group of that width.)
+    """
+    by_dim: dict = {}
+    for name in candidates:
+        v, d = tables[name].shape
+        m = subspaces_for(d, num_subspaces)
+        limit = share_max_vocab if share_max_vocab is not None else default_share_max_vocab(d, num_subspaces,
+                                                                                            num_codewords)
+        if v <= limit and code_bytes(v, m, num_codewords) < v * d * 4:
+            by_dim.setdefault(int(d), []).append(name)
+    groups = {}
+    for d, names in by_dim.items():
+        if len(names) < 2:
+            continue
+        m = subspaces_for(d, num_subspaces)
+        proj = rotation and d > 1
+        shared = (sum(code_bytes(tables[n].shape[0], m, num_codewords) for n in names) + num_codewords * d * 4
+                  + (d * d * 4 if proj else 0))
+        separate = sum(pq_bytes(tables[n].shape[0], d, m, num_codewords, proj) if n in private
+                       else tables[n].shape[0] * d * 4 for n in names)
+        if shared < separate:
+            groups[f"shared_d{d}"] = names
+    return groups
+
+
 def learn_codes(
     source,
     frequencies: Mapping | None = None,
@@ -247,6 +315,8 @@ def learn_codes(
     kmeans_iterations: int = 10,
     seed: int = 0,
     progress: bool = True,
+    share_codebooks: bool = False,
+    share_max_vocab: int | None = None,
 ) -> CodeSet:
     """Learns PQ codes for the embedding tables of ``source`` (MEC stage 1).
 
@@ -266,40 +336,98 @@ def learn_codes(
             ``epochs=0`` skips it and returns plain k-means PQ codes (the ablation baseline).
         kmeans_sample, kmeans_iterations: k-means++ initialisation on this many sampled rows.
         seed: fixes sampling, initialisation, shuffling and negatives.
+        share_codebooks: let small tables of the same width share one set of codebooks (module
+            docstring; groups from :func:`share_groups`, among ``fields`` when given, else among every
+            table with at least ``min_vocab`` rows).
+        share_max_vocab: tables with more rows keep private codebooks (default: per width,
+            :func:`default_share_max_vocab`).
     Returns:
-        a :class:`CodeSet` ``{field: FieldCodes}`` with ``config`` and per-field ``stats``.
+        a :class:`CodeSet` ``{field: FieldCodes}`` with ``config`` (``config["groups"]``: the sharing
+        groups) and per-field ``stats`` (a grouped field's ``stats["group"]`` names its group; epochs,
+        seconds and history are the group's).
     """
     if num_subspaces < 1 or num_codewords < 2:
         raise ValueError("num_subspaces must be >= 1 and num_codewords >= 2")
     if epochs < 0 or batch_size < 1:
         raise ValueError("epochs must be >= 0 and batch_size >= 1")
+    if share_max_vocab is not None and share_max_vocab < 1:
+        raise ValueError("share_max_vocab must be >= 1")
     code_dtype(num_codewords)
     tables = _tables_from(source)
     chosen = select_fields(tables, num_subspaces, num_codewords, rotation, fields, min_vocab)
+    groups = {}
+    if share_codebooks:
+        candidates = list(fields) if fields is not None else [
+            n for n, t in tables.items() if min_vocab is None or t.shape[0] >= min_vocab]
+        groups = share_groups(tables, candidates, set(chosen), num_subspaces, num_codewords, rotation,
+                              share_max_vocab)
+        grouped = {n for names in groups.values() for n in names}
+        chosen = [n for n in tables if n in grouped or n in chosen]
     config = dict(num_subspaces=num_subspaces, num_codewords=num_codewords, alpha=alpha, beta=beta,
                   temperature=temperature, contrastive_temperature=contrastive_temperature,
                   num_negatives=num_negatives, rotation=rotation, batch_size=batch_size, epochs=epochs,
-                  learning_rate=learning_rate, seed=seed, fields=chosen)
+                  learning_rate=learning_rate, seed=seed, fields=chosen, share_codebooks=bool(share_codebooks),
+                  share_max_vocab=share_max_vocab, groups=groups)
     result = CodeSet(config=config)
-    for i, name in enumerate(chosen):
-        table = tables[name]
+    group_of = {n: g for g, names in groups.items() for n in names}
+
+    def counts_of(name):
         field = name[len("linear_"):] if name.startswith("linear_") and name not in (frequencies or {}) else name
-        counts = None if frequencies is None or field not in frequencies else np.asarray(frequencies[field])
-        d = table.shape[1]
-        result[name] = _learn_field(name, table, counts, subspaces_for(d, num_subspaces), num_codewords, alpha,
-                                    beta if d > 1 else 0.0, temperature, contrastive_temperature, num_negatives,
-                                    rotation and d > 1, batch_size, epochs, patience,
-                                    learning_rate, kmeans_sample, kmeans_iterations, seed + 1000 * i, progress)
-    return result
+        return None if frequencies is None or field not in frequencies else np.asarray(frequencies[field])
+
+    for i, name in enumerate(chosen):
+        if name in result:
+            continue
+        d = tables[name].shape[1]
+        members = groups[group_of[name]] if name in group_of else [name]
+        fcs = _learn_tables(group_of.get(name), members, [tables[n] for n in members],
+                            [counts_of(n) for n in members], subspaces_for(d, num_subspaces), num_codewords,
+                            alpha, beta if d > 1 else 0.0, temperature, contrastive_temperature, num_negatives,
+                            rotation and d > 1, batch_size, epochs, patience, learning_rate, kmeans_sample,
+                            kmeans_iterations, seed + 1000 * i, progress)
+        for fc in fcs:
+            result[fc.field] = fc
+    return CodeSet({n: result[n] for n in chosen}, config=config)
 
 
-def _learn_field(name, table, counts, M, K, alpha, beta, tau, tau_c, num_negatives, rotation, batch_size, epochs,
-                 patience, learning_rate, kmeans_sample, kmeans_iterations, seed, progress) -> FieldCodes:
-    v, d = table.shape
+def _learn_tables(group, names, tables, counts, M, K, alpha, beta, tau, tau_c, num_negatives, rotation, batch_size,
+                  epochs, patience, learning_rate, kmeans_sample, kmeans_iterations, seed, progress) -> list:
+    """One PQ model learned on the rows of ``tables`` (one table, or a sharing group's tables, concatenated
+    once); returns one :class:`FieldCodes` per table (a group's share one codebook array)."""
+    label = names[0] if group is None else f"{group}: {len(names)} tables"
+    d = tables[0].shape[1]
     if d % M:
-        raise ValueError(f"field {name!r}: embedding dim {d} is not divisible by num_subspaces {M}")
+        raise ValueError(f"field {names[0]!r}: embedding dim {d} is not divisible by num_subspaces {M}")
     t0 = time.perf_counter()
-    weights = popularity_weights(counts, v)
+    weights = [popularity_weights(c, t.shape[0]) for t, c in zip(tables, counts)]
+    table = tables[0] if len(tables) == 1 else np.concatenate(tables)  # a group's rows: one copy
+    table_t = tf.constant(table)
+    all_weights = weights[0] if len(tables) == 1 else np.concatenate(weights)
+    model, history = _train_pq(label, table, table_t, all_weights, M, K, alpha, beta, tau, tau_c, num_negatives,
+                               rotation, batch_size, epochs, patience, learning_rate, kmeans_sample,
+                               kmeans_iterations, seed, progress)
+    codes = assign_codes(model, table_t).astype(code_dtype(K))
+    books = model.codebooks.numpy()
+    projection = model.decoder.numpy() if model.decoder is not None else None
+    seconds = time.perf_counter() - t0
+    out, start = [], 0
+    for name, t, c, w in zip(names, tables, counts, weights):
+        fc = FieldCodes(name, codes[start:start + t.shape[0]], books, projection, group=group)
+        start += t.shape[0]
+        fc.stats = code_statistics(fc, t, c, w)
+        fc.stats.update(epochs=len(history), seconds=seconds, history=history)
+        if group is not None:
+            fc.stats.update(group=group, group_tables=len(names), group_rows=int(table.shape[0]))
+        out.append(fc)
+    return out
+
+
+def _train_pq(label, table, table_t, weights, M, K, alpha, beta, tau, tau_c, num_negatives, rotation, batch_size,
+              epochs, patience, learning_rate, kmeans_sample, kmeans_iterations, seed, progress):
+    """k-means++ initialisation, then the Adam loop on ``table [V, d]`` (``table_t``: the same as a tensor)
+    with ``weights [V]``; returns the
+    :class:`PQModel` at its best epoch and the per-epoch loss history."""
+    v, d = table.shape
     rng = np.random.default_rng(seed)
     sample = rng.choice(v, size=min(v, kmeans_sample), replace=False)
     dm = d // M
@@ -307,7 +435,6 @@ def _learn_field(name, table, counts, M, K, alpha, beta, tau, tau_c, num_negativ
     init = np.stack([kmeans(sub[:, m], K, seed=seed + m, iterations=kmeans_iterations, weights=weights[sample])
                      for m in range(M)])
     model = PQModel(init, rotation=rotation)
-    table_t = tf.constant(table)
     weights_t = tf.constant(weights)
     optimizer = Adam(model.trainable, learning_rate)
     step_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -334,7 +461,7 @@ def _learn_field(name, table, counts, M, K, alpha, beta, tau, tau_c, num_negativ
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps * epochs, desc=f"stage 1 [{name}]", unit="step", leave=False)
+        bar = tqdm(total=steps * epochs, desc=f"stage 1 [{label}]", unit="step", leave=False)
     best, best_state, bad_epochs, history = float("inf"), None, 0, []
     for epoch in range(epochs):
         sums = np.zeros(4)
@@ -358,12 +485,7 @@ def _learn_field(name, table, counts, M, K, alpha, beta, tau, tau_c, num_negativ
         bar.close()
     for var, value in zip(model.trainable, best_state or []):  # epochs=0: plain k-means PQ
         var.assign(value)
-    codes = assign_codes(model, table_t)
-    fc = FieldCodes(name, codes.astype(code_dtype(K)), model.codebooks.numpy(),
-                    model.decoder.numpy() if model.decoder is not None else None)
-    fc.stats = code_statistics(fc, table, counts, weights)
-    fc.stats.update(epochs=len(history), seconds=time.perf_counter() - t0, history=history)
-    return fc
+    return model, history
 
 
 class Adam(tf.Module):

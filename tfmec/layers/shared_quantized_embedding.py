@@ -1,0 +1,137 @@
+"""Product-quantised embedding tables of several fields sharing ONE set of codebooks.
+
+A small field pays for a private codebook (``K * d * 4`` bytes) whatever its vocabulary; sharing one
+codebook among the small fields of the same width removes that overhead. The layer holds
+
+* ``codes``: the codes of every field concatenated, ``[sum_f V_f, M]`` (``uint8``/``uint16``, or
+  bit-packed ``uint8[sum_f V_f, ceil(M * bits / 8)]``), field ``f`` in rows
+  ``[offset_f, offset_f + V_f)``;
+* ``codebooks``: ONE ``float32[M, K, d / M]`` (and optionally one ``[d, d]`` projection),
+
+and is called once per field, on that field's ids, with the field as a Python call argument::
+
+    e_user = shared(user_ids, field=0)        # or field="user"
+    e_item = shared(item_ids, field=1)
+
+A functional model records the non-tensor ``field`` argument of each call, so ``.keras`` save/load and
+``clone_model`` keep one layer (one codebook variable) called once per field. Ids outside
+``[0, V_f)`` go to that field's OOV row (``oov_ids[f]``, default 0), then the field's offset is added;
+the lookup is the same two plain gathers as :class:`~tfmec.layers.QuantizedEmbedding`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tfmec.backend import register
+from tfmec.layers._utils import map_out_of_range_ids
+from tfmec.layers.quantized_embedding import _MAX_VOCAB, QuantizedEmbedding
+
+
+@register
+class SharedQuantizedEmbedding(QuantizedEmbedding):
+    """One codebook set shared by the PQ tables of several fields (MEC stage 2, beyond the paper).
+
+    Args:
+        vocab_sizes: ``[V_f]`` per field, in field order (``sum_f V_f < 2**31``).
+        num_subspaces, num_codewords, subspace_dim: ``M``, ``K`` and ``d / M``, common to every field.
+        codes: optional integer ``[sum_f V_f, M]``: the fields' codes concatenated in field order.
+        codebooks, projection, trainable_codebooks, bits, contrastive_weight, num_negatives,
+            temperature, seed: as in :class:`~tfmec.layers.QuantizedEmbedding` (one of each, shared).
+        field_names: optional names of the fields (then ``field="name"`` works in calls).
+        oov_ids: per-field OOV row (default 0 for every field), in the field's own id space.
+
+    Weights: ``codes`` (non-trainable, ``[sum_f V_f, M]`` or packed), ``codebooks``
+    ``float32[M, K, d / M]``, ``projection`` ``[d, d]`` when enabled; ``storage_bytes`` is their size.
+
+    Call: ``layer(ids, field=f)``: integer ids ``[...]`` of field ``f`` (an int index or a name in
+    ``field_names``) -> ``[..., d]``. With ``training=True`` and ``contrastive_weight > 0`` each call adds
+    ``beta * contrastive_loss`` on its looked-up ids (as one private layer per field would).
+    """
+
+    is_embedding_table = True
+
+    def __init__(self, vocab_sizes, num_subspaces: int, num_codewords: int, subspace_dim: int, codes=None,
+                 field_names=None, oov_ids=None, **kwargs):
+        sizes = [int(v) for v in vocab_sizes]
+        if not sizes or min(sizes) < 1:
+            raise ValueError(f"SharedQuantizedEmbedding: vocab_sizes must be >= 1 each, got {vocab_sizes}")
+        if sum(sizes) > _MAX_VOCAB:
+            raise ValueError(f"SharedQuantizedEmbedding: the fields hold {sum(sizes)} ids together; at most 2**31 - 1")
+        if "vocab_size" in kwargs or "oov_id" in kwargs:
+            raise TypeError("SharedQuantizedEmbedding takes vocab_sizes and oov_ids (per field)")
+        super().__init__(sum(sizes), num_subspaces, num_codewords, subspace_dim, codes=codes, oov_id=0, **kwargs)
+        self.vocab_sizes = sizes
+        self.offsets = [int(x) for x in np.concatenate([[0], np.cumsum(sizes)[:-1]])]
+        self.field_names = None if field_names is None else [str(n) for n in field_names]
+        if self.field_names is not None and (len(self.field_names) != len(sizes)
+                                             or len(set(self.field_names)) != len(sizes)):
+            raise ValueError(f"SharedQuantizedEmbedding: field_names must be {len(sizes)} distinct names")
+        self.oov_ids = [0] * len(sizes) if oov_ids is None else [int(o) for o in oov_ids]
+        if len(self.oov_ids) != len(sizes) or any(not 0 <= o < v for o, v in zip(self.oov_ids, sizes)):
+            raise ValueError(f"SharedQuantizedEmbedding: oov_ids must hold one id in [0, V_f) per field, got {oov_ids}")
+
+    @classmethod
+    def from_codes(cls, field_codes, **kwargs) -> "SharedQuantizedEmbedding":
+        """A layer for a list of :class:`tfmec.mec.codes.FieldCodes` that hold the same codebooks (a
+        sharing group of stage 1), in field order; ``kwargs`` as in the constructor. ``field_names``
+        defaults to the fields' names."""
+        field_codes = list(field_codes)
+        if not field_codes:
+            raise ValueError("SharedQuantizedEmbedding.from_codes needs at least one FieldCodes")
+        first = field_codes[0]
+        for fc in field_codes[1:]:
+            same_proj = (fc.projection is None) == (first.projection is None) and (
+                fc.projection is None or np.array_equal(fc.projection, first.projection))
+            if not (np.array_equal(fc.codebooks, first.codebooks) and same_proj):
+                raise ValueError(f"fields {first.field!r} and {fc.field!r} do not share codebooks")
+        m, k, sub = first.codebooks.shape
+        kwargs.setdefault("field_names", [fc.field for fc in field_codes])
+        return cls(
+            vocab_sizes=[fc.vocab_size for fc in field_codes],
+            num_subspaces=m,
+            num_codewords=k,
+            subspace_dim=sub,
+            codes=np.concatenate([fc.codes for fc in field_codes]),
+            codebooks=first.codebooks,
+            projection=first.projection,
+            **kwargs,
+        )
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.vocab_sizes)
+
+    def field_index(self, field) -> int:
+        """The index of ``field`` (an int index or a name in ``field_names``)."""
+        if isinstance(field, str):
+            if self.field_names is None or field not in self.field_names:
+                raise ValueError(f"{self.name}: unknown field {field!r}; fields: {self.field_names}")
+            return self.field_names.index(field)
+        if isinstance(field, bool) or not isinstance(field, (int, np.integer)):
+            raise TypeError(f"{self.name}: field must be a Python int or a field name, got {field!r}")
+        if not 0 <= int(field) < self.num_fields:
+            raise ValueError(f"{self.name}: field {field} out of range [0, {self.num_fields})")
+        return int(field)
+
+    def _sanitize_ids(self, inputs, field=0):
+        """Rows of ``inputs`` (ids of ``field``) in the concatenated table: OOV-mapped, then offset."""
+        f = self.field_index(field)
+        ids = map_out_of_range_ids(inputs, self.vocab_sizes[f], self.oov_ids[f], self.name)
+        return ids + self.offsets[f] if self.offsets[f] else ids
+
+    def lookup_codes(self, ids, field=0):
+        """The int32 codes ``[..., M]`` of ``field``'s ``ids`` (OOV-mapped), unpacked when bit-packed."""
+        return self._codes_of_rows(self._sanitize_ids(ids, field))
+
+    def call(self, inputs, field=0, training=None):
+        return self._embed_rows(self._sanitize_ids(inputs, field), training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("vocab_size")
+        config.pop("oov_id")
+        config.update(vocab_sizes=list(self.vocab_sizes), field_names=self.field_names, oov_ids=list(self.oov_ids))
+        return config
+
+
+__all__ = ["SharedQuantizedEmbedding"]
