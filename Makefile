@@ -11,8 +11,8 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): setup.py | $(PY)
-	$(PY) -m pip install --quiet -e ".[test]"
+$(STAMP): setup.py Makefile | $(PY)
+	$(PY) -m pip install --quiet -e ".[test,onnx]"
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -71,7 +71,7 @@ def test_run_baseline_and_mec_side_by_side(tmp_path):
     out = tmp_path / "mec"
     code = main(["run", "--data", "synthetic", "--rows", "4000", "--model", "deepfm", "--method", "none,mec,pq",
                  "--out", str(out), "--epochs", "1", "--batch-size", "512", "--codewords", "16", "--bits", "4",
-                 "--stage1-epochs", "1", "--quiet"])
+                 "--stage1-epochs", "1", "--quiet", "--no-export"])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     base, mec, pq = metrics["runs"]
@@ -90,7 +90,7 @@ def test_run_afm_and_mec_afm(tmp_path):
     out = tmp_path / "afm"
     code = main(["run", "--data", "synthetic", "--rows", "4000", "--model", "deepfm", "--method", "none,afm,mec+afm",
                  "--out", str(out), "--epochs", "1", "--batch-size", "512", "--codewords", "16",
-                 "--stage1-epochs", "1", "--afm-calibration-batches", "3", "--quiet"])
+                 "--stage1-epochs", "1", "--afm-calibration-batches", "3", "--quiet", "--no-export"])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     base, afm, both = metrics["runs"]

@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--afm-calibration-batches", type=int, default=50, help="AFM: training batches for the PCA")
     run.add_argument("--afm-fine-tune-epochs", type=int, default=3,
                      help="AFM: at most this many fine-tuning epochs per step (early stopping keeps the best)")
+    run.add_argument("--no-export", action="store_true",
+                     help="skip the SavedModel / ONNX export (DIR/<method>/saved_model/<version>/, model.onnx)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -83,6 +85,7 @@ def main(argv=None) -> int:
             stage2=args.stage2, stage2_lr_scale=args.stage2_lr_scale,
             afm_energy=args.afm_energy, afm_calibration_batches=args.afm_calibration_batches,
             afm_fine_tune_epochs=args.afm_fine_tune_epochs,
+            export=not args.no_export,
         )
         try:
             metrics = run_experiment(cfg)

@@ -61,6 +61,9 @@ class RunConfig:
     afm_energy: float = 0.9
     afm_calibration_batches: int = 50
     afm_fine_tune_epochs: int = 3
+    # export: DIR/<method>/saved_model/<version>/ and DIR/<method>/model.onnx, parity on test rows
+    export: bool = True
+    export_rows: int = 2048
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad setting."""
@@ -129,8 +132,9 @@ class RunContext:
         return run
 
     def finish(self, model, method: str, train_seconds: float, epochs: int | None = None) -> dict:
-        """Evaluates a trained model on test, saves ``out/<method>/model.keras`` and returns its
-        ``metrics.json`` entry; compressed methods get their byte ratios against the baseline."""
+        """Evaluates a trained model on test, saves ``out/<method>/model.keras`` (and, with ``cfg.export``,
+        the SavedModel and ONNX exports, see :mod:`tfmec.export.run`) and returns its ``metrics.json``
+        entry; compressed methods get their byte ratios against the baseline."""
         cfg = self.cfg
         test = evaluate(model, self.data.test)
         os.makedirs(os.path.join(cfg.out, method), exist_ok=True)
@@ -147,6 +151,11 @@ class RunContext:
             "epochs": epochs,
             "infer_samples_per_s": prediction_throughput(model, self.data.test),
         }
+        if cfg.export:
+            from tfmec.export.run import export_run
+
+            run.update(export_run(model, os.path.join(cfg.out, method), self.data.encoder, self.data.test,
+                                  max_rows=cfg.export_rows))
         if self._baseline is not None:
             base = self._baseline[1]
             run["compression_ratio_embeddings"] = base["embedding_bytes"] / run["embedding_bytes"]
