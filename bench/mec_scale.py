@@ -198,7 +198,32 @@ def phase_stage2(args):
             "peak_rss_gb": _peak_rss_gb()}
 
 
-PHASES = {"baseline": phase_baseline, "stage1": phase_stage1, "stage2": phase_stage2}
+def phase_throughput(args):
+    """Prediction throughput of the baseline and of the MEC model (weights do not change the cost, so
+    the stage-2 model is rebuilt from the codes without fine-tuning), alternated over ``--rounds``
+    rounds at batch 256 and 4096 so that both see the same machine load; medians and their ratio."""
+    from tfmec.evaluation import prediction_throughput
+    from tfmec.mec import CodeSet, compress_embeddings
+
+    gen, _, _, test = _data(args)
+    schema = _schema(gen)
+    base = _build(schema, args)
+    base.load_weights(os.path.join(args.out, "baseline.weights.h5"))
+    model = compress_embeddings(base, CodeSet.load(os.path.join(args.out, f"codes_{_tag(args)}")), bits=args.bits)
+    test_ds = _dataset(gen, test, 16384)
+    row = {"phase": "throughput", "config": _tag(args), "rounds": args.rounds}
+    for batch in (256, 4096):
+        runs = {"baseline": [], "mec": []}
+        for _ in range(args.rounds):
+            for name, m in (("baseline", base), ("mec", model)):
+                runs[name].append(prediction_throughput(m, test_ds, batch_size=batch, repeats=5))
+        b, q = float(np.median(runs["baseline"])), float(np.median(runs["mec"]))
+        row[f"batch{batch}"] = {"baseline_rows_per_s": b, "mec_rows_per_s": q, "ratio": q / b,
+                                "ratio_per_round": [y / x for x, y in zip(runs["baseline"], runs["mec"])]}
+    return row
+
+
+PHASES = {"baseline": phase_baseline, "stage1": phase_stage1, "stage2": phase_stage2, "throughput": phase_throughput}
 
 
 def summarise(rows: list[dict]) -> str:
@@ -219,6 +244,15 @@ def summarise(rows: list[dict]) -> str:
                    f"{s1['peak_rss_gb']:.2f} | {s2['baseline_test_auc']:.4f} | {s2['mec_test_auc']:.4f} | "
                    f"{s2['auc_delta']:+.4f} | {s2['ratio_largest_tables']:.1f}x | {s2['ratio_d40_tables']:.1f}x | "
                    f"{s2['ratio_all_tables']:.1f}x | {s2['throughput_ratio']:.2f} |")
+    tp = [r for r in rows if r["phase"] == "throughput"]
+    if tp:
+        out += ["", "| config | batch | baseline rows/s (median) | MEC rows/s (median) | ratio | rounds |",
+                "|---|---|---|---|---|---|"]
+        for r in tp:
+            for batch in (256, 4096):
+                t = r[f"batch{batch}"]
+                out.append(f"| {r['config']} | {batch} | {t['baseline_rows_per_s']:,.0f} | {t['mec_rows_per_s']:,.0f} | "
+                           f"{t['ratio']:.2f} | {r['rounds']} |")
     return "\n".join(out)
 
 
@@ -240,6 +274,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--verbose", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=9, help="throughput phase: alternated measurement rounds")
     p.add_argument("--out", default="bench/out/scale")
     p.add_argument("--results", default="bench/out/mec_scale.jsonl")
     p.add_argument("--summarise", metavar="JSONL", help="print the tables of a results file and exit")
@@ -265,7 +300,7 @@ def main(argv=None):
     runs = [["--phase=baseline"]]
     for k, bits in ((256, None), (16, 4)):
         q = [f"--subspaces={args.subspaces}", f"--codewords={k}"] + ([f"--bits={bits}"] if bits else [])
-        runs += [["--phase=stage1"] + q, ["--phase=stage2"] + q]
+        runs += [["--phase=stage1"] + q, ["--phase=stage2"] + q, ["--phase=throughput"] + q]
     for extra in runs:
         print(">>", " ".join(extra), flush=True)
         subprocess.run(me + common + extra, check=True)
