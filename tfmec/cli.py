@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "retrain a fresh model (the paper), or none (no training after quantisation)")
     run.add_argument("--stage2-lr-scale", type=float, default=0.1,
                      help="MEC fine-tuning: learning rate = --learning-rate times this")
+    run.add_argument("--stage2-patience", type=int, default=1,
+                     help="MEC/AFM fine-tuning: epochs without a better validation AUC before stopping")
     run.add_argument("--bits", type=int, default=None, help="MEC: store codes bit-packed at this width (4 for K=16)")
     run.add_argument("--share-codebooks", action="store_true",
                      help="MEC: small tables of the same width share one codebook set (beyond the paper)")
@@ -83,6 +85,7 @@ def main(argv=None) -> int:
             alpha=args.alpha, beta=args.beta, stage1_epochs=args.stage1_epochs, bits=args.bits,
             share_codebooks=args.share_codebooks,
             stage2=args.stage2, stage2_lr_scale=args.stage2_lr_scale,
+            stage2_patience=args.stage2_patience,
             afm_energy=args.afm_energy, afm_calibration_batches=args.afm_calibration_batches,
             afm_fine_tune_epochs=args.afm_fine_tune_epochs,
             export=not args.no_export,

@@ -57,6 +57,7 @@ class RunConfig:
     share_codebooks: bool = False
     stage2: str = "finetune"
     stage2_lr_scale: float = 0.1
+    stage2_patience: int = 1
     # AFM
     afm_energy: float = 0.9
     afm_calibration_batches: int = 50
@@ -119,12 +120,13 @@ class RunContext:
 
     def train_and_evaluate(self, model, method: str, *, fine_tune: bool = False) -> dict:
         """Compiles and fits with early stopping, then :meth:`finish`. ``fine_tune``: the model starts
-        from trained weights; it trains at ``learning_rate * stage2_lr_scale`` and keeps its starting
-        weights when no epoch improves validation AUC."""
+        from trained weights; it trains at ``learning_rate * stage2_lr_scale`` with patience
+        ``stage2_patience`` and keeps its starting weights when no epoch improves validation AUC."""
         cfg = self.cfg
         compile_ctr(model, cfg.learning_rate * (cfg.stage2_lr_scale if fine_tune else 1.0), cfg.optimizer)
-        fit = fit_early_stopping(model, self.data.train, self.data.valid, epochs=cfg.epochs, patience=cfg.patience,
-                                 verbose=cfg.verbose, keep_start=fine_tune)
+        fit = fit_early_stopping(model, self.data.train, self.data.valid, epochs=cfg.epochs,
+                                 patience=cfg.stage2_patience if fine_tune else cfg.patience, verbose=cfg.verbose,
+                                 keep_start=fine_tune)
         run = self.finish(model, method, fit["train_seconds"], fit["epochs"])
         run["best_epoch"] = fit["best_epoch"]
         if fine_tune:
