@@ -252,7 +252,7 @@ def _afm_on(ctx: RunContext, source, method: str) -> dict:
     cfg = ctx.cfg
     t0 = time.perf_counter()
     fine_tune = {"train": ctx.data.train, "valid": ctx.data.valid, "epochs": cfg.afm_fine_tune_epochs,
-                 "learning_rate": cfg.learning_rate * cfg.stage2_lr_scale, "verbose": cfg.verbose, "patience": 1,
+                 "learning_rate": cfg.learning_rate * cfg.stage2_lr_scale, "verbose": cfg.verbose, "patience": cfg.stage2_patience,
                  "keep_start": True}
     model, report = afm.compress(source, ctx.data.train.take(cfg.afm_calibration_batches), energy=cfg.afm_energy,
                                  fine_tune=fine_tune)
