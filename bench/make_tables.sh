@@ -30,3 +30,12 @@ for seed in sorted(by):
     beats = all(row.get(m, 0) > row["lr"] for m in models[1:]) if all(m in row for m in models) else "-"
     print(f"| {seed} | " + " | ".join(cells) + f" | {beats} | {row['deepfm'] - row['lr']:+.4f} |")
 PY
+echo
+echo "### MEC on the real samples (issue 4): DeepFM, M=4, K=16, 4-bit codes, 5 seeds"
+for d in criteo avazu mind-small-5k movielens-100k frappe movielens-1m-part; do
+  [ -f $R/mec_$d.jsonl ] && $PY bench/methods_auc.py --summarise $R/mec_$d.jsonl 2>/dev/null
+  [ -f $R/mec_${d}_shared.jsonl ] && { echo; echo "shared codebooks:"; $PY bench/methods_auc.py --summarise $R/mec_${d}_shared.jsonl 2>/dev/null; }
+  echo
+done
+echo "### MEC at scale (synthetic, largest table 10^7 x 40)"
+$PY bench/mec_scale.py --summarise $R/mec_scale.jsonl 2>/dev/null
