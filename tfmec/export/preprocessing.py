@@ -76,6 +76,9 @@ class RawPreprocessor(tf.Module):
         self._numeric = {}
         for field in self.schema:
             if uses_vocabulary(field):
+                if field.kind != "categorical" and field.transform != "log_square":
+                    raise ValueError(f"field {field.name!r}: no in-graph form of the bucketising transform "
+                                     f"{field.transform!r}")
                 vocab = encoder.vocabularies.get(field.name)
                 if vocab is None:
                     raise ValueError(f"the encoder has no vocabulary for field {field.name!r}")
