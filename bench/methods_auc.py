@@ -4,7 +4,8 @@
 
 Each (dataset, seed) loads the data once and runs the methods through ``tfmec.experiment`` (the
 code path of ``tfmec run``), so the baseline is trained once and MEC's stage 1 reads its tables.
-Extra ``--set key=value`` pairs override ``RunConfig`` fields (e.g. ``--set codewords=16``).
+Extra ``--set key=value`` pairs override ``RunConfig`` fields (e.g. ``--set codewords=16``). Export
+(SavedModel + ONNX) is off unless ``--set export=1``: bench/export_parity.py measures it.
 Writes one JSON line per run and prints mean +- std of AUC, bytes and ratios per method, with the
 Wilcoxon signed-rank p-value of each method's AUC against the baseline's (paired by seed).
 """
@@ -115,7 +116,8 @@ def main(argv=None):
             reader, schema = open_any(name, args.synthetic_rows)
             data = load(reader, schema, seed=seed, batch_size=batch, progress=False)
             cfg = RunConfig(**{**dict(model=args.model, seed=seed, batch_size=batch, epochs=30, patience=3,
-                                      out=os.path.join("bench", "out", "methods", name, str(seed)), verbose=0),
+                                      out=os.path.join("bench", "out", "methods", name, str(seed)), verbose=0,
+                                      export=False),
                                **overrides})
             ctx = RunContext(cfg, data, log=lambda msg: print("   ", msg, flush=True))
             for method in methods:

@@ -85,7 +85,8 @@ def main(argv=None):
             for model in args.models.split(","):
                 cfg = RunConfig(model=model, seed=seed, embedding_dim=args.embedding_dim, batch_size=batch_size_for(name, args),
                                 epochs=args.epochs, patience=args.patience, learning_rate=args.learning_rate,
-                                out=os.path.join("bench", "out", "models", name, model, str(seed)), verbose=0)
+                                out=os.path.join("bench", "out", "models", name, model, str(seed)), verbose=0,
+                                export=False)
                 run = run_baseline(RunContext(cfg, data, log=None))
                 run.update(dataset=name, seed=seed, rows=data.rows, keras=KERAS_MODE)
                 results.append(run)
