@@ -223,7 +223,45 @@ def phase_throughput(args):
     return row
 
 
-PHASES = {"baseline": phase_baseline, "stage1": phase_stage1, "stage2": phase_stage2, "throughput": phase_throughput}
+def phase_export(args):
+    """SavedModel bytes on disk of the baseline and of the MEC model (ids signature; these tables are
+    indexed by id, there is no vocabulary), against their in-memory embedding bytes; and parity of
+    the MEC SavedModel on 4096 test rows."""
+    import shutil
+
+    from tfmec.evaluation import embedding_bytes, model_bytes
+    from tfmec.export import directory_bytes, predict_saved_model, saved_model
+    from tfmec.mec import CodeSet, compress_embeddings
+
+    gen, _, _, test = _data(args)
+    schema = _schema(gen)
+    base = _build(schema, args)
+    base.load_weights(os.path.join(args.out, "baseline.weights.h5"))
+    model = compress_embeddings(base, CodeSet.load(os.path.join(args.out, f"codes_{_tag(args)}")), bits=args.bits)
+    root = os.path.join(args.out, f"export_{_tag(args)}")
+    shutil.rmtree(root, ignore_errors=True)
+    row = {"phase": "export", "config": _tag(args)}
+    x = {k: v[:4096] for k, v in next(iter(_dataset(gen, test, 4096)))[0].items()}
+    for name, m in (("baseline", base), ("mec", model)):
+        t0 = time.perf_counter()
+        path = saved_model(m, os.path.join(root, name))
+        row[f"{name}_saved_model_bytes"] = directory_bytes(path)
+        row[f"{name}_export_seconds"] = time.perf_counter() - t0
+        row[f"{name}_embedding_bytes"] = embedding_bytes(m)
+        row[f"{name}_model_bytes"] = model_bytes(m)
+        if name == "mec":
+            p_sm = predict_saved_model(path, x, signature="ids")
+            p_k = m.predict(x, batch_size=4096, verbose=0)
+            row["mec_saved_model_max_abs_diff"] = float(np.max(np.abs(np.asarray(p_sm).reshape(-1) - p_k.reshape(-1))))
+    row["in_memory_embedding_ratio"] = row["baseline_embedding_bytes"] / row["mec_embedding_bytes"]
+    row["saved_model_ratio"] = row["baseline_saved_model_bytes"] / row["mec_saved_model_bytes"]
+    row["saved_model_ratio_over_embedding_ratio"] = row["saved_model_ratio"] / row["in_memory_embedding_ratio"]
+    shutil.rmtree(root, ignore_errors=True)
+    return row
+
+
+PHASES = {"baseline": phase_baseline, "stage1": phase_stage1, "stage2": phase_stage2, "throughput": phase_throughput,
+          "export": phase_export}
 
 
 def summarise(rows: list[dict]) -> str:
@@ -244,6 +282,14 @@ def summarise(rows: list[dict]) -> str:
                    f"{s1['peak_rss_gb']:.2f} | {s2['baseline_test_auc']:.4f} | {s2['mec_test_auc']:.4f} | "
                    f"{s2['auc_delta']:+.4f} | {s2['ratio_largest_tables']:.1f}x | {s2['ratio_d40_tables']:.1f}x | "
                    f"{s2['ratio_all_tables']:.1f}x | {s2['throughput_ratio']:.2f} |")
+    ex = [r for r in rows if r["phase"] == "export"]
+    if ex:
+        out += ["", "| config | baseline SavedModel bytes | MEC SavedModel bytes | on-disk ratio | in-memory embedding "
+                    "ratio | on-disk / in-memory | max abs diff (ids signature, 4096 rows) |", "|---|---|---|---|---|---|---|"]
+        for r in ex:
+            out.append(f"| {r['config']} | {r['baseline_saved_model_bytes']:,} | {r['mec_saved_model_bytes']:,} | "
+                       f"{r['saved_model_ratio']:.1f}x | {r['in_memory_embedding_ratio']:.1f}x | "
+                       f"{r['saved_model_ratio_over_embedding_ratio']:.2f} | {r['mec_saved_model_max_abs_diff']:.1e} |")
     tp = [r for r in rows if r["phase"] == "throughput"]
     if tp:
         out += ["", "| config | batch | baseline rows/s (median) | MEC rows/s (median) | ratio | rounds |",
