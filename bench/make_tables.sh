@@ -34,6 +34,7 @@ echo
 echo "### MEC on the real samples (issue 4): DeepFM, M=4, K=16, 4-bit codes, 5 seeds"
 for d in criteo avazu mind-small-5k movielens-100k frappe movielens-1m-part; do
   [ -f $R/mec_$d.jsonl ] && $PY bench/methods_auc.py --summarise $R/mec_$d.jsonl 2>/dev/null
+  [ -f $R/mec_${d}_m8.jsonl ] && { echo; echo "M=8:"; $PY bench/methods_auc.py --summarise $R/mec_${d}_m8.jsonl 2>/dev/null; }
   [ -f $R/mec_${d}_shared.jsonl ] && { echo; echo "shared codebooks:"; $PY bench/methods_auc.py --summarise $R/mec_${d}_shared.jsonl 2>/dev/null; }
   echo
 done
