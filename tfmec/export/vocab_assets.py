@@ -10,7 +10,6 @@ request string with ``tf.io.encode_base64`` before the lookup.
 from __future__ import annotations
 
 import base64
-import os
 from typing import Iterable
 
 import tensorflow as tf
