@@ -122,14 +122,6 @@ def main(argv=None):
     cfg = RunConfig(model="deepfm", seed=args.seed, batch_size=256, epochs=args.epochs, patience=3, out=args.out,
                     verbose=0, codewords=16, bits=4, export=False)
     ctx = RunContext(cfg, data, log=lambda msg: print("   ", msg, flush=True))
-    models = {}
-    finish = ctx.finish
-
-    def keep_model(model, method, *a, **k):
-        models[method] = model
-        return finish(model, method, *a, **k)
-
-    ctx.finish = keep_model
     raw, columns = raw_rows(reader, data.schema, args.rows)
     ids = data.encoder.encode(columns)
     n = len(raw[data.schema.names[0]])
@@ -141,7 +133,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         run = METHODS[method](ctx)
         name = METHOD_NAMES.get(method, method)
-        model = models[name]
+        model = ctx.models[name][0]
         method_dir = os.path.join(args.out, name)
         t1 = time.perf_counter()
         sm = export.saved_model(model, os.path.join(method_dir, "saved_model"), data.encoder)

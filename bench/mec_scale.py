@@ -4,16 +4,17 @@
     python bench/mec_scale.py --phase stage1 --codewords 16 ... # one phase (what the driver runs)
 
 Tables are sized to the whole id space (``SyntheticCTR.encoded_rows``: the Zipf rank is the id), so
-the two largest tables really hold 10^7 + 1 rows each, whatever share of them the training rows
-touch. Phases, each a separate Python process so that its peak RSS is its own:
+the largest table really holds 10^7 + 1 rows, whatever share of them the training rows touch. Phases, each a separate Python process so that its peak RSS is its own:
 
 1. ``baseline``: DeepFM (d = 40) trained with LazyAdam (Keras's Adam would densify the 10^7-row
-   gradients) and early stopping on validation AUC; saves the weights and the training counts.
+   gradients) for a fixed number of epochs; saves the weights, the tables and the training counts.
 2. ``stage1``: loads only the embedding tables and counts, runs ``tfmec.mec.learn_codes``; records
    time and peak RSS (``ru_maxrss``) of the process.
 3. ``stage2``: rebuilds the baseline, swaps in the quantised tables (``compress_embeddings``),
    fine-tunes (keeping the start when no epoch helps) and evaluates; records AUC, embedding bytes
-   per table and ratios, and the prediction throughput of both models measured side by side.
+   per table and ratios.
+4. ``throughput``: prediction throughput of both models, alternated over ``--rounds`` rounds.
+5. ``export``: SavedModel bytes on disk of both models and the MEC SavedModel's parity.
 
 Every phase appends one JSON line to ``--results``.
 """
@@ -88,17 +89,22 @@ def _build(schema, args):
     return build_model("deepfm", schema, embedding_dim=args.dim, seed=args.seed)
 
 
-def _tables_and_counts(model, schema, train_ids):
-    from tfmec.backend import keras
+def _counts(schema, train_ids):
+    """Training counts per id, ``{field: int64[V]}`` (what ``CTRData.frequencies`` holds)."""
+    return {field.name: np.bincount(train_ids[:, f], minlength=field.vocab_size).astype(np.int64)
+            for f, field in enumerate(schema.categorical)}
 
-    tables, counts = {}, {}
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Embedding):  # keyed as learn_codes keys a model's tables
-            key = layer.name[len("embedding_"):] if layer.name.startswith("embedding_") else layer.name
-            tables[key] = layer.get_weights()[0]
-    for f, field in enumerate(schema.categorical):
-        counts[field.name] = np.bincount(train_ids[:, f], minlength=field.vocab_size).astype(np.int64)
-    return tables, counts
+
+def _baseline_and_mec(args):
+    """``(generator, (train, valid, test), trained baseline, codes, MEC model)`` from the files of the
+    baseline and stage-1 phases (the MEC model not yet fine-tuned)."""
+    from tfmec.mec import CodeSet, compress_embeddings
+
+    gen, train, valid, test = _data(args)
+    base = _build(_schema(gen), args)
+    base.load_weights(os.path.join(args.out, "baseline.weights.h5"))
+    codes = CodeSet.load(os.path.join(args.out, f"codes_{_tag(args)}"))
+    return gen, (train, valid, test), base, codes, compress_embeddings(base, codes, bits=args.bits, seed=args.seed)
 
 
 def phase_baseline(args):
@@ -120,12 +126,15 @@ def phase_baseline(args):
     result = evaluate(model, _dataset(gen, test, 16384))
     os.makedirs(args.out, exist_ok=True)
     model.save_weights(os.path.join(args.out, "baseline.weights.h5"))
-    tables, counts = _tables_and_counts(model, schema, train[0])
+    from tfmec.mec import tables_from
+
+    tables, counts = tables_from(model), _counts(schema, train[0])  # keyed as learn_codes keys them
     for name, table in tables.items():
         np.save(os.path.join(args.out, f"table_{name}.npy"), table)
     np.savez(os.path.join(args.out, "counts.npz"), **counts)
     return {"phase": "baseline", "test_auc": result["auc"], "test_logloss": result["logloss"],
-            "embedding_bytes": embedding_bytes(model), "epochs": fit["epochs"], "best_epoch": fit["best_epoch"], "val_auc_per_epoch": fit["val_auc"],
+            "embedding_bytes": embedding_bytes(model), "epochs": fit["epochs"], "best_epoch": fit["best_epoch"],
+            "val_auc_per_epoch": fit["val_auc"],
             "train_seconds": fit["train_seconds"], "data_seconds": data_s,
             "seconds_per_epoch": fit["train_seconds"] / max(1, fit["epochs"]),
             "table_rows": {n: int(t.shape[0]) for n, t in tables.items()}, "peak_rss_gb": _peak_rss_gb()}
@@ -157,19 +166,12 @@ def _tag(args) -> str:
 
 
 def phase_stage2(args):
-    from tfmec.evaluation import embedding_bytes, embedding_layers, evaluate, prediction_throughput, variable_bytes
-    from tfmec.mec import CodeSet, compress_embeddings
+    from tfmec.evaluation import embedding_bytes, embedding_layers, evaluate, variable_bytes
     from tfmec.training import compile_ctr, fit_early_stopping
 
-    gen, train, valid, test = _data(args)
-    schema = _schema(gen)
-    base = _build(schema, args)
-    base.load_weights(os.path.join(args.out, "baseline.weights.h5"))
-    compile_ctr(base, args.learning_rate, optimizer="lazy_adam")
+    gen, (train, valid, test), base, codes, model = _baseline_and_mec(args)
     test_ds = _dataset(gen, test, 16384)
     base_eval = evaluate(base, test_ds)
-    codes = CodeSet.load(os.path.join(args.out, f"codes_{_tag(args)}"))
-    model = compress_embeddings(base, codes, bits=args.bits, seed=args.seed)
     compile_ctr(model, args.learning_rate * 0.1, optimizer="lazy_adam")
     fit = fit_early_stopping(model, _dataset(gen, train, args.batch, True, args.seed), _dataset(gen, valid, 16384),
                              epochs=args.epochs, patience=1, verbose=args.verbose, keep_start=True)
@@ -181,11 +183,6 @@ def phase_stage2(args):
     bt, mt = per_table(base), per_table(model)
     deep = [n for n in bt if n.startswith("embedding_") and n[len("embedding_"):] in codes]
     big = [n for n in deep if codes[n[len("embedding_"):]].vocab_size > args.largest // 2]
-    throughput = {}
-    for _ in range(3):  # alternate the two models so that both see the same machine load
-        for name, m in (("baseline", base), ("mec", model)):
-            throughput.setdefault(name, []).append(prediction_throughput(m, test_ds, batch_size=4096))
-    tb, tm = float(np.median(throughput["baseline"])), float(np.median(throughput["mec"]))
     return {"phase": "stage2", "config": _tag(args), "baseline_test_auc": base_eval["auc"],
             "mec_test_auc": mec_eval["auc"], "auc_delta": mec_eval["auc"] - base_eval["auc"],
             "best_epoch": fit["best_epoch"], "fine_tune_seconds": fit["train_seconds"],
@@ -193,9 +190,7 @@ def phase_stage2(args):
             "ratio_all_tables": embedding_bytes(base) / embedding_bytes(model),
             "ratio_d40_tables": sum(bt[n] for n in deep) / sum(mt[n] for n in deep),
             "ratio_largest_tables": sum(bt[n] for n in big) / sum(mt[n] for n in big),
-            "bytes_per_table_baseline": bt, "bytes_per_table_mec": mt,
-            "throughput_baseline": tb, "throughput_mec": tm, "throughput_ratio": tm / tb,
-            "peak_rss_gb": _peak_rss_gb()}
+            "bytes_per_table_baseline": bt, "bytes_per_table_mec": mt, "peak_rss_gb": _peak_rss_gb()}
 
 
 def phase_throughput(args):
@@ -203,13 +198,8 @@ def phase_throughput(args):
     the stage-2 model is rebuilt from the codes without fine-tuning), alternated over ``--rounds``
     rounds at batch 256 and 4096 so that both see the same machine load; medians and their ratio."""
     from tfmec.evaluation import prediction_throughput
-    from tfmec.mec import CodeSet, compress_embeddings
 
-    gen, _, _, test = _data(args)
-    schema = _schema(gen)
-    base = _build(schema, args)
-    base.load_weights(os.path.join(args.out, "baseline.weights.h5"))
-    model = compress_embeddings(base, CodeSet.load(os.path.join(args.out, f"codes_{_tag(args)}")), bits=args.bits)
+    gen, (_, _, test), base, _, model = _baseline_and_mec(args)
     test_ds = _dataset(gen, test, 16384)
     row = {"phase": "throughput", "config": _tag(args), "rounds": args.rounds}
     for batch in (256, 4096):
@@ -230,14 +220,9 @@ def phase_export(args):
     import shutil
 
     from tfmec.evaluation import embedding_bytes, model_bytes
-    from tfmec.export import directory_bytes, predict_saved_model, saved_model
-    from tfmec.mec import CodeSet, compress_embeddings
+    from tfmec.export import directory_bytes, keras_probabilities, max_abs_diff, predict_saved_model, saved_model
 
-    gen, _, _, test = _data(args)
-    schema = _schema(gen)
-    base = _build(schema, args)
-    base.load_weights(os.path.join(args.out, "baseline.weights.h5"))
-    model = compress_embeddings(base, CodeSet.load(os.path.join(args.out, f"codes_{_tag(args)}")), bits=args.bits)
+    gen, (_, _, test), base, _, model = _baseline_and_mec(args)
     root = os.path.join(args.out, f"export_{_tag(args)}")
     shutil.rmtree(root, ignore_errors=True)
     row = {"phase": "export", "config": _tag(args)}
@@ -250,9 +235,8 @@ def phase_export(args):
         row[f"{name}_embedding_bytes"] = embedding_bytes(m)
         row[f"{name}_model_bytes"] = model_bytes(m)
         if name == "mec":
-            p_sm = predict_saved_model(path, x, signature="ids")
-            p_k = m.predict(x, batch_size=4096, verbose=0)
-            row["mec_saved_model_max_abs_diff"] = float(np.max(np.abs(np.asarray(p_sm).reshape(-1) - p_k.reshape(-1))))
+            row["mec_saved_model_max_abs_diff"] = max_abs_diff(predict_saved_model(path, x, signature="ids"),
+                                                               keras_probabilities(m, x))
     row["in_memory_embedding_ratio"] = row["baseline_embedding_bytes"] / row["mec_embedding_bytes"]
     row["saved_model_ratio"] = row["baseline_saved_model_bytes"] / row["mec_saved_model_bytes"]
     row["saved_model_ratio_over_embedding_ratio"] = row["saved_model_ratio"] / row["in_memory_embedding_ratio"]
@@ -272,8 +256,8 @@ def summarise(rows: list[dict]) -> str:
                    f"test AUC {b['test_auc']:.4f}, embedding bytes {b['embedding_bytes']:,}, "
                    f"{b['seconds_per_epoch']:.0f} s per epoch (LazyAdam), peak RSS {b['peak_rss_gb']:.1f} GB")
     out += ["", "| config | stage-1 seconds (all tables) | largest table seconds | stage-1 peak RSS GB | "
-                "baseline AUC | MEC AUC | delta | ratio, largest table | ratio, d=40 tables | ratio, all tables | "
-                "throughput MEC / baseline |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                "baseline AUC | MEC AUC | delta | ratio, largest table | ratio, d=40 tables | ratio, all tables |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for s1 in (r for r in rows if r["phase"] == "stage1"):
         s2 = next((r for r in rows if r["phase"] == "stage2" and r["config"] == s1["config"]), None)
         if s2 is None:
@@ -281,7 +265,7 @@ def summarise(rows: list[dict]) -> str:
         out.append(f"| {s1['config']} | {s1['stage1_seconds']:.0f} | {s1['largest_table_seconds']:.0f} | "
                    f"{s1['peak_rss_gb']:.2f} | {s2['baseline_test_auc']:.4f} | {s2['mec_test_auc']:.4f} | "
                    f"{s2['auc_delta']:+.4f} | {s2['ratio_largest_tables']:.1f}x | {s2['ratio_d40_tables']:.1f}x | "
-                   f"{s2['ratio_all_tables']:.1f}x | {s2['throughput_ratio']:.2f} |")
+                   f"{s2['ratio_all_tables']:.1f}x |")
     ex = [r for r in rows if r["phase"] == "export"]
     if ex:
         out += ["", "| config | baseline SavedModel bytes | MEC SavedModel bytes | on-disk ratio | in-memory embedding "
@@ -341,12 +325,12 @@ def main(argv=None):
     common = [f"--largest={args.largest}", f"--dim={args.dim}", f"--train-rows={args.train_rows}",
               f"--eval-rows={args.eval_rows}", f"--out={args.out}", f"--results={args.results}",
               f"--seed={args.seed}", f"--epochs={args.epochs}", f"--verbose={args.verbose}",
-              f"--stage1-epochs={args.stage1_epochs}"]
+              f"--stage1-epochs={args.stage1_epochs}", f"--rounds={args.rounds}"]
     me = [sys.executable, os.path.abspath(__file__)]
     runs = [["--phase=baseline"]]
     for k, bits in ((256, None), (16, 4)):
         q = [f"--subspaces={args.subspaces}", f"--codewords={k}"] + ([f"--bits={bits}"] if bits else [])
-        runs += [["--phase=stage1"] + q, ["--phase=stage2"] + q, ["--phase=throughput"] + q]
+        runs += [[f"--phase={phase}"] + q for phase in ("stage1", "stage2", "throughput", "export")]
     for extra in runs:
         print(">>", " ".join(extra), flush=True)
         subprocess.run(me + common + extra, check=True)

@@ -65,10 +65,12 @@ def summarise(runs: list[dict]) -> str:
     run under several ``--set`` settings gets one row per setting."""
     from scipy.stats import wilcoxon
 
+    settings_of = {}  # (dataset, method) -> the distinct --set settings it ran under
+    for r in runs:
+        settings_of.setdefault((r["dataset"], r["method"]), set()).add(str(sorted(r.get("settings", {}).items())))
+
     def label(r):
-        settings = {str(sorted(x.get("settings", {}).items())) for x in runs
-                    if x["dataset"] == r["dataset"] and x["method"] == r["method"]}
-        if r["method"] == "baseline" or len(settings) < 2:
+        if r["method"] == "baseline" or len(settings_of[(r["dataset"], r["method"])]) < 2:
             return r["method"]
         return r["method"] + " [" + " ".join(f"{k}={v}" for k, v in sorted(r.get("settings", {}).items())) + "]"
 

@@ -110,7 +110,7 @@ class RunContext:
     def __init__(self, cfg: RunConfig, data, log):
         self.cfg, self.data, self.log = cfg, data, log or (lambda msg: None)
         self._baseline = None
-        self.models = {}  # method -> trained model, for methods that build on another
+        self.models = {}  # method -> (trained model, its metrics entry), filled by finish()
 
     def build(self, embedding_factory=None):
         """A fresh, seeded model of the configured kind."""
@@ -136,7 +136,8 @@ class RunContext:
     def finish(self, model, method: str, train_seconds: float, epochs: int | None = None) -> dict:
         """Evaluates a trained model on test, saves ``out/<method>/model.keras`` (and, with ``cfg.export``,
         the SavedModel and ONNX exports, see :mod:`tfmec.export.run`) and returns its ``metrics.json``
-        entry; compressed methods get their byte ratios against the baseline."""
+        entry (also kept with the model in ``self.models[method]``); compressed methods get their byte
+        ratios against the baseline."""
         cfg = self.cfg
         test = evaluate(model, self.data.test)
         os.makedirs(os.path.join(cfg.out, method), exist_ok=True)
@@ -162,6 +163,7 @@ class RunContext:
             base = self._baseline[1]
             run["compression_ratio_embeddings"] = base["embedding_bytes"] / run["embedding_bytes"]
             run["compression_ratio_model"] = base["model_bytes"] / run["model_bytes"]
+        self.models[method] = (model, run)
         return run
 
     def baseline(self):
@@ -203,12 +205,10 @@ def run_mec(ctx: RunContext, method: str = "mec", stage2: str | None = None, **o
     fine_tune = stage2 == "finetune"
     model = compress_embeddings(ctx.build() if stage2 == "retrain" else base, codes,
                                 contrastive_weight=settings["beta"], bits=cfg.bits, seed=cfg.seed)
-    if stage2 == "none":
-        compile_ctr(model, cfg.learning_rate)
+    if stage2 == "none":  # evaluated as it is: prediction needs no compile
         run = ctx.finish(model, method, 0.0, 0)
     else:
         run = ctx.train_and_evaluate(model, method, fine_tune=fine_tune)
-    ctx.models[method] = (model, run)
     run.update(
         stage1_seconds=stage1_seconds,
         stage1={name: {k: v for k, v in fc.stats.items() if k != "history"} for name, fc in codes.items()},
@@ -252,8 +252,8 @@ def _afm_on(ctx: RunContext, source, method: str) -> dict:
     cfg = ctx.cfg
     t0 = time.perf_counter()
     fine_tune = {"train": ctx.data.train, "valid": ctx.data.valid, "epochs": cfg.afm_fine_tune_epochs,
-                 "learning_rate": cfg.learning_rate * cfg.stage2_lr_scale, "verbose": cfg.verbose, "patience": cfg.stage2_patience,
-                 "keep_start": True}
+                 "learning_rate": cfg.learning_rate * cfg.stage2_lr_scale, "verbose": cfg.verbose,
+                 "patience": cfg.stage2_patience, "keep_start": True}
     model, report = afm.compress(source, ctx.data.train.take(cfg.afm_calibration_batches), energy=cfg.afm_energy,
                                  fine_tune=fine_tune)
     afm_seconds = time.perf_counter() - t0
@@ -282,8 +282,10 @@ def run_mec_afm(ctx: RunContext) -> dict:
     return run
 
 
-METHODS: dict[str, Callable] = {"none": run_baseline, "mec": run_mec, "pq": run_pq, "pq-no-retrain": run_pq_no_retrain,
-                                "mec-no-pwr": run_mec_no_pwr, "mec-no-contrastive": run_mec_no_contrastive, "afm": run_afm, "mec+afm": run_mec_afm}
+METHODS: dict[str, Callable] = {
+    "none": run_baseline, "mec": run_mec, "pq": run_pq, "pq-no-retrain": run_pq_no_retrain,
+    "mec-no-pwr": run_mec_no_pwr, "mec-no-contrastive": run_mec_no_contrastive, "afm": run_afm, "mec+afm": run_mec_afm,
+}
 
 
 def load_for(cfg: RunConfig):

@@ -28,65 +28,44 @@ def _sparse_rows(gradient: tf.IndexedSlices):
     return rows, values
 
 
-def _scatter_update(variable, slices):
-    variable.scatter_update(slices)
-
-
-def _scatter_sub(variable, slices):
-    variable.scatter_sub(slices)
-
-
-def _lazy_update(variable, m, v, gradient, lr, beta_1, beta_2, epsilon, iterations,
-                 assign=_scatter_update, assign_sub=_scatter_sub):
-    """The lazy Adam step on the rows of ``gradient`` (``tf.IndexedSlices`` of ``variable [V, d]``);
-    ``assign(var, IndexedSlices)`` / ``assign_sub(var, IndexedSlices)`` write the rows."""
+def _lazy_update(optimizer, variable, m, v, gradient, lr):
+    """The lazy Adam step of ``optimizer`` on the rows of ``gradient`` (``tf.IndexedSlices`` of
+    ``variable [V, d]``), with moments ``m``, ``v`` of the same shape."""
     dtype = variable.dtype
     rows, g = _sparse_rows(gradient)
     g = tf.cast(g, dtype)
-    t = tf.cast(iterations + 1, dtype)
-    b1, b2 = tf.cast(beta_1, dtype), tf.cast(beta_2, dtype)
+    t = tf.cast(optimizer.iterations + 1, dtype)
+    b1, b2 = tf.cast(optimizer.beta_1, dtype), tf.cast(optimizer.beta_2, dtype)
     alpha = tf.cast(lr, dtype) * tf.sqrt(1.0 - tf.pow(b2, t)) / (1.0 - tf.pow(b1, t))
     m_rows = b1 * tf.gather(m, rows) + (1.0 - b1) * g
     v_rows = b2 * tf.gather(v, rows) + (1.0 - b2) * tf.square(g)
-    assign(m, tf.IndexedSlices(m_rows, rows))
-    assign(v, tf.IndexedSlices(v_rows, rows))
-    assign_sub(variable, tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + tf.cast(epsilon, dtype)), rows))
+    step = alpha * m_rows / (tf.sqrt(v_rows) + tf.cast(optimizer.epsilon, dtype))
+    if IS_LEGACY_KERAS:
+        m.scatter_update(tf.IndexedSlices(m_rows, rows))
+        v.scatter_update(tf.IndexedSlices(v_rows, rows))
+        variable.scatter_sub(tf.IndexedSlices(step, rows))
+    else:  # Keras 3's TF optimizer turns an IndexedSlices value of assign / assign_sub into a scatter
+        optimizer.assign(m, tf.IndexedSlices(m_rows, rows))
+        optimizer.assign(v, tf.IndexedSlices(v_rows, rows))
+        optimizer.assign_sub(variable, tf.IndexedSlices(step, rows))
 
 
-if IS_LEGACY_KERAS:
+@register
+class LazyAdam(keras.optimizers.Adam):
+    """Adam that updates only the embedding rows a batch touches (see the module docstring).
 
-    @register
-    class LazyAdam(keras.optimizers.Adam):
-        """Adam that updates only the embedding rows a batch touches (see the module docstring).
+    Same arguments as ``keras.optimizers.Adam`` (``amsgrad`` is not supported for sparse gradients:
+    with it every gradient gets the dense update). Serialisable; both Keras modes (tf-keras calls
+    ``update_step(gradient, variable)``, Keras 3 adds the learning rate).
+    """
 
-        Same arguments as ``keras.optimizers.Adam`` (``amsgrad`` is not supported for sparse
-        gradients). Serialisable; works under ``tf.distribute``.
-        """
-
-        def update_step(self, gradient, variable):
-            if not isinstance(gradient, tf.IndexedSlices) or self.amsgrad:
-                return super().update_step(gradient, variable)
-            key = self._var_key(variable)
-            m = self._momentums[self._index_dict[key]]
-            v = self._velocities[self._index_dict[key]]
-            _lazy_update(variable, m, v, gradient, self.learning_rate, self.beta_1, self.beta_2, self.epsilon,
-                         self.iterations)
-
-else:
-
-    @register
-    class LazyAdam(keras.optimizers.Adam):
-        """Adam that updates only the embedding rows a batch touches (see the module docstring).
-
-        Same arguments as ``keras.optimizers.Adam`` (``amsgrad`` is not supported for sparse
-        gradients). Serialisable; works under ``tf.distribute``.
-        """
-
-        def update_step(self, gradient, variable, learning_rate):
-            if not isinstance(gradient, tf.IndexedSlices) or self.amsgrad:
-                return super().update_step(gradient, variable, learning_rate)
+    def update_step(self, gradient, variable, learning_rate=None):
+        dense_args = (gradient, variable) if IS_LEGACY_KERAS else (gradient, variable, learning_rate)
+        if not isinstance(gradient, tf.IndexedSlices) or self.amsgrad:
+            return super().update_step(*dense_args)
+        if IS_LEGACY_KERAS:
+            index = self._index_dict[self._var_key(variable)]
+            learning_rate = self.learning_rate
+        else:
             index = self._get_variable_index(variable)
-            m, v = self._momentums[index], self._velocities[index]
-            # Keras 3's TF optimizer turns an IndexedSlices value of assign / assign_sub into a scatter
-            _lazy_update(variable, m, v, gradient, learning_rate, self.beta_1, self.beta_2, self.epsilon,
-                         self.iterations, assign=self.assign, assign_sub=self.assign_sub)
+        _lazy_update(self, variable, self._momentums[index], self._velocities[index], gradient, learning_rate)

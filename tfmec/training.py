@@ -72,17 +72,20 @@ def fit_early_stopping(
     verbose: int = 1,
     callbacks=None,
     keep_start: bool = False,
+    **fit_kwargs,
 ) -> dict:
     """Fits a compiled model, stopping when validation AUC has not improved for ``patience``
     epochs and restoring the best weights. With ``keep_start`` the model's validation AUC before
     training is the first candidate (for fine-tuning: the result is never worse on validation than
-    the start). Returns ``{"history", "train_seconds", "epochs", "best_epoch", "start_auc"}``."""
+    the start). ``fit_kwargs`` go to ``model.fit`` (e.g. ``steps_per_epoch``). Returns
+    ``{"history", "train_seconds", "epochs", "best_epoch", "start_auc"}``."""
     t0 = time.perf_counter()
     start = None
     if keep_start:
         start = float(model.evaluate(valid, verbose=0, return_dict=True)["auc"])
     stop = EarlyStoppingOnAUC(patience=patience, start_score=start)
-    history = model.fit(train, validation_data=valid, epochs=epochs, callbacks=[stop] + list(callbacks or []), verbose=verbose)
+    history = model.fit(train, validation_data=valid, epochs=epochs, callbacks=[stop] + list(callbacks or []),
+                        verbose=verbose, **fit_kwargs)
     seconds = time.perf_counter() - t0
     return {"history": history.history, "train_seconds": seconds, "epochs": len(history.history.get("loss", [])),
             "best_epoch": stop.best_epoch, "start_auc": start}

@@ -38,6 +38,7 @@ from tfmec.afm.stats import (
 from tfmec.backend import keras
 from tfmec.evaluation import embedding_bytes, model_bytes, param_count
 from tfmec.layers.afm_dense import AFMDense, LowRankEmbedding, dense_params, embedding_params
+from tfmec.training import fit_early_stopping
 
 FINE_TUNE_KEYS = ("train", "valid", "epochs", "learning_rate", "loss", "verbose", "steps_per_epoch", "patience",
                   "keep_start")
@@ -274,24 +275,19 @@ def _run_fine_tune(model, fine_tune, stage: str, report: AFMReport):
     kwargs = {}
     if spec.get("steps_per_epoch") is not None:
         kwargs["steps_per_epoch"] = int(spec["steps_per_epoch"])
+    epochs, verbose = int(spec.get("epochs", 1)), spec.get("verbose", 0)
     entry = {"stage": stage}
-    callbacks = []
     if spec.get("valid") is not None:
-        from tfmec.training import EarlyStoppingOnAUC
-
-        start = None
-        if spec.get("keep_start", True):
-            start = float(model.evaluate(spec["valid"], verbose=0, return_dict=True)["auc"])
-            entry["start_valid_auc"] = start
-        stop = EarlyStoppingOnAUC(patience=int(spec.get("patience", 1)), start_score=start)
-        callbacks.append(stop)
-    history = model.fit(
-        spec["train"], validation_data=spec.get("valid"), epochs=int(spec.get("epochs", 1)),
-        verbose=spec.get("verbose", 0), callbacks=callbacks, **kwargs,
-    )
-    if callbacks:
-        entry["best_epoch"] = callbacks[0].best_epoch
-    entry["history"] = {key: [float(v) for v in values] for key, values in history.history.items()}
+        fit = fit_early_stopping(model, spec["train"], spec["valid"], epochs=epochs,
+                                 patience=int(spec.get("patience", 1)), verbose=verbose,
+                                 keep_start=spec.get("keep_start", True), **kwargs)
+        history = fit["history"]
+        entry["best_epoch"] = fit["best_epoch"]
+        if fit["start_auc"] is not None:
+            entry["start_valid_auc"] = fit["start_auc"]
+    else:
+        history = model.fit(spec["train"], epochs=epochs, verbose=verbose, **kwargs).history
+    entry["history"] = {key: [float(v) for v in values] for key, values in history.items()}
     report.fine_tune.append(entry)
     return model
 

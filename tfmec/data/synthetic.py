@@ -146,21 +146,22 @@ class SyntheticCTR(Reader):
         needs ``vocab_sizes[f] + 1`` rows) and ``numeric`` the standardised numerics; the labels are
         those of the string stream's rows in the same blocks.
         """
-        ids, nums, labels = [], [], []
-        for block in range(start_block, start_block + num_blocks):
-            ranks = np.stack([self._ranks(block, _BLOCK, f) for f in range(len(self.vocab_sizes))], axis=1)
-            _, z = self._numeric(block, _BLOCK)
-            p = self.probabilities(ranks, z)
-            labels.append((uniform01(hash_keys(self.seed, 8, block, np.arange(_BLOCK))) < p).astype(np.float32))
-            ids.append(ranks.astype(np.int32))
-            nums.append(z.astype(np.float32))
-        return np.concatenate(ids), np.concatenate(nums), np.concatenate(labels)
+        parts = [self._block_values(block, _BLOCK) for block in range(start_block, start_block + num_blocks)]
+        return (np.concatenate([p[0] for p in parts]).astype(np.int32),
+                np.concatenate([p[2] for p in parts]).astype(np.float32),
+                np.concatenate([p[3] for p in parts]))
 
-    def _block(self, block: int, n: int) -> Chunk:
+    def _block_values(self, block: int, n: int):
+        """``(ranks int64[n, F], raw numerics float64[n, J], standardised numerics [n, J], labels
+        float32[n])`` of one block: what both the string stream and :meth:`encoded_rows` are made of."""
         ranks = np.stack([self._ranks(block, n, f) for f in range(len(self.vocab_sizes))], axis=1)
         raw_num, z = self._numeric(block, n)
         p = self.probabilities(ranks, z)
         labels = (uniform01(hash_keys(self.seed, 8, block, np.arange(n))) < p).astype(np.float32)
+        return ranks, raw_num, z, labels
+
+    def _block(self, block: int, n: int) -> Chunk:
+        ranks, raw_num, _, labels = self._block_values(block, n)
         feats = {f"I{j + 1}": raw_num[:, j] for j in range(self.num_numeric)}
         for f in range(len(self.vocab_sizes)):
             # value = a hashed 32-bit token of (field, rank), hex like Criteo's

@@ -164,14 +164,15 @@ class NumericStats:
         return s
 
 
-def write_json_atomic(path: str, payload) -> None:
-    """Writes JSON to ``path`` through a temporary file and a rename, so readers never see half a file."""
+def write_bytes_atomic(path: str, data: bytes, suffix: str = "") -> None:
+    """Writes ``data`` to ``path`` through a temporary file beside it and a rename, so readers never see
+    half a file and a failure leaves the earlier file (if any) untouched."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -181,17 +182,25 @@ def write_json_atomic(path: str, payload) -> None:
         raise
 
 
+def write_json_atomic(path: str, payload) -> None:
+    """Writes JSON to ``path`` atomically (:func:`write_bytes_atomic`)."""
+    write_bytes_atomic(path, json.dumps(payload).encode("utf-8"), suffix=".json")
+
+
+def vocabulary_payload(vocabularies: Mapping[str, Vocabulary],
+                       numeric: Mapping[str, NumericStats] | None = None) -> dict:
+    """The JSON document of :func:`save_vocabularies` (readable by :func:`load_vocabularies`)."""
+    return {
+        "format": "tfmec-vocabulary",
+        "version": FORMAT_VERSION,
+        "vocabularies": [v.to_dict() for v in vocabularies.values()],
+        "numeric": [s.to_dict() for s in (numeric or {}).values()],
+    }
+
+
 def save_vocabularies(path: str, vocabularies: Mapping[str, Vocabulary], numeric: Mapping[str, NumericStats] | None = None) -> None:
     """Saves vocabularies (and numeric statistics) of a data set to one JSON file, atomically."""
-    write_json_atomic(
-        path,
-        {
-            "format": "tfmec-vocabulary",
-            "version": FORMAT_VERSION,
-            "vocabularies": [v.to_dict() for v in vocabularies.values()],
-            "numeric": [s.to_dict() for s in (numeric or {}).values()],
-        },
-    )
+    write_json_atomic(path, vocabulary_payload(vocabularies, numeric))
 
 
 def load_vocabularies(path: str) -> tuple[dict[str, Vocabulary], dict[str, NumericStats]]:

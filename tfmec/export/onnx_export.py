@@ -15,11 +15,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
+from tfmec.data.vocabulary import write_bytes_atomic
+from tfmec.export.batching import predict_in_batches
 from tfmec.export.module import OUTPUT_KEY, model_input_specs
 
 DEFAULT_OPSET = 17
@@ -30,6 +31,16 @@ def _require(module: str):
         return __import__(module)
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(f"ONNX export needs {module!r}: pip install 'tfmec[onnx]' (tf2onnx, onnxruntime)") from err
+
+
+def onnx_available() -> bool:
+    """True when tf2onnx and onnxruntime import (the ``onnx`` extra)."""
+    try:
+        _require("tf2onnx")
+        _require("onnxruntime")
+    except ImportError:
+        return False
+    return True
 
 
 def vocabulary_path(onnx_path: str) -> str:
@@ -64,34 +75,15 @@ def _quiet_tensorflow():
             lg.setLevel(level)
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".onnx", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_vocabulary_json(path: str, encoder, input_specs: dict) -> None:
     """The encoder's vocabularies, numeric statistics and schema as one JSON file (readable by
     :func:`tfmec.data.load_vocabularies`), plus the ONNX input dtypes."""
-    from tfmec.data.vocabulary import FORMAT_VERSION, write_json_atomic
+    from tfmec.data.vocabulary import vocabulary_payload, write_json_atomic
 
-    write_json_atomic(path, {
-        "format": "tfmec-vocabulary",
-        "version": FORMAT_VERSION,
-        "vocabularies": [v.to_dict() for v in encoder.vocabularies.values()],
-        "numeric": [s.to_dict() for s in encoder.numeric_stats.values()],
-        "schema": encoder.schema.to_dict(),
-        "oov_id": 0,
-        "onnx_inputs": {name: spec.dtype.name for name, spec in input_specs.items()},
-    })
+    payload = vocabulary_payload(encoder.vocabularies, encoder.numeric_stats)
+    payload.update(schema=encoder.schema.to_dict(), oov_id=0,
+                   onnx_inputs={name: spec.dtype.name for name, spec in input_specs.items()})
+    write_json_atomic(path, payload)
 
 
 def onnx(model, path: str, encoder=None, *, opset: int = DEFAULT_OPSET) -> str:
@@ -111,7 +103,7 @@ def onnx(model, path: str, encoder=None, *, opset: int = DEFAULT_OPSET) -> str:
     fn, signature = ids_function(model)
     with _quiet_tensorflow():
         proto, _ = tf2onnx.convert.from_function(fn, input_signature=signature, opset=opset)
-    _write_atomic(path, proto.SerializeToString())
+    write_bytes_atomic(path, proto.SerializeToString(), suffix=".onnx")
     if encoder is not None:
         write_vocabulary_json(vocabulary_path(path), encoder, signature[0])
     return path
@@ -134,12 +126,11 @@ def predict_onnx(path_or_session, inputs: dict, batch_size: int = 8192) -> np.nd
     session = onnx_session(path_or_session) if isinstance(path_or_session, (str, os.PathLike)) else path_or_session
     dtypes = {i.name: (np.int32 if i.type == "tensor(int32)" else np.int64 if i.type == "tensor(int64)" else np.float32)
               for i in session.get_inputs()}
-    n = len(next(iter(inputs.values())))
-    out = []
-    for start in range(0, n, batch_size):
-        feed = {k: np.asarray(inputs[k][start:start + batch_size], dtype=t) for k, t in dtypes.items()}
-        out.append(session.run([OUTPUT_KEY], feed)[0].reshape(-1))
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def batch(start, stop):
+        return session.run([OUTPUT_KEY], {k: np.asarray(inputs[k][start:stop], dtype=t) for k, t in dtypes.items()})[0]
+
+    return predict_in_batches(batch, inputs, batch_size)
 
 
-__all__ = ["onnx", "predict_onnx", "onnx_session", "vocabulary_path", "ids_function", "write_vocabulary_json"]
+__all__ = ["onnx", "onnx_available", "predict_onnx", "onnx_session", "vocabulary_path", "ids_function", "write_vocabulary_json"]

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from tfmec.export.batching import predict_in_batches
 from tfmec.export.module import OUTPUT_KEY
 
 OOV_STRING = "\x00tfmec-oov"
@@ -19,12 +20,10 @@ OOV_STRING = "\x00tfmec-oov"
 
 def keras_probabilities(model, inputs: dict, batch_size: int = 8192) -> np.ndarray:
     """``model(x, training=False)`` as ``float32[n]`` on ``{field: array[n]}``, in batches."""
-    n = len(next(iter(inputs.values())))
-    out = []
-    for start in range(0, n, batch_size):
-        batch = {k: tf.constant(np.asarray(v[start:start + batch_size])) for k, v in inputs.items()}
-        out.append(np.asarray(model(batch, training=False)).reshape(-1))
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
+    def batch(start, stop):
+        return model({k: tf.constant(np.asarray(v[start:stop])) for k, v in inputs.items()}, training=False)
+
+    return predict_in_batches(batch, inputs, batch_size)
 
 
 def max_abs_diff(a, b) -> float:

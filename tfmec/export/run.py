@@ -11,19 +11,10 @@ from __future__ import annotations
 import os
 import time
 
+from tfmec.export.onnx_export import onnx, onnx_available
 from tfmec.export.parity import check_parity, take_rows
 from tfmec.export.savedmodel import saved_model
 from tfmec.export.versions import directory_bytes
-
-
-def onnx_available() -> bool:
-    """True when tf2onnx and onnxruntime import (the ``onnx`` extra)."""
-    try:
-        import onnxruntime  # noqa: F401
-        import tf2onnx  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def export_run(model, method_dir: str, encoder, dataset, max_rows: int = 2048) -> dict:
@@ -35,8 +26,6 @@ def export_run(model, method_dir: str, encoder, dataset, max_rows: int = 2048) -
     on values decoded from the ids), ``onnx_max_abs_diff``, ``parity_rows``, ``export_seconds``. Without
     tf2onnx/onnxruntime the ONNX entries are None and ``onnx_skipped`` says why.
     """
-    from tfmec.export.onnx_export import onnx
-
     t0 = time.perf_counter()
     sm_path = saved_model(model, os.path.join(method_dir, "saved_model"), encoder)
     onnx_path = None

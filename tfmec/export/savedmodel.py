@@ -18,6 +18,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from tfmec.export.batching import predict_in_batches
 from tfmec.export.module import OUTPUT_KEY, ServingModule, model_input_specs
 from tfmec.export.preprocessing import RawPreprocessor, raw_dtype
 from tfmec.export.versions import atomic_directory, resolve_version
@@ -140,12 +141,11 @@ def predict_saved_model(path_or_fn, inputs: dict, signature: str = "serving_defa
     in batches of ``batch_size``. ``path_or_fn`` is a folder or a :func:`load_signature` result."""
     fn = load_signature(path_or_fn, signature) if isinstance(path_or_fn, (str, os.PathLike)) else path_or_fn
     specs = fn.structured_input_signature[1]
-    n = len(next(iter(inputs.values())))
-    out = []
-    for start in range(0, n, batch_size):
-        batch = {k: tf.constant(np.asarray(inputs[k][start:start + batch_size]), dtype=specs[k].dtype) for k in specs}
-        out.append(fn(**batch)[OUTPUT_KEY].numpy().reshape(-1))
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def batch(start, stop):
+        return fn(**{k: tf.constant(np.asarray(inputs[k][start:stop]), dtype=specs[k].dtype) for k in specs})[OUTPUT_KEY]
+
+    return predict_in_batches(batch, inputs, batch_size)
 
 
 __all__ = ["saved_model", "write_saved_model", "as_encoder", "load_signature", "predict_saved_model", "METADATA_FILE"]

@@ -80,7 +80,6 @@ def embedding_params(vocab_size: int, dim: int, rank: int | None = None) -> int:
     return v * k + k * d + d
 
 
-
 def _check_basis(U_k, mu, n: int, who: str):
     """Validates a PCA basis ``U_k: [n, k]`` (1 <= k <= n) and mean ``mu: [n]``; returns them as float64."""
     u = np.asarray(U_k, dtype=np.float64)
@@ -90,6 +89,7 @@ def _check_basis(U_k, mu, n: int, who: str):
     if m.shape != (n,):
         raise ValueError(f"{who}: mu must be [{n}], got {m.shape}")
     return u, m
+
 
 @register
 class AFMDense(keras.layers.Layer):

@@ -78,11 +78,11 @@ class SharedQuantizedEmbedding(QuantizedEmbedding):
         field_codes = list(field_codes)
         if not field_codes:
             raise ValueError("SharedQuantizedEmbedding.from_codes needs at least one FieldCodes")
+        from tfmec.mec.codes import same_codebooks
+
         first = field_codes[0]
         for fc in field_codes[1:]:
-            same_proj = (fc.projection is None) == (first.projection is None) and (
-                fc.projection is None or np.array_equal(fc.projection, first.projection))
-            if not (np.array_equal(fc.codebooks, first.codebooks) and same_proj):
+            if not same_codebooks(first, fc):
                 raise ValueError(f"fields {first.field!r} and {fc.field!r} do not share codebooks")
         m, k, sub = first.codebooks.shape
         kwargs.setdefault("field_names", [fc.field for fc in field_codes])

@@ -7,7 +7,7 @@ Stage 1 :func:`learn_codes` learns codes and codebooks from a trained model's ta
 from tfmec.mec.codes import CodeSet, FieldCodes, code_dtype
 from tfmec.mec.compress import compress_embeddings
 from tfmec.mec.memory import memory_report
-from tfmec.mec.stage1 import learn_codes, popularity_weights
+from tfmec.mec.stage1 import learn_codes, popularity_weights, tables_from
 
 __all__ = ["CodeSet", "FieldCodes", "code_dtype", "compress_embeddings", "memory_report", "learn_codes",
-           "popularity_weights"]
+           "popularity_weights", "tables_from"]

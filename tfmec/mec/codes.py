@@ -91,6 +91,15 @@ class FieldCodes:
         return out @ self.projection if self.projection is not None else out
 
 
+def same_codebooks(a: FieldCodes, b: FieldCodes) -> bool:
+    """True when two fields' codes decode with the same codebooks and projection (a sharing group)."""
+    if a.codebooks is not b.codebooks and not np.array_equal(a.codebooks, b.codebooks):
+        return False
+    if (a.projection is None) != (b.projection is None):
+        return False
+    return a.projection is None or np.array_equal(a.projection, b.projection)
+
+
 class CodeSet(dict):
     """``{field name: FieldCodes}`` plus the stage-1 settings that produced them (``config``).
 
@@ -115,11 +124,7 @@ class CodeSet(dict):
         for group, names in self.groups.items():
             first = self[names[0]]
             for name in names[1:]:
-                fc = self[name]
-                same_books = fc.codebooks is first.codebooks or np.array_equal(fc.codebooks, first.codebooks)
-                same_proj = (fc.projection is None) == (first.projection is None) and (
-                    fc.projection is None or np.array_equal(fc.projection, first.projection))
-                if not (same_books and same_proj):
+                if not same_codebooks(first, self[name]):
                     raise ValueError(f"fields {names[0]!r} and {name!r} of group {group!r} hold different codebooks")
 
     def save(self, path: str) -> None:

@@ -199,7 +199,7 @@ def code_statistics(fc: FieldCodes, table: np.ndarray, counts: np.ndarray | None
     }
 
 
-def _tables_from(source) -> dict:
+def tables_from(source) -> dict:
     """``{name: float32[V, d]}`` from a dict of tables or from a Keras model's tables: its
     ``embedding_<field>`` Embedding layers (keyed by field) and its first-order ``linear_<field>``
     tables (keyed by layer name)."""
@@ -253,8 +253,7 @@ this fraction of its code bytes."""
 def default_share_max_vocab(dim: int, num_subspaces: int, num_codewords: int) -> int:
     """The largest ``V`` whose private codebook ``K*d*4`` bytes exceeds ``SHARE_CODEBOOK_FRACTION`` of
     its code bytes ``V*M*code_bytes`` (``M`` = 1 for ``d`` = 1): the default ``share_max_vocab``."""
-    m = subspaces_for(dim, num_subspaces)
-    per_row = m * np.dtype(code_dtype(num_codewords)).itemsize
+    per_row = code_bytes(1, subspaces_for(dim, num_subspaces), num_codewords)
     limit = num_codewords * dim * 4 / SHARE_CODEBOOK_FRACTION  # V * per_row must stay below this
     return int(math.ceil(limit / per_row)) - 1
 
@@ -353,7 +352,7 @@ def learn_codes(
     if share_max_vocab is not None and share_max_vocab < 1:
         raise ValueError("share_max_vocab must be >= 1")
     code_dtype(num_codewords)
-    tables = _tables_from(source)
+    tables = tables_from(source)
     chosen = select_fields(tables, num_subspaces, num_codewords, rotation, fields, min_vocab)
     groups = {}
     if share_codebooks:
@@ -439,7 +438,7 @@ def _train_pq(label, table, table_t, weights, M, K, alpha, beta, tau, tau_c, num
     optimizer = Adam(model.trainable, learning_rate)
     step_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
 
-    @tf.function
+    @tf.function(reduce_retracing=True)  # the last, shorter batch must not add a trace per table
     def train_step(idx):
         e = tf.gather(table_t, idx)
         w = tf.gather(weights_t, idx)
@@ -464,13 +463,12 @@ def _train_pq(label, table, table_t, weights, M, K, alpha, beta, tau, tau_c, num
         bar = tqdm(total=steps * epochs, desc=f"stage 1 [{label}]", unit="step", leave=False)
     best, best_state, bad_epochs, history = float("inf"), None, 0, []
     for epoch in range(epochs):
-        sums = np.zeros(4)
-        for idx in dataset:
-            out = train_step(idx)
-            sums += np.array([float(x) for x in out])
+        sums = tf.zeros(4, tf.float64)
+        for idx in dataset:  # the sums stay tensors: one read per epoch, not a sync per step
+            sums += tf.cast(tf.stack(train_step(idx)), tf.float64)
             if bar is not None:
                 bar.update(1)
-        mean = sums / steps
+        mean = sums.numpy() / steps
         history.append({"loss": mean[0], "reconstruction": mean[1], "pwr": mean[2], "contrastive": mean[3]})
         if bar is not None:
             bar.set_postfix(loss=f"{mean[0]:.4g}", rec=f"{mean[1]:.4g}")
