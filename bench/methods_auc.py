@@ -6,7 +6,9 @@ Each (dataset, seed) loads the data once and runs the methods through ``tfmec.ex
 code path of ``tfmec run``), so the baseline is trained once and MEC's stage 1 reads its tables.
 Extra ``--set key=value`` pairs override ``RunConfig`` fields (e.g. ``--set codewords=16``). Export
 (SavedModel + ONNX) is off unless ``--set export=1``: bench/export_parity.py measures it.
-Writes one JSON line per run and prints mean +- std of AUC, bytes and ratios per method, with the
+After each seed the prediction throughput of all its models is measured side by side (batch 4096,
+9 rounds; ``--throughput-rounds 0`` skips it). ``--summarise FILES --table afm`` prints issue 5's
+table (MLP parameters, model bytes, throughput ratio). Writes one JSON line per run and prints mean +- std of AUC, bytes and ratios per method, with the
 Wilcoxon signed-rank p-value of each method's AUC against the baseline's (paired by seed).
 """
 from __future__ import annotations
@@ -93,6 +95,60 @@ def summarise(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _add_side_by_side_throughput(ctx, seed_runs, batch_size, rounds):
+    """Prediction throughput of every model of the seed, measured side by side (models alternated
+    within each round) on one ``batch_size`` batch of the test split: ``side_by_side_rows_per_s`` and
+    ``throughput_ratio`` (against the baseline of the same rounds) in each run."""
+    from tfmec.evaluation import throughput_side_by_side
+
+    models = {r["method"]: ctx.models[r["method"]][0] for r in seed_runs}
+    speeds = throughput_side_by_side(models, ctx.data.test, batch_size=batch_size, rounds=rounds)
+    for r in seed_runs:
+        r["side_by_side_rows_per_s"] = speeds[r["method"]]
+        r["side_by_side_batch"] = batch_size
+        if "baseline" in speeds:
+            r["throughput_ratio"] = speeds[r["method"]] / speeds["baseline"]
+    print("    side-by-side rows/s at batch", batch_size, {k: round(v) for k, v in speeds.items()}, flush=True)
+
+
+def summarise_afm(runs: list[dict]) -> str:
+    """Markdown table per (dataset, model) and method for AFM (issue 5): AUC, delta and Wilcoxon p
+    against the baseline, MLP (Dense) parameters and their ratio, whole-model bytes ratio, and the
+    median side-by-side throughput ratio against the baseline."""
+    from scipy.stats import wilcoxon
+
+    lines = ["| dataset | model | method | n | test AUC | delta vs baseline | Wilcoxon p | MLP params | MLP ratio "
+             "| model bytes | model ratio | throughput ratio (median) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    groups = dict.fromkeys((r["dataset"], r["model"]) for r in runs)
+    for d, model in groups:
+        rs_all = [r for r in runs if r["dataset"] == d and r["model"] == model]
+        base = {r["seed"]: r for r in rs_all if r["method"] == "baseline"}
+        base_mlp = [r["afm"]["dense_params_before"] for r in rs_all if "afm" in r]
+        for m in dict.fromkeys(r["method"] for r in rs_all):
+            rs = [r for r in rs_all if r["method"] == m]
+            auc = np.array([r["test_auc"] for r in rs])
+            paired = [(r["test_auc"], base[r["seed"]]["test_auc"]) for r in rs if r["seed"] in base]
+            delta = np.mean([a - b for a, b in paired]) if paired else float("nan")
+            p = "-"
+            if m != "baseline" and len(paired) >= 5:
+                p = f"{wilcoxon([a for a, _ in paired], [b for _, b in paired]).pvalue:.3f}"
+            if "afm" in rs[0]:
+                mlp = np.mean([r["afm"]["dense_params_after"] for r in rs])
+                mlp_ratio = f"{np.mean([r['afm']['dense_params_before'] / r['afm']['dense_params_after'] for r in rs]):.1f}x"
+            elif base_mlp:
+                mlp, mlp_ratio = np.mean(base_mlp), "1.0x"
+            else:
+                mlp, mlp_ratio = float("nan"), "-"
+            mratio = np.mean([r.get("compression_ratio_model", 1.0) for r in rs])
+            tr = [r["throughput_ratio"] for r in rs if "throughput_ratio" in r]
+            tr_text = f"{np.median(tr):.2f}" if tr else "-"
+            lines.append(f"| {d} | {model} | {m} | {len(rs)} | {auc.mean():.4f} ± {auc.std():.4f} | {delta:+.4f} | {p} | "
+                         f"{mlp:,.0f} | {mlp_ratio} | {int(np.mean([r['model_bytes'] for r in rs])):,} | {mratio:.1f}x | "
+                         f"{tr_text} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", default="frappe")
@@ -102,10 +158,15 @@ def main(argv=None):
     p.add_argument("--set", nargs="*", default=[], help="RunConfig overrides key=value")
     p.add_argument("--synthetic-rows", type=int, default=200_000)
     p.add_argument("--out", default="bench/out/methods_auc.jsonl")
+    p.add_argument("--throughput-rounds", type=int, default=9,
+                   help="rounds of the side-by-side prediction throughput per seed (0: skip)")
+    p.add_argument("--throughput-batch", type=int, default=4096)
     p.add_argument("--summarise", nargs="+", metavar="JSONL")
+    p.add_argument("--table", choices=["mec", "afm"], default="mec", help="the --summarise table's columns")
     args = p.parse_args(argv)
     if args.summarise:
-        print(summarise([json.loads(line) for f in args.summarise for line in open(f) if line.strip()]))
+        loaded = [json.loads(line) for f in args.summarise for line in open(f) if line.strip()]
+        print((summarise_afm if args.table == "afm" else summarise)(loaded))
         return
     overrides = _parse_sets(args.set)
     methods = args.methods.split(",")
@@ -122,14 +183,19 @@ def main(argv=None):
                                       export=False),
                                **overrides})
             ctx = RunContext(cfg, data, log=lambda msg: print("   ", msg, flush=True))
+            seed_runs = []
             for method in methods:
                 run = METHODS[method](ctx)
                 run.update(dataset=name, seed=seed, keras=KERAS_MODE, settings={k: str(v) for k, v in overrides.items()})
-                runs.append(run)
-                with open(args.out, "a") as fh:
-                    fh.write(json.dumps(run, default=float) + "\n")
+                seed_runs.append(run)
                 print(f"{name} seed {seed} {run['method']}: AUC {run['test_auc']:.4f} emb bytes {run['embedding_bytes']:,} "
                       f"ratio {run.get('compression_ratio_embeddings', 1.0):.1f}x", flush=True)
+            if args.throughput_rounds > 0:
+                _add_side_by_side_throughput(ctx, seed_runs, args.throughput_batch, args.throughput_rounds)
+            runs.extend(seed_runs)
+            with open(args.out, "a") as fh:
+                for run in seed_runs:
+                    fh.write(json.dumps(run, default=float) + "\n")
             print(f"  [{name} seed {seed}: {time.perf_counter() - t0:.0f}s]", flush=True)
     print(summarise(runs))
 

@@ -109,3 +109,23 @@ def test_compile_ctr_rejects_unknown_optimizer():
 
     with pytest.raises(ValueError, match="unknown optimizer"):
         compile_ctr(_model(), optimizer="sgdx")
+
+
+def test_throughput_side_by_side_measures_each_model_on_a_full_batch():
+    import pytest
+
+    from tfmec.evaluation import _throughput_batch, prediction_throughput, throughput_side_by_side
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 4)).astype("float32")
+    ds = tf.data.Dataset.from_tensor_slices(({"x": x}, np.zeros(40, "float32"))).batch(16)
+    assert _throughput_batch(ds, 128)["x"].shape[0] == 128  # fewer rows than the batch: rows repeat
+    inp = keras.Input(shape=(x.shape[1],), name="x")
+    wide = keras.Model(inp, keras.layers.Dense(1, activation="sigmoid")(keras.layers.Dense(256)(inp)))
+    small = keras.Model(inp, keras.layers.Dense(1, activation="sigmoid")(inp))
+    speeds = throughput_side_by_side({"wide": wide, "small": small}, ds, batch_size=128, rounds=3)
+    assert set(speeds) == {"wide", "small"}
+    assert all(np.isfinite(v) and v > 0 for v in speeds.values())
+    assert prediction_throughput(small, ds, batch_size=128, repeats=2) > 0
+    with pytest.raises(ValueError, match="rounds"):
+        throughput_side_by_side({"small": small}, ds, rounds=0)

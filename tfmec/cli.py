@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--share-codebooks", action="store_true",
                      help="MEC: small tables of the same width share one codebook set (beyond the paper)")
     run.add_argument("--afm-energy", type=float, default=0.9, help="AFM: share of output variance each layer keeps")
+    run.add_argument("--afm-param-budget", type=float, default=None,
+                     help="AFM: cap each factored layer at this share of its parameters (0 < share <= 1)")
     run.add_argument("--afm-calibration-batches", type=int, default=50, help="AFM: training batches for the PCA")
     run.add_argument("--afm-fine-tune-epochs", type=int, default=3,
                      help="AFM: at most this many fine-tuning epochs per step (early stopping keeps the best)")
@@ -86,7 +88,8 @@ def main(argv=None) -> int:
             share_codebooks=args.share_codebooks,
             stage2=args.stage2, stage2_lr_scale=args.stage2_lr_scale,
             stage2_patience=args.stage2_patience,
-            afm_energy=args.afm_energy, afm_calibration_batches=args.afm_calibration_batches,
+            afm_energy=args.afm_energy, afm_param_budget=args.afm_param_budget,
+            afm_calibration_batches=args.afm_calibration_batches,
             afm_fine_tune_epochs=args.afm_fine_tune_epochs,
             export=not args.no_export,
         )

@@ -93,17 +93,36 @@ def param_count(model) -> int:
     return int(sum(int(np.prod(v.shape)) for v in model.weights))
 
 
+def _throughput_batch(dataset: tf.data.Dataset, batch_size: int) -> dict:
+    """One ``batch_size`` batch of ``dataset``'s features; rows repeat when the data set is smaller."""
+    x = next(iter(dataset.unbatch().repeat().batch(batch_size).take(1)))[0]
+    return x
+
+
 def prediction_throughput(model, dataset: tf.data.Dataset, batch_size: int = 4096, repeats: int = 7) -> float:
     """Median rows per second of ``model(x, training=False)`` on one ``batch_size`` batch of
-    ``dataset`` (graph mode, after a warm-up call)."""
-    rows = dataset.unbatch().batch(batch_size).take(1)
-    x = next(iter(rows))[0]
+    ``dataset`` (graph mode, after a warm-up call; rows repeat when the data set is smaller)."""
+    return throughput_side_by_side({"model": model}, dataset, batch_size=batch_size, rounds=repeats)["model"]
+
+
+def throughput_side_by_side(models: dict, dataset: tf.data.Dataset, batch_size: int = 4096,
+                            rounds: int = 9) -> dict:
+    """Median rows per second of each of ``models`` (name -> Keras model) on the same ``batch_size``
+    batch, the models called in turn within each of ``rounds`` rounds so that they share the machine's
+    state (load, clock, caches); compare them by their ratio, not across runs. Graph mode, one warm-up
+    call each."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    x = _throughput_batch(dataset, batch_size)
     n = int(next(iter(x.values())).shape[0])
-    predict = tf.function(lambda inputs: model(inputs, training=False))
-    predict(x)  # trace + warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        np.asarray(predict(x))
-        times.append(time.perf_counter() - t0)
-    return float(n / np.median(times))
+    calls = {}
+    for name, model in models.items():
+        calls[name] = tf.function(lambda inputs, m=model: m(inputs, training=False))
+        np.asarray(calls[name](x))  # trace + warm-up
+    times = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            t0 = time.perf_counter()
+            np.asarray(call(x))
+            times[name].append(time.perf_counter() - t0)
+    return {name: float(n / np.median(t)) for name, t in times.items()}

@@ -60,6 +60,7 @@ class RunConfig:
     stage2_patience: int = 1
     # AFM
     afm_energy: float = 0.9
+    afm_param_budget: float | None = None
     afm_calibration_batches: int = 50
     afm_fine_tune_epochs: int = 3
     # export: DIR/<method>/saved_model/<version>/ and DIR/<method>/model.onnx, parity on test rows
@@ -244,7 +245,8 @@ def run_mec_no_contrastive(ctx: RunContext) -> dict:
 
 def _afm_on(ctx: RunContext, source, method: str) -> dict:
     """AFM on the MLP of a trained model: PCA of each Dense layer's outputs on ``afm_calibration_batches``
-    training batches, rank by ``afm_energy``, then up to ``afm_fine_tune_epochs`` of fine-tuning at
+    training batches, rank by ``afm_energy`` (capped by ``afm_param_budget``, a share of each layer's
+    parameters, when set), then up to ``afm_fine_tune_epochs`` of fine-tuning at
     ``learning_rate * stage2_lr_scale`` with early stopping that keeps the un-tuned weights when no epoch
     improves validation AUC; then evaluated like the others."""
     from tfmec import afm
@@ -255,7 +257,7 @@ def _afm_on(ctx: RunContext, source, method: str) -> dict:
                  "learning_rate": cfg.learning_rate * cfg.stage2_lr_scale, "verbose": cfg.verbose,
                  "patience": cfg.stage2_patience, "keep_start": True}
     model, report = afm.compress(source, ctx.data.train.take(cfg.afm_calibration_batches), energy=cfg.afm_energy,
-                                 fine_tune=fine_tune)
+                                 param_budget=cfg.afm_param_budget, fine_tune=fine_tune)
     afm_seconds = time.perf_counter() - t0
     ctx.log(f"{method}: AFM ranks {report.ranks} ({afm_seconds:.1f}s)")
     run = ctx.finish(model, method, afm_seconds)
