@@ -289,3 +289,62 @@ def test_fine_tune_with_validation_keeps_the_start_when_no_epoch_helps():
     assert max(entry["history"]["val_auc"]) < entry["start_valid_auc"]
     assert entry["best_epoch"] == 0
     np.testing.assert_allclose(_predict(new, ds), _predict(untuned, ds), rtol=1e-6, atol=1e-7)
+
+
+# ------------------------------------------------------------------------------ DCNv2's cross network
+@pytest.mark.parametrize("structure", ["parallel", "stacked"])
+def test_cross_network_full_rank_is_exact_and_low_rank_saves_reloads_trains(structure, tmp_path):
+    from tfmec.layers import CrossNetV2
+    from tfmec.models import DCNv2
+
+    keras.utils.set_random_seed(3)
+    model = DCNv2(_schema(), embedding_dim=8, hidden_units=(16,), structure=structure, seed=3)
+    # non-zero biases, so that the bias fold b' = (b - mu) U U^T + mu is exercised
+    cross = model.get_layer("cross_net")
+    for i in range(cross.num_layers):
+        bias = cross.layer_weights(i)["bias"]
+        bias.assign(tf.random.stateless_normal(bias.shape, seed=[i, 1], dtype=bias.dtype) * 0.1)
+    ds = _dataset()
+    dim = int(cross.layer_weights(0)["bias"].shape[0])
+
+    exact, report = afm.compress(model, ds, rank=dim, allow_larger=True)
+    assert exact.get_layer("cross_net").layer_ranks == [dim] * cross.num_layers
+    assert [r.name for r in report.layers if r.kind == "cross"] == [f"cross_net[{i}]" for i in range(cross.num_layers)]
+    np.testing.assert_allclose(_predict(exact, ds), _predict(model, ds), atol=1e-5)
+
+    low, report = afm.compress(model, ds, rank=3)
+    new_cross = low.get_layer("cross_net")
+    assert new_cross.layer_ranks == [3] * cross.num_layers
+    assert report.cross_params_after == cross.num_layers * (2 * dim * 3 + dim) < report.cross_params_before
+    assert model.get_layer("cross_net").layer_ranks == [None] * cross.num_layers  # the input model is untouched
+    path = str(tmp_path / "dcn_afm.keras")
+    low.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.get_layer("cross_net").layer_ranks == [3] * cross.num_layers
+    np.testing.assert_allclose(_predict(loaded, ds), _predict(low, ds), atol=1e-6)
+    loaded.compile(optimizer="adam", loss="binary_crossentropy")
+    assert np.isfinite(loaded.fit(ds, epochs=1, verbose=0).history["loss"][0])
+
+    kept, report = afm.compress(model, ds, rank=3, cross=False)
+    assert kept.get_layer("cross_net").layer_ranks == [None] * cross.num_layers
+    assert not [r for r in report.layers if r.kind == "cross"]
+    assert isinstance(model.get_layer("cross_net"), CrossNetV2)
+
+
+def test_cross_network_rank_recovers_a_low_rank_map():
+    """A cross layer whose map x W has rank 2 keeps (almost) all its output variance at rank 2:
+    the energy rule finds it and the factored network reproduces the original."""
+    from tfmec.layers import CrossNetV2
+
+    rng = np.random.default_rng(4)
+    dim = 12
+    inp = keras.Input(shape=(dim,), name="x")
+    cross = CrossNetV2(1, name="cross")
+    model = keras.Model(inp, keras.layers.Dense(1, name="out")(cross(inp)))
+    w = rng.normal(size=(dim, 2)) @ rng.normal(size=(2, dim)) / dim
+    cross.layer_weights(0)["kernel"].assign(w.astype("float32"))
+    x = rng.normal(size=(512, dim)).astype("float32")
+    ds = tf.data.Dataset.from_tensor_slices((x, rng.integers(0, 2, 512).astype("float32"))).batch(128)
+    new, report = afm.compress(model, ds, energy=0.999)
+    assert report.ranks["cross[0]"] == 2
+    np.testing.assert_allclose(new.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-4)

@@ -105,7 +105,7 @@ def test_inner_product():
     np.testing.assert_allclose(_np(FMInteraction()(e))[:, 0], ref.sum(1), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("low_rank", [None, 2])
+@pytest.mark.parametrize("low_rank", [None, 2, [None, 3]])
 def test_cross_net_v2(low_rank):
     x0 = RNG.normal(size=(B, 6)).astype("float32")
     layer = CrossNetV2(2, low_rank=low_rank, bias_initializer="random_normal", seed=3)
@@ -113,11 +113,12 @@ def test_cross_net_v2(low_rank):
     assert out.shape == (B, 6)
     w = {v.name.split("/")[-1].split(":")[0]: v.numpy() for v in layer.weights}
     x = x0
+    ranks = low_rank if isinstance(low_rank, list) else [low_rank] * 2
     for layer_idx in range(2):
-        if low_rank is None:
+        if ranks[layer_idx] is None:
             xw = x @ w[f"kernel_{layer_idx}"]
         else:
-            assert w[f"v_kernel_{layer_idx}"].shape == (6, 2)
+            assert w[f"v_kernel_{layer_idx}"].shape == (6, ranks[layer_idx])
             xw = x @ w[f"v_kernel_{layer_idx}"] @ w[f"u_kernel_{layer_idx}"]
         x = x0 * (xw + w[f"bias_{layer_idx}"]) + x
     np.testing.assert_allclose(out, x, rtol=1e-5, atol=1e-5)
@@ -227,3 +228,5 @@ def test_bad_shapes_raise_clear_errors():
         CrossNetV2(1)(tf.zeros((2, 3, 4)))
     with pytest.raises(ValueError):
         CrossNetV2(0)
+    with pytest.raises(ValueError, match="one rank per layer"):
+        CrossNetV2(2, low_rank=[3])

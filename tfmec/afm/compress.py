@@ -29,6 +29,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from tfmec.afm.cross import cross_network_params, cross_refusal, factor_cross_network
 from tfmec.afm.stats import (
     dense_preactivation_moments,
     embedding_output_moments,
@@ -38,6 +39,7 @@ from tfmec.afm.stats import (
 from tfmec.backend import keras
 from tfmec.evaluation import embedding_bytes, model_bytes, param_count
 from tfmec.layers.afm_dense import AFMDense, LowRankEmbedding, dense_params, embedding_params
+from tfmec.layers.cross import CrossNetV2
 from tfmec.training import fit_early_stopping
 
 FINE_TUNE_KEYS = ("train", "valid", "epochs", "learning_rate", "loss", "verbose", "steps_per_epoch", "patience",
@@ -51,7 +53,7 @@ class LayerReport:
 
     Attributes:
         name: layer name.
-        kind: ``"dense"`` or ``"embedding"``.
+        kind: ``"dense"``, ``"cross"`` (one cross layer of a ``CrossNetV2``) or ``"embedding"``.
         n_in, n_out: input and output widths (for a table: ``V`` and ``d``).
         rank: the chosen ``k``, or None when the layer was left as it is.
         kept_energy: share of the output variance held by the top ``k`` components (None when not
@@ -86,6 +88,8 @@ class AFMReport:
         params_before, params_after: scalars in all weights of the model.
         dense_params_before, dense_params_after: scalars in the model's top-level ``Dense`` and
             ``AFMDense`` layers (the MLP and logit layers).
+        cross_params_before, cross_params_after: scalars in the model's top-level ``CrossNetV2``
+            layers (DCNv2's cross network).
         embedding_bytes_before, embedding_bytes_after: bytes of the embedding tables
             (:func:`tfmec.evaluation.embedding_bytes`).
         model_bytes_before, model_bytes_after: bytes of all weights.
@@ -98,6 +102,8 @@ class AFMReport:
     params_after: int = 0
     dense_params_before: int = 0
     dense_params_after: int = 0
+    cross_params_before: int = 0
+    cross_params_after: int = 0
     embedding_bytes_before: int = 0
     embedding_bytes_after: int = 0
     model_bytes_before: int = 0
@@ -179,18 +185,20 @@ def _is_functional(model) -> bool:
         return False
 
 
-def _dense_candidates(model, layers) -> list:
+def _dense_candidates(model, layers, cross: bool = True) -> list:
+    """Names of the Dense (and, with ``cross``, CrossNetV2) layers to factor, in ``model.layers`` order."""
     dense_cls = keras.layers.Dense
     if layers is None:
-        return [layer.name for layer in model.layers if type(layer) is dense_cls]
+        return [layer.name for layer in model.layers
+                if type(layer) is dense_cls or (cross and isinstance(layer, CrossNetV2))]
     names = [layers] if isinstance(layers, str) else list(layers)
     for name in names:
         try:
             layer = model.get_layer(name)
         except ValueError as err:
             raise ValueError(f"layers: the model has no layer named {name!r}") from err
-        if not isinstance(layer, dense_cls):
-            raise ValueError(f"layers: {name!r} is a {type(layer).__name__}, not a Dense layer")
+        if not isinstance(layer, (dense_cls, CrossNetV2)):
+            raise ValueError(f"layers: {name!r} is a {type(layer).__name__}, not a Dense or CrossNetV2 layer")
     order = {layer.name: i for i, layer in enumerate(model.layers)}
     return sorted(dict.fromkeys(names), key=order.__getitem__)
 
@@ -235,6 +243,10 @@ def _embedding_refusal(layer) -> str:
     if len(getattr(layer, "_inbound_nodes", [])) > 1:
         return "shared layer (called more than once)"
     return ""
+
+
+def _cross_layer_params(model) -> int:
+    return sum(cross_network_params(layer) for layer in model.layers if isinstance(layer, CrossNetV2))
 
 
 def _dense_layer_params(model) -> int:
@@ -317,6 +329,31 @@ def _log(verbose: bool, entry: LayerReport):
         print(f"[afm] {entry.name}: left as it is ({entry.reason})", file=sys.stderr, flush=True)
 
 
+def _factor_cross(model, layer, calibration, report: AFMReport, verbose: bool, **rule):
+    """:func:`tfmec.afm.cross.factor_cross_network` on ``layer``, one report line per cross layer
+    (named ``<layer>[<index>]``, kind ``"cross"``)."""
+    refusal = cross_refusal(layer)
+    if refusal:
+        params = cross_network_params(layer) if layer.built else 0
+        entry = LayerReport(layer.name, "cross", 0, 0, None, None, params, params, False, refusal)
+        report.layers.append(entry)
+        _log(verbose, entry)
+        return None
+
+    def add(index, dim, choice):
+        name = f"{layer.name}[{index}]"
+        if choice is None:
+            params = 2 * dim * int(layer.layer_ranks[index]) + dim
+            entry = LayerReport(name, "cross", dim, dim, None, None, params, params, False, "already factored")
+        else:
+            entry = LayerReport(name, "cross", dim, dim, choice.rank, choice.kept_energy, choice.params_before,
+                                choice.params_after, choice.rank is not None, choice.reason)
+        report.layers.append(entry)
+        _log(verbose, entry)
+
+    return factor_cross_network(model, layer, calibration, report_entry=add, **rule)
+
+
 # --------------------------------------------------------------------------------------- compress
 def compress(
     model,
@@ -328,6 +365,7 @@ def compress(
     fine_tune: Mapping | Callable | None = None,
     layers: Sequence[str] | None = None,
     *,
+    cross: bool = True,
     embedding_rank: int | None = None,
     embedding_energy: float | None = None,
     allow_larger: bool = False,
@@ -361,8 +399,11 @@ def compress(
             on validation AUC restores the best epoch, and with ``keep_start`` the weights before
             fine-tuning count as a candidate (fine-tuning never makes validation AUC worse).
             A step that replaced nothing is not fine-tuned.
-        layers: names of the Dense layers to consider (default: every top-level layer of exact type
-            ``keras.layers.Dense``; layers with ``n_out == 1`` are always left alone).
+        layers: names of the Dense / CrossNetV2 layers to consider (default: every top-level layer of
+            exact type ``keras.layers.Dense``, and every ``CrossNetV2`` when ``cross``; layers with
+            ``n_out == 1`` are always left alone).
+        cross: factor DCNv2's cross network too (:mod:`tfmec.afm.cross`: each cross layer's
+            ``x_l W_l + b_l`` by the PCA of its outputs, with the same rank rule); default True.
         embedding_rank, embedding_energy: the rank rule of the tables (default: ``rank`` / ``energy``;
             ``param_budget`` applies to the tables too).
         allow_larger: replace layers even when the factored form is not smaller (exactness checks
@@ -407,6 +448,7 @@ def compress(
                            fine_tune),
         params_before=param_count(model),
         dense_params_before=_dense_layer_params(model),
+        cross_params_before=_cross_layer_params(model),
         embedding_bytes_before=embedding_bytes(model),
         model_bytes_before=model_bytes(model),
     )
@@ -414,8 +456,15 @@ def compress(
     current = model
     # ---- MLP step: first to last, each layer calibrated on the partly compressed model
     replaced_dense = 0
-    for name in _dense_candidates(model, layers):
+    for name in _dense_candidates(model, layers, cross):
         layer = current.get_layer(name)
+        if isinstance(layer, CrossNetV2):
+            new_layer = _factor_cross(current, layer, calibration, report, verbose, rank=rank, energy=energy,
+                                      param_budget=param_budget, allow_larger=allow_larger)
+            if new_layer is not None:
+                current = replace_layers(current, {name: new_layer})
+                replaced_dense += 1
+            continue
         n_in = int(layer.kernel.shape[0]) if layer.built else 0
         n_out = int(layer.units)
         before = dense_params(n_in, n_out, use_bias=layer.bias is not None) if layer.built else 0
@@ -477,6 +526,7 @@ def compress(
         current = replace_layers(model, {})
     report.params_after = param_count(current)
     report.dense_params_after = _dense_layer_params(current)
+    report.cross_params_after = _cross_layer_params(current)
     report.embedding_bytes_after = embedding_bytes(current)
     report.model_bytes_after = model_bytes(current)
     return current, report

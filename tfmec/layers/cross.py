@@ -59,11 +59,13 @@ class CrossNetV2(_CrossBase):
     """DCN-V2 cross network: ``x_{l+1} = x_0 * (x_l W_l + b_l) + x_l`` for ``l = 0..L-1``.
 
     With ``low_rank=r`` each ``W_l`` (D x D) is factored as ``V_l U_l`` (V_l: D x r, U_l: r x D),
-    i.e. ``x_l W_l = (x_l V_l) U_l`` (DCN-Mix without the mixture of experts).
+    i.e. ``x_l W_l = (x_l V_l) U_l`` (DCN-Mix without the mixture of experts). A list gives each
+    layer its own rank, None for a full-rank layer (what :func:`tfmec.afm.compress` builds).
 
     Args:
         num_layers: number of cross layers L.
-        low_rank: None for full-rank kernels, or the rank r of the factorisation.
+        low_rank: None for full-rank kernels, the rank r of every layer's factorisation, or a list of
+            L entries (int rank or None).
         kernel_initializer, bias_initializer: initializers of W (or U, V) and b.
         seed: optional integer seed; kernel number k uses ``seed + k``.
 
@@ -73,31 +75,54 @@ class CrossNetV2(_CrossBase):
 
     def __init__(self, num_layers: int = 3, low_rank: int | None = None, **kwargs):
         super().__init__(num_layers=num_layers, **kwargs)
-        if low_rank is not None and int(low_rank) < 1:
+        if isinstance(low_rank, (list, tuple)):
+            if len(low_rank) != self.num_layers:
+                raise ValueError(f"CrossNetV2: low_rank lists one rank per layer ({self.num_layers}), got {list(low_rank)}")
+            ranks = [None if r is None else int(r) for r in low_rank]
+        else:
+            ranks = [None if low_rank is None else int(low_rank)] * self.num_layers
+        if any(r is not None and r < 1 for r in ranks):
             raise ValueError(f"CrossNetV2: low_rank must be None or >= 1, got {low_rank}")
-        self.low_rank = None if low_rank is None else int(low_rank)
+        self.low_rank = list(ranks) if isinstance(low_rank, (list, tuple)) else ranks[0]
+        self.layer_ranks = ranks
 
     def build(self, input_shape):
         dim = self._input_dim(input_shape)
+        # per layer: its full kernel or its (V, U) pair, then its bias (this creation order is the
+        # order of the saved variables)
         self.kernels, self.u_kernels, self.v_kernels, self.biases = [], [], [], []
-        for layer in range(self.num_layers):
-            if self.low_rank is None:
+        for layer, rank in enumerate(self.layer_ranks):
+            if rank is None:
                 self.kernels.append(self._kernel(f"kernel_{layer}", (dim, dim), 2 * layer))
             else:
-                self.v_kernels.append(self._kernel(f"v_kernel_{layer}", (dim, self.low_rank), 2 * layer))
-                self.u_kernels.append(self._kernel(f"u_kernel_{layer}", (self.low_rank, dim), 2 * layer + 1))
+                self.v_kernels.append(self._kernel(f"v_kernel_{layer}", (dim, rank), 2 * layer))
+                self.u_kernels.append(self._kernel(f"u_kernel_{layer}", (rank, dim), 2 * layer + 1))
             self.biases.append(self._bias(f"bias_{layer}", dim))
         self.built = True
+
+    def layer_weights(self, layer: int) -> dict:
+        """The variables of cross layer ``layer``: ``{"kernel", "bias"}`` (full rank) or
+        ``{"v_kernel", "u_kernel", "bias"}`` (factored)."""
+        rank = self.layer_ranks[layer]
+        before = self.layer_ranks[:layer]
+        if rank is None:
+            out = {"kernel": self.kernels[sum(r is None for r in before)]}
+        else:
+            i = sum(r is not None for r in before)
+            out = {"v_kernel": self.v_kernels[i], "u_kernel": self.u_kernels[i]}
+        out["bias"] = self.biases[layer]
+        return out
 
     def call(self, inputs):
         x0 = tf.cast(inputs, self.compute_dtype)
         x = x0
         for layer in range(self.num_layers):
-            if self.low_rank is None:
-                xw = tf.matmul(x, tf.cast(self.kernels[layer], x.dtype))
+            w = self.layer_weights(layer)
+            if "kernel" in w:
+                xw = tf.matmul(x, tf.cast(w["kernel"], x.dtype))
             else:
-                xw = tf.matmul(tf.matmul(x, tf.cast(self.v_kernels[layer], x.dtype)), tf.cast(self.u_kernels[layer], x.dtype))
-            x = x0 * (xw + tf.cast(self.biases[layer], x.dtype)) + x
+                xw = tf.matmul(tf.matmul(x, tf.cast(w["v_kernel"], x.dtype)), tf.cast(w["u_kernel"], x.dtype))
+            x = x0 * (xw + tf.cast(w["bias"], x.dtype)) + x
         return x
 
     def get_config(self):
