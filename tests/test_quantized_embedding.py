@@ -133,6 +133,31 @@ def test_pack_unpack_round_trip(bits):
         pack_codes(np.array([[2**bits]]), bits)
 
 
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_byte_table_decode_equals_code_by_code_decode(bits):
+    """decode_packed_tf (the serving path of packed codes) gives exactly decode_codes(unpacked codes),
+    for M that does not fill the last byte and K below 2**bits, and the layer's gradient reaches the
+    codebooks through it."""
+    from tfmec.layers.bitpack import decode_packed_tf, unpack_codes_tf
+    from tfmec.layers.quantized_embedding import decode_codes
+
+    rng = np.random.default_rng(bits)
+    for m, k in ((1, 2), (3, 2**bits), (5, max(2, 2**bits - 1)), (8, 2**bits)):
+        codes = rng.integers(0, k, size=(41, m))
+        packed = tf.constant(pack_codes(codes, bits))
+        codebooks = tf.constant(rng.normal(size=(m, k, 3)).astype("float32"))
+        fast = np.asarray(decode_packed_tf(packed, codebooks, bits))
+        slow = np.asarray(decode_codes(unpack_codes_tf(packed, bits, m), codebooks))
+        assert fast.shape == (41, 3 * m)
+        np.testing.assert_array_equal(fast, slow)
+    layer = QuantizedEmbedding(20, 4, 2**bits, 2, codes=rng.integers(0, 2**bits, (20, 4)), bits=bits)
+    with tf.GradientTape() as tape:
+        out = layer(tf.constant([0, 3, 3, 19]))
+        loss = tf.reduce_sum(out ** 2)
+    grad = tape.gradient(loss, layer.codebooks)
+    assert grad is not None and float(tf.reduce_sum(tf.abs(tf.convert_to_tensor(grad)))) > 0
+
+
 def test_oov_ids_map_to_oov_row():
     fc = _field_codes()
     for oov in (0, 7):

@@ -137,4 +137,46 @@ def unpack_codes_tf(packed_rows: tf.Tensor, bits: int, num_subspaces: int) -> tf
     return tf.math.floormod(tf.bitwise.right_shift(window, tf.constant(shift, tf.int32)[None, :]), modulus)
 
 
-__all__ = ["bits_needed", "packed_width", "check_bits", "pack_codes", "unpack_codes", "unpack_codes_tf"]
+def decode_packed_tf(packed_rows: tf.Tensor, codebooks: tf.Tensor, bits: int) -> tf.Tensor:
+    """Embeddings of gathered bit-packed rows without unpacking them code by code.
+
+    For ``bits`` in ``{1, 2, 4}`` one byte holds ``p = 8 / bits`` codes of consecutive sub-spaces.
+    A byte table ``[width * 256, p * d/M]`` (for byte column ``j`` and byte value ``b``: the
+    concatenated codewords of the ``p`` codes in ``b``) is gathered from the codebooks on every
+    call (``width * 256 * p`` small rows, independent of the batch), and each packed row then needs
+    ``width`` gathers of ``p * d/M`` floats instead of ``M`` gathers of ``d/M`` floats plus the
+    shifts and masks of :func:`unpack_codes_tf`. The values are exactly those of
+    ``decode_codes(unpack_codes_tf(...))``; the table is built from ``tf.range`` (nothing stored).
+
+    Args:
+        packed_rows: ``uint8[N, width]`` gathered rows of the packed codes.
+        codebooks: float ``[M, K, d/M]``.
+        bits: the code width, one of 1, 2, 4.
+
+    Returns:
+        float ``[N, M * d/M]``.
+    """
+    bits = check_bits(bits)
+    if 8 % bits or bits == 8:
+        raise ValueError(f"decode_packed_tf handles bits in (1, 2, 4), got {bits}")
+    codebooks = tf.convert_to_tensor(codebooks)
+    m, k, sub = (int(s) for s in codebooks.shape)
+    per_byte = 8 // bits
+    width = packed_width(m, bits)
+    # codes held by each byte value: [256, p]; codes >= K never occur in real rows (clamped for safety)
+    values = tf.range(256, dtype=tf.int32)[:, None]
+    shifts = tf.constant(np.arange(per_byte, dtype=np.int32) * bits)[None, :]
+    codes = tf.minimum(tf.math.floormod(tf.bitwise.right_shift(values, shifts), 1 << bits), k - 1)
+    # flat codeword row of sub-space s = j * p + i; slots past the last sub-space read row 0 (cut below)
+    subspace = np.arange(width * per_byte, dtype=np.int32).reshape(width, 1, per_byte)
+    offsets = tf.constant(np.where(subspace < m, subspace * k, 0))
+    live = tf.constant((subspace < m).astype(np.int32))
+    index = tf.reshape(codes[None, :, :] * live + offsets, [width * 256, per_byte])
+    table = tf.reshape(tf.gather(tf.reshape(codebooks, [m * k, sub]), index), [width * 256, per_byte * sub])
+    rows = tf.cast(packed_rows, tf.int32) + tf.constant(np.arange(width, dtype=np.int32) * 256)[None, :]
+    out = tf.reshape(tf.gather(table, rows), [-1, width * per_byte * sub])
+    return out if width * per_byte == m else out[:, : m * sub]
+
+
+__all__ = ["bits_needed", "packed_width", "check_bits", "pack_codes", "unpack_codes", "unpack_codes_tf",
+           "decode_packed_tf"]
