@@ -102,15 +102,40 @@ class RunConfig:
 
     @property
     def data_paths(self) -> list[str]:
+        """The data files of ``data`` (comma-separated paths)."""
         return [p for p in self.data.split(",") if p]
+
+    def to_dict(self) -> dict:
+        """The settings as a JSON-ready dict of field names (what :meth:`from_dict` and
+        ``tfmec run --config FILE`` read)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> "RunConfig":
+        """A config from ``{field name: value}`` (missing fields keep their defaults; ``methods``, ``numeric``
+        and ``drop`` may be comma-separated strings). Raises ``ValueError`` naming every unknown key
+        (``source`` names where they came from, e.g. the file)."""
+        if not isinstance(values, dict):
+            raise ValueError(f"{source}: expected a JSON object of RunConfig settings, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown setting(s) {unknown}; known settings: {sorted(known)}")
+        values = dict(values)
+        for key in ("methods", "numeric", "drop"):
+            if isinstance(values.get(key), str):
+                values[key] = [t.strip() for t in values[key].split(",") if t.strip()]
+        return cls(**values)
 
 
 class RunContext:
     """What the methods of one run share: the config, the data and the trained baseline (stage 0)."""
 
-    def __init__(self, cfg: RunConfig, data, log):
+    def __init__(self, cfg: RunConfig, data, log, baseline=None):
+        """``baseline``: an already trained ``(model, metrics)`` to reuse instead of training one (a
+        tuner shares one baseline across its trials)."""
         self.cfg, self.data, self.log = cfg, data, log or (lambda msg: None)
-        self._baseline = None
+        self._baseline = baseline
         self.models = {}  # method -> (trained model, its metrics entry), filled by finish()
 
     def build(self, embedding_factory=None):
@@ -167,6 +192,15 @@ class RunContext:
         self.models[method] = (model, run)
         return run
 
+    def learn_codes(self, source, **settings):
+        """MEC stage 1 on ``source``'s tables with this run's frequencies, seed and progress setting;
+        ``settings`` go to :func:`tfmec.mec.learn_codes`. A subclass may cache it (see
+        :mod:`tfmec.tuning`)."""
+        from tfmec.mec import learn_codes
+
+        return learn_codes(source, self.data.frequencies, seed=self.cfg.seed, progress=self.cfg.verbose > 0,
+                           **settings)
+
     def baseline(self):
         """``(trained uncompressed model, its metrics)``, trained once per run."""
         if self._baseline is None:
@@ -189,7 +223,7 @@ def run_mec(ctx: RunContext, method: str = "mec", stage2: str | None = None, **o
     model of the same kind whose large tables are quantised; ``"none"`` evaluates the baseline with
     its tables quantised, without training. ``overrides`` change stage-1 settings
     (the ablations: ``alpha=0``, ``beta=0``, ``epochs=0`` for plain k-means PQ)."""
-    from tfmec.mec import compress_embeddings, learn_codes
+    from tfmec.mec import compress_embeddings
 
     cfg = ctx.cfg
     base, _ = ctx.baseline()
@@ -197,7 +231,7 @@ def run_mec(ctx: RunContext, method: str = "mec", stage2: str | None = None, **o
                     epochs=cfg.stage1_epochs, share_codebooks=cfg.share_codebooks)
     settings.update(overrides)
     t0 = time.perf_counter()
-    codes = learn_codes(base, ctx.data.frequencies, seed=cfg.seed, progress=cfg.verbose > 0, **settings)
+    codes = ctx.learn_codes(base, **settings)
     stage1_seconds = time.perf_counter() - t0
     ctx.log(f"{method} stage 1: {len(codes)} tables quantised in {stage1_seconds:.1f}s")
     os.makedirs(os.path.join(cfg.out, method), exist_ok=True)
