@@ -12,7 +12,7 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(STAMP): setup.py Makefile | $(PY)
-	$(PY) -m pip install --quiet -e ".[test,onnx]"
+	$(PY) -m pip install --quiet -e ".[test,onnx,tune]"
 	@touch $(STAMP)
 
 venv: $(STAMP)
