@@ -8,8 +8,9 @@ Extra ``--set key=value`` pairs override ``RunConfig`` fields (e.g. ``--set code
 (SavedModel + ONNX) is off unless ``--set export=1``: bench/export_parity.py measures it.
 After each seed the prediction throughput of all its models is measured side by side (batch 4096,
 9 rounds; ``--throughput-rounds 0`` skips it). ``--summarise FILES --table afm`` prints issue 5's
-table (MLP parameters, model bytes, throughput ratio). Writes one JSON line per run and prints mean +- std of AUC, bytes and ratios per method, with the
-Wilcoxon signed-rank p-value of each method's AUC against the baseline's (paired by seed).
+table (MLP and cross-network parameters, model bytes, throughput ratio). Writes one JSON line per
+run and prints mean +- std of AUC, bytes and ratios per method, with the Wilcoxon signed-rank
+p-value of each method's AUC against the baseline's (paired by seed).
 """
 from __future__ import annotations
 
@@ -118,8 +119,8 @@ def summarise_afm(runs: list[dict]) -> str:
     from scipy.stats import wilcoxon
 
     lines = ["| dataset | model | method | n | test AUC | delta vs baseline | Wilcoxon p | MLP params | MLP ratio "
-             "| model bytes | model ratio | throughput ratio (median) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| cross-net ratio | model bytes | model ratio | throughput ratio (median) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     groups = dict.fromkeys((r["dataset"], r["model"]) for r in runs)
     for d, model in groups:
         rs_all = [r for r in runs if r["dataset"] == d and r["model"] == model]
@@ -140,12 +141,15 @@ def summarise_afm(runs: list[dict]) -> str:
                 mlp, mlp_ratio = np.mean(base_mlp), "1.0x"
             else:
                 mlp, mlp_ratio = float("nan"), "-"
+            cross = [r["afm"]["cross_params_before"] / r["afm"]["cross_params_after"] for r in rs
+                     if r.get("afm", {}).get("cross_params_after")]
+            cross_text = f"{np.mean(cross):.1f}x" if cross else "-"
             mratio = np.mean([r.get("compression_ratio_model", 1.0) for r in rs])
             tr = [r["throughput_ratio"] for r in rs if "throughput_ratio" in r]
             tr_text = f"{np.median(tr):.2f}" if tr else "-"
             lines.append(f"| {d} | {model} | {m} | {len(rs)} | {auc.mean():.4f} ± {auc.std():.4f} | {delta:+.4f} | {p} | "
-                         f"{mlp:,.0f} | {mlp_ratio} | {int(np.mean([r['model_bytes'] for r in rs])):,} | {mratio:.1f}x | "
-                         f"{tr_text} |")
+                         f"{mlp:,.0f} | {mlp_ratio} | {cross_text} | {int(np.mean([r['model_bytes'] for r in rs])):,} | "
+                         f"{mratio:.1f}x | {tr_text} |")
     return "\n".join(lines)
 
 
