@@ -195,21 +195,23 @@ def phase_stage2(args):
 
 def phase_throughput(args):
     """Prediction throughput of the baseline and of the MEC model (weights do not change the cost, so
-    the stage-2 model is rebuilt from the codes without fine-tuning), alternated over ``--rounds``
-    rounds at batch 256 and 4096 so that both see the same machine load; medians and their ratio."""
-    from tfmec.evaluation import prediction_throughput
+    the stage-2 model is rebuilt from the codes without fine-tuning), called in turn within each of
+    ``--rounds`` rounds at batch 1, 256 and 4096 so that both see the same machine load
+    (:func:`tfmec.evaluation.throughput_side_by_side`); medians and their ratio, and the commit."""
+    import subprocess
+
+    from tfmec.evaluation import throughput_side_by_side
 
     gen, (_, _, test), base, _, model = _baseline_and_mec(args)
     test_ds = _dataset(gen, test, 16384)
-    row = {"phase": "throughput", "config": _tag(args), "rounds": args.rounds}
-    for batch in (256, 4096):
-        runs = {"baseline": [], "mec": []}
-        for _ in range(args.rounds):
-            for name, m in (("baseline", base), ("mec", model)):
-                runs[name].append(prediction_throughput(m, test_ds, batch_size=batch, repeats=5))
-        b, q = float(np.median(runs["baseline"])), float(np.median(runs["mec"]))
-        row[f"batch{batch}"] = {"baseline_rows_per_s": b, "mec_rows_per_s": q, "ratio": q / b,
-                                "ratio_per_round": [y / x for x, y in zip(runs["baseline"], runs["mec"])]}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    row = {"phase": "throughput", "config": _tag(args), "rounds": args.rounds, "commit": commit}
+    for batch in (1, 256, 4096):
+        speeds = throughput_side_by_side({"baseline": base, "mec": model}, test_ds, batch_size=batch,
+                                         rounds=args.rounds)
+        row[f"batch{batch}"] = {"baseline_rows_per_s": speeds["baseline"], "mec_rows_per_s": speeds["mec"],
+                                "ratio": speeds["mec"] / speeds["baseline"]}
     return row
 
 
@@ -276,13 +278,16 @@ def summarise(rows: list[dict]) -> str:
                        f"{r['saved_model_ratio_over_embedding_ratio']:.2f} | {r['mec_saved_model_max_abs_diff']:.1e} |")
     tp = [r for r in rows if r["phase"] == "throughput"]
     if tp:
-        out += ["", "| config | batch | baseline rows/s (median) | MEC rows/s (median) | ratio | rounds |",
-                "|---|---|---|---|---|---|"]
+        out += ["", "| config | code | batch | baseline rows/s (median) | MEC rows/s (median) | ratio | rounds |",
+                "|---|---|---|---|---|---|---|"]
         for r in tp:
-            for batch in (256, 4096):
+            for batch in (1, 256, 4096):
+                if f"batch{batch}" not in r:
+                    continue
                 t = r[f"batch{batch}"]
-                out.append(f"| {r['config']} | {batch} | {t['baseline_rows_per_s']:,.0f} | {t['mec_rows_per_s']:,.0f} | "
-                           f"{t['ratio']:.2f} | {r['rounds']} |")
+                out.append(f"| {r['config']} | {r.get('commit', 'before 1dd6e38')} | {batch} | "
+                           f"{t['baseline_rows_per_s']:,.0f} | {t['mec_rows_per_s']:,.0f} | {t['ratio']:.2f} | "
+                           f"{r['rounds']} |")
     return "\n".join(out)
 
 
