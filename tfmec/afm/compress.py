@@ -61,6 +61,8 @@ class LayerReport:
         params_before, params_after: parameters of the layer before and after (equal when left).
         compressed: whether the layer was replaced.
         reason: why it was left alone (empty when compressed).
+        eigenvalues: the eigenvalues of the output covariance, descending (None when not computed),
+            for the report's spectrum plot.
     """
 
     name: str
@@ -73,6 +75,7 @@ class LayerReport:
     params_after: int
     compressed: bool
     reason: str = ""
+    eigenvalues: list | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -477,7 +480,8 @@ def compress(
             choice = select_rank(values, before, lambda k: dense_params(n_in, n_out, k), rank=rank,
                                  energy=energy, param_budget=param_budget, allow_larger=allow_larger)
             entry = LayerReport(name, "dense", n_in, n_out, choice.rank, choice.kept_energy, choice.params_before,
-                                choice.params_after, choice.rank is not None, choice.reason)
+                                choice.params_after, choice.rank is not None, choice.reason,
+                                eigenvalues=[float(x) for x in values])
             if choice.rank is not None:
                 new_layer = AFMDense.from_dense(layer, vectors[:, : choice.rank], moments.mean)
                 current = replace_layers(current, {name: new_layer})
@@ -511,7 +515,8 @@ def compress(
                                      rank=embedding_rank, energy=embedding_energy, param_budget=param_budget,
                                      allow_larger=allow_larger)
                 entry = LayerReport(layer.name, "embedding", v, d, choice.rank, choice.kept_energy,
-                                    choice.params_before, choice.params_after, choice.rank is not None, choice.reason)
+                                    choice.params_before, choice.params_after, choice.rank is not None, choice.reason,
+                                    eigenvalues=[float(x) for x in values])
                 if choice.rank is not None:
                     replacements[layer.name] = LowRankEmbedding.from_embedding(
                         layer, vectors[:, : choice.rank], moments.mean)
