@@ -55,3 +55,9 @@ __all__ += [
 from tfmec.layers.afm_dense import AFMDense, LowRankEmbedding  # noqa: E402
 
 __all__ += ["AFMDense", "LowRankEmbedding"]
+
+# competing baselines of `tfmec run`: int8 tables and the hashing trick
+from tfmec.layers.hashed_embedding import HashedEmbedding, hash_buckets  # noqa: E402
+from tfmec.layers.int8_embedding import Int8Embedding, quantize_int8  # noqa: E402
+
+__all__ += ["Int8Embedding", "quantize_int8", "HashedEmbedding", "hash_buckets"]
