@@ -1,0 +1,143 @@
+"""The hashing trick sized to a bytes budget (method ``hash``).
+
+Each large table keeps ``B < V`` rows and its ids are hashed into them in the graph
+(:class:`~tfmec.layers.HashedEmbedding`); the model is then trained from scratch, which is what the
+hashing trick is.
+
+**Allocation rule: one bucket cap for every table.** With tables ``t`` of ``V_t`` ids and width
+``d_t`` (the zoo's ``embedding_<field>`` and ``linear_<field>``), a cap ``C`` gives table ``t``
+``B_t = min(V_t, C)`` rows and the tables hold ``sum_t 4 d_t min(V_t, C)`` bytes (float32).
+:func:`allocate_buckets` picks the largest ``C`` whose bytes fit the budget. A table with
+``V_t <= C`` already fits under the cap and stays an ordinary, unhashed table; every larger table is
+hashed into exactly ``C`` rows, so all hashed fields get the same number of buckets (the common
+practice of one hash size per feature, e.g. ``hash_bucket_size`` of TensorFlow's feature columns).
+A field's tables (its embedding and its first-order weight) have the same ``V`` and therefore the
+same ``B``, and they use the same hash (salted by the field name), so the ids that collide in one
+collide in the other, as when the raw value is hashed once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import zlib
+
+from tfmec.layers._utils import derive_seed
+from tfmec.layers.hashed_embedding import HashedEmbedding
+
+FLOAT_BYTES = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class TableShape:
+    """One embedding table of a model: layer ``name``, categorical ``field``, ``rows`` (``V``) and
+    ``dim`` (``d``)."""
+
+    name: str
+    field: str
+    rows: int
+    dim: int
+
+    @property
+    def bytes(self) -> int:
+        """``4 V d``: the float32 table."""
+        return FLOAT_BYTES * self.rows * self.dim
+
+
+def probe_tables(build) -> list:
+    """The embedding tables a model builder makes, without allocating them.
+
+    Args:
+        build: ``build(embedding_factory) -> model`` (e.g. ``RunContext.build``); it is called once
+            with a factory that records each ``(field, dim, name)`` and returns a one-row
+            :class:`HashedEmbedding`, so even a 10^7-row table costs nothing here.
+
+    Returns:
+        ``[TableShape]`` in the order the factory was called.
+    """
+    seen = []
+
+    def record(field, dim, name):
+        seen.append(TableShape(name=str(name), field=field.name, rows=int(field.vocab_size), dim=int(dim)))
+        return HashedEmbedding(int(field.vocab_size), 1, int(dim), name=name)
+
+    build(record)
+    return seen
+
+
+def table_bytes(tables, buckets: dict | None = None) -> int:
+    """Bytes of ``tables`` (``[TableShape]``) at float32, with ``buckets = {name: B}`` rows where given."""
+    buckets = buckets or {}
+    return sum(FLOAT_BYTES * min(t.rows, int(buckets.get(t.name, t.rows))) * t.dim for t in tables)
+
+
+def allocate_buckets(tables, budget_bytes: int) -> dict:
+    """Rows per table under the one-cap rule (module docstring) so that the tables fit ``budget_bytes``.
+
+    Args:
+        tables: ``[TableShape]``.
+        budget_bytes: the bytes the tables may hold (float32).
+
+    Returns:
+        ``{"cap": C, "buckets": {name: B_t}, "hashed": [names with B_t < V_t], "bytes": total}`` with
+        ``total = sum_t 4 d_t B_t <= budget_bytes``; ``C`` is the largest cap that fits (when the full
+        tables fit, ``C = max V_t`` and nothing is hashed).
+
+    Raises:
+        ValueError: when even one row per table exceeds the budget (the message gives the minimum).
+    """
+    tables = list(tables)
+    if not tables:
+        raise ValueError("allocate_buckets: the model has no embedding tables to hash")
+    budget = int(budget_bytes)
+    largest = max(t.rows for t in tables)
+
+    def total(cap):
+        return sum(FLOAT_BYTES * min(t.rows, cap) * t.dim for t in tables)
+
+    if total(1) > budget:
+        raise ValueError(f"a hashing budget of {budget:,} bytes cannot hold one row per table; "
+                         f"it needs at least {total(1):,} bytes")
+    lo, hi = 1, largest  # total(lo) <= budget; find the largest such cap
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if total(mid) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    buckets = {t.name: min(t.rows, lo) for t in tables}
+    return {"cap": lo, "buckets": buckets, "hashed": [t.name for t in tables if buckets[t.name] < t.rows],
+            "bytes": total(lo)}
+
+
+def field_salt(field_name: str) -> int:
+    """The hash salt of a field: CRC-32 of its name (every table of the field hashes alike)."""
+    return zlib.crc32(str(field_name).encode("utf-8"))
+
+
+def hashed_embedding_factory(buckets: dict, seed: int | None = None):
+    """An embedding factory ``(field, dim, name) -> layer`` for :func:`tfmec.models.build_model`.
+
+    Args:
+        buckets: ``{layer name: B}``; a table gets a :class:`HashedEmbedding` of ``B`` rows when
+            ``B < field.vocab_size``, else an ordinary ``keras.layers.Embedding``.
+        seed: seed of the tables' initializers (uniform in [-0.05, 0.05], Keras's Embedding default),
+            derived per table.
+
+    Returns:
+        the factory; each layer maps ids ``[batch]`` to ``[batch, dim]``.
+    """
+    from tfmec.models.embedding import default_embedding_factory
+
+    counter = iter(range(10**6))
+
+    def factory(field, dim, name):
+        table_seed = derive_seed(seed, next(counter))
+        b = buckets.get(name)
+        if b is None or int(b) >= int(field.vocab_size):
+            return default_embedding_factory(field, dim, name, seed=table_seed)
+        return HashedEmbedding(int(field.vocab_size), int(b), int(dim), salt=field_salt(field.name),
+                               embeddings_initializer="uniform", seed=table_seed, name=name)
+
+    return factory
+
+
+__all__ = ["TableShape", "probe_tables", "table_bytes", "allocate_buckets", "hashed_embedding_factory", "field_salt"]
