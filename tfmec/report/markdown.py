@@ -1,0 +1,163 @@
+"""``DIR/report.md``: the table of a ``tfmec run`` and its figures (PNG files beside it)."""
+from __future__ import annotations
+
+import os
+
+from tfmec.report.figures import FIGURES, NoData
+
+REPORT_FILE = "report.md"
+
+
+def _ratio(run: dict, key: str, base: dict | None) -> float | None:
+    """The run's compression ratio ``key`` (embeddings or model), else computed against ``base``."""
+    name = "compression_ratio_embeddings" if key == "embedding_bytes" else "compression_ratio_model"
+    if run.get(name) is not None:
+        return float(run[name])
+    if base is not None and run.get(key) and base.get(key):
+        return base[key] / run[key]
+    return None
+
+
+def training_seconds(run: dict) -> float | None:
+    """Seconds the method took to train: ``train_seconds`` plus MEC's ``stage1_seconds`` when present."""
+    if run.get("train_seconds") is None:
+        return None
+    return float(run["train_seconds"]) + float(run.get("stage1_seconds") or 0.0)
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def results_table(runs: list) -> str:
+    """The main table as Markdown: method, test AUC, logloss, embedding and model bytes, their ratios
+    against the baseline, prediction throughput and training time."""
+    base = next((r for r in runs if r.get("method") == "baseline"), None)
+    lines = ["| method | test AUC | test logloss | embedding bytes | model bytes | embedding ratio | model ratio "
+             "| predictions/s | training s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in runs:
+        emb, mod = _ratio(r, "embedding_bytes", base), _ratio(r, "model_bytes", base)
+        lines.append("| " + " | ".join([
+            str(r.get("method", "?")),
+            _fmt(r.get("test_auc"), ".4f"),
+            _fmt(r.get("test_logloss"), ".4f"),
+            _fmt(r.get("embedding_bytes"), ",d"),
+            _fmt(r.get("model_bytes"), ",d"),
+            "-" if emb is None else f"{emb:.1f}x",
+            "-" if mod is None else f"{mod:.1f}x",
+            _fmt(r.get("infer_samples_per_s"), ",.0f"),
+            _fmt(training_seconds(r), ".1f"),
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def export_table(runs: list) -> str | None:
+    """SavedModel / ONNX sizes and parity per method (None when nothing was exported)."""
+    exported = [r for r in runs if r.get("saved_model_bytes") is not None]
+    if not exported:
+        return None
+    lines = ["| method | SavedModel bytes | max abs diff (SavedModel) | ONNX bytes | max abs diff (ONNX) |",
+             "|---|---:|---:|---:|---:|"]
+    for r in exported:
+        lines.append(f"| {r.get('method')} | {_fmt(r.get('saved_model_bytes'), ',d')} | "
+                     f"{_fmt(r.get('saved_model_max_abs_diff'), '.2e')} | {_fmt(r.get('onnx_bytes'), ',d')} | "
+                     f"{_fmt(r.get('onnx_max_abs_diff'), '.2e')} |")
+    return "\n".join(lines)
+
+
+def method_notes(runs: list) -> list:
+    """One line per method setting worth stating (hash budget, int8 scales, MEC settings, AFM ranks)."""
+    notes = []
+    for r in runs:
+        m = r.get("method")
+        if isinstance(r.get("hash"), dict):
+            h = r["hash"]
+            notes.append(f"`{m}`: budget {h['budget_bytes']:,} bytes (from {h['budget_source']}); "
+                         f"{len(h['hashed_tables'])} table(s) hashed into {h['bucket_cap']:,} rows each, "
+                         f"the others kept whole; trained from scratch")
+        if isinstance(r.get("int8"), dict):
+            q = r["int8"]
+            notes.append(f"`{m}`: {q['tables']} table(s) int8 ({q['per_row_tables']} with a step per row, the "
+                         f"narrower ones one step per table); largest |error| {q['max_abs_error']:.2e}; "
+                         f"no training after quantisation")
+        if isinstance(r.get("mec"), dict) and m != "mec+afm":
+            s = r["mec"]
+            notes.append(f"`{m}`: M={s.get('subspaces')}, K={s.get('codewords')}, alpha={s.get('alpha')}, "
+                         f"beta={s.get('beta')}, stage 2 {s.get('stage2')}; training time includes stage 1 "
+                         f"({_fmt(r.get('stage1_seconds'), '.1f')} s)")
+        if isinstance(r.get("afm"), dict) and r["afm"].get("ranks"):
+            ranks = ", ".join(f"{k} {v}" for k, v in r["afm"]["ranks"].items())
+            notes.append(f"`{m}`: AFM ranks {ranks}; training time is compression plus fine-tuning")
+    return notes
+
+
+def draw_figures(runs: list, out_dir: str) -> tuple[list, dict]:
+    """Draws every figure of :data:`FIGURES` into ``out_dir``.
+
+    Returns:
+        ``(figures, skipped)``: ``[{"file": "<name>.png", "title": ...}]`` of the figures drawn, and
+        ``{name: reason}`` of those left out (no data, no matplotlib, or a drawing error).
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        reason = "matplotlib is not installed (pip install matplotlib)"
+        return [], {name: reason for name in FIGURES}
+    figures, skipped = [], {}
+    for name, draw in FIGURES.items():
+        file = f"{name}.png"
+        try:
+            title = draw(runs, os.path.join(out_dir, file))
+        except NoData as why:
+            skipped[name] = str(why)
+            continue
+        except Exception as err:  # noqa: BLE001 - a figure must not cost a finished run its report
+            skipped[name] = f"could not be drawn: {type(err).__name__}: {err}"
+            continue
+        figures.append({"file": file, "title": title})
+    return figures, skipped
+
+
+def write_report(metrics: dict, out_dir: str) -> dict:
+    """Writes ``out_dir/report.md`` (and its PNG figures) for a ``metrics.json`` dict.
+
+    Args:
+        metrics: what :func:`tfmec.experiment.run_experiment` returns (``dataset``, ``rows``, ``runs``...).
+        out_dir: the run's folder.
+
+    Returns:
+        ``{"path": "report.md", "figures": [{"file", "title"}], "skipped": {name: reason}}`` (paths
+        relative to ``out_dir``).
+    """
+    runs = list(metrics.get("runs", []))
+    os.makedirs(out_dir, exist_ok=True)
+    figures, skipped = draw_figures(runs, out_dir)
+    rows = metrics.get("rows")
+    rows_text = ", ".join(f"{k} {v:,}" for k, v in rows.items()) if isinstance(rows, dict) else str(rows)
+    lines = [f"# tfmec run: {metrics.get('dataset', '?')}", "",
+             f"Rows: {rows_text}. Model: {runs[0].get('model', '?') if runs else '?'}. "
+             f"Seed {metrics.get('seed')}. Keras: {metrics.get('keras')}.", "",
+             "## Results", "", results_table(runs), "",
+             "Ratios are against the uncompressed baseline of the same run (bytes at stored width: int8 and "
+             "code tables at their integer width, float tables at 4 bytes). Predictions/s: one 4,096-row "
+             "batch, graph mode. Training s: the method's own training (MEC: stage 1 plus stage 2; int8: the "
+             "quantisation; AFM: compression plus fine-tuning)."]
+    notes = method_notes(runs)
+    if notes:
+        lines += ["", "## Methods", ""] + [f"- {n}" for n in notes]
+    exports = export_table(runs)
+    if exports:
+        lines += ["", "## Export (SavedModel, ONNX)", "", exports]
+    lines += ["", "## Figures", ""]
+    for fig in figures:
+        lines += [f"### {fig['title']}", "", f"![{fig['title']}]({fig['file']})", ""]
+    for name, reason in skipped.items():
+        lines += [f"- `{name}.png` left out: {reason}."]
+    with open(os.path.join(out_dir, REPORT_FILE), "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines).rstrip() + "\n")
+    return {"path": REPORT_FILE, "figures": figures, "skipped": skipped}
+
+
+__all__ = ["write_report", "results_table", "export_table", "draw_figures", "method_notes", "training_seconds",
+           "REPORT_FILE"]
