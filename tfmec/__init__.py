@@ -12,4 +12,5 @@ from tfmec.backend import KERAS_MODE, keras
 
 __version__ = "0.1.0"
 
-__all__ = ["afm", "baselines", "data", "export", "layers", "mec", "models", "report", "keras", "KERAS_MODE", "__version__"]
+__all__ = ["afm", "baselines", "data", "export", "layers", "mec", "models", "report", "keras", "KERAS_MODE",
+           "__version__"]
