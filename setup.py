@@ -15,6 +15,7 @@ setup(
         "numpy>=1.26",
         "pyarrow>=15",
         "tqdm>=4.60",
+        "matplotlib>=3.8",
     ],
     extras_require={
         "test": ["pytest>=8", "tf-keras>=2.21,<2.22", "scipy>=1.11"],

@@ -47,7 +47,8 @@ def test_run_real_criteo_file(tmp_path, shared_data):
     [
         (["--model", "nope"], "unknown model 'nope'"),
         (["--method", "none,zzz"], "unknown method 'zzz'"),
-        (["--method", "int8"], "not available in this version yet"),
+        (["--method", "none,mec,none"], "method(s) ['none'] given more than once"),
+        (["--method", "hash", "--hash-bytes", "0"], "--hash-bytes must be positive"),
         (["--method", "mec", "--bits", "4"], "--bits 4 cannot hold 256 codewords; use at least 8"),
         (["--data", "/no/such/file.txt", "--format", "criteo"], "not found: /no/such/file.txt"),
         (["--data", "/no/such/file.txt"], "--format is required"),

@@ -2,9 +2,9 @@
 
 ``tfmec run --data PATH[,PATH...]|synthetic [--rows N] --format FMT [--label COL] [--field-map FILE]
 --model NAME --method METHOD[,METHOD...] --seed S --out DIR [--config FILE]`` trains, evaluates, prints
-a table and writes ``DIR/metrics.json``; ``--config FILE`` reads the settings from a JSON file of
-``RunConfig`` field names (e.g. ``best_config.json`` of ``tfmec tune``), and flags given on the command
-line override it.
+a table and writes ``DIR/metrics.json`` and ``DIR/report.md`` (with its PNG figures); ``--config FILE``
+reads the settings from a JSON file of ``RunConfig`` field names (e.g. ``best_config.json`` of
+``tfmec tune``), and flags given on the command line override it.
 
 ``tfmec tune --data ... --model NAME --method mec|mec+afm --trials N [--memory-budget BYTES]
 [--oracle random|bayesian|hyperband] --out DIR`` sweeps MEC's hyperparameters with KerasTuner
@@ -124,13 +124,18 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     add_training_options(run)
     run.add_argument("--method", dest="methods", type=_csv_list, default=["none"],
                      help="comma-separated methods run side by side: none (uncompressed baseline), mec, pq "
-                          "(plain k-means PQ), pq-no-retrain, mec-no-pwr, mec-no-contrastive (ablations), afm, mec+afm")
+                          "(plain k-means PQ), pq-no-retrain, mec-no-pwr, mec-no-contrastive (ablations), afm, "
+                          "mec+afm, int8 (post-training int8 tables), hash (hashing trick at --hash-bytes)")
     run.add_argument("--out", default="runs/latest", help="output directory")
     run.add_argument("--config", default=None, metavar="FILE",
                      help="JSON file of RunConfig settings (e.g. best_config.json of 'tfmec tune'); flags given "
                           "on the command line override it")
     add_mec_options(run)
     add_afm_options(run)
+    g = run.add_argument_group("hashing trick (method hash)")
+    g.add_argument("--hash-bytes", type=int, default=None, metavar="BYTES",
+                   help="bytes of the hashed embedding tables (default: the MEC model's embedding bytes when "
+                        "mec runs too, else 1/8 of the baseline's)")
     run.add_argument("--no-export", action="store_true",
                      help="skip the SavedModel / ONNX export (DIR/<method>/saved_model/<version>/, model.onnx)")
 
@@ -219,7 +224,7 @@ def _run(args, argv) -> int:
         print(f"tfmec: error: {err}", file=sys.stderr)
         return 2
     print(format_table(metrics["runs"]))
-    print(f"wrote {cfg.out}/metrics.json")
+    print(f"wrote {cfg.out}/metrics.json and {cfg.out}/{metrics['report']['path']}")
     return 0
 
 

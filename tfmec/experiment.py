@@ -17,7 +17,7 @@ from tfmec.models import MODELS, build_model
 from tfmec.training import OPTIMIZERS, compile_ctr, fit_early_stopping
 
 FORMATS = ("criteo", "avazu", "csv", "libsvm", "libfm", "parquet", "tfrecord")
-PLANNED_METHODS = {"int8": 8, "hash": 8}
+PLANNED_METHODS: dict[str, int] = {}  # method -> the issue that tracks it (none pending)
 STAGE2_MODES = ("finetune", "retrain", "none")
 
 
@@ -63,6 +63,9 @@ class RunConfig:
     afm_param_budget: float | None = None
     afm_calibration_batches: int = 50
     afm_fine_tune_epochs: int = 3
+    # hashing trick: bytes of the hashed tables (None: the MEC model's bytes when mec runs, else 1/8 of
+    # the baseline's embedding bytes)
+    hash_bytes: int | None = None
     # export: DIR/<method>/saved_model/<version>/ and DIR/<method>/model.onnx, parity on test rows
     export: bool = True
     export_rows: int = 2048
@@ -73,6 +76,9 @@ class RunConfig:
             raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(MODELS)}")
         if not self.methods:
             raise ValueError("give at least one method")
+        repeated = sorted({m for m in self.methods if list(self.methods).count(m) > 1})
+        if repeated:
+            raise ValueError(f"method(s) {repeated} given more than once")
         for m in self.methods:
             if m in PLANNED_METHODS:
                 raise ValueError(f"method {m!r} is not available in this version yet (tracked in issue {PLANNED_METHODS[m]})")
@@ -99,6 +105,8 @@ class RunConfig:
             raise ValueError("--stage2-lr-scale must be positive")
         if self.embedding_dim < 1 or self.batch_size < 1 or self.epochs < 1:
             raise ValueError("--embedding-dim, --batch-size and --epochs must be positive")
+        if self.hash_bytes is not None and self.hash_bytes < 1:
+            raise ValueError("--hash-bytes must be positive")
 
     @property
     def data_paths(self) -> list[str]:
@@ -155,6 +163,7 @@ class RunContext:
                                  keep_start=fine_tune)
         run = self.finish(model, method, fit["train_seconds"], fit["epochs"])
         run["best_epoch"] = fit["best_epoch"]
+        run["history"] = {k: [float(v) for v in values] for k, values in fit["history"].items()}
         if fine_tune:
             run["start_valid_auc"] = fit["start_auc"]
         return run
@@ -318,10 +327,74 @@ def run_mec_afm(ctx: RunContext) -> dict:
     return run
 
 
+def run_int8(ctx: RunContext) -> dict:
+    """Method ``int8``: post-training int8 quantisation of the trained baseline's embedding tables
+    (:func:`tfmec.baselines.quantize_embeddings`: a float32 step per row for tables of ``d >= 8``, one
+    per table for narrower ones); the MLP stays float32 and nothing is trained afterwards, so
+    ``train_seconds`` is the quantisation time."""
+    from tfmec.baselines import ROW_SCALE_MIN_DIM, quantize_embeddings
+
+    base, _ = ctx.baseline()
+    t0 = time.perf_counter()
+    model, tables = quantize_embeddings(base)
+    seconds = time.perf_counter() - t0
+    ctx.log(f"int8: {len(tables)} tables quantised in {seconds:.1f}s")
+    run = ctx.finish(model, "int8", seconds, 0)
+    run["int8"] = {"row_scale_min_dim": ROW_SCALE_MIN_DIM, "tables": len(tables),
+                   "per_row_tables": sum(t["per_row_scale"] for t in tables.values()),
+                   "max_abs_error": max((t["max_abs_error"] for t in tables.values()), default=0.0)}
+    return run
+
+
+def hash_budget(ctx: RunContext, full_bytes: int) -> tuple[int, str]:
+    """``(bytes, source)`` of the hashing trick's tables: ``cfg.hash_bytes`` when given, else the
+    embedding bytes of this run's MEC model when one was trained, else 1/8 of ``full_bytes`` (the
+    uncompressed tables)."""
+    if ctx.cfg.hash_bytes is not None:
+        return int(ctx.cfg.hash_bytes), "hash_bytes"
+    if "mec" in ctx.models:
+        return int(ctx.models["mec"][1]["embedding_bytes"]), "mec"
+    return int(full_bytes) // 8, "baseline/8"
+
+
+def run_hash(ctx: RunContext) -> dict:
+    """Method ``hash``: the hashing trick at a bytes budget (:func:`hash_budget`), trained from scratch
+    with the baseline's settings. Every table larger than the common bucket cap is hashed into that
+    many rows (:func:`tfmec.baselines.allocate_buckets`); smaller tables stay ordinary Embeddings."""
+    from tfmec.baselines import allocate_buckets, hashed_embedding_factory, probe_tables, table_bytes
+
+    cfg = ctx.cfg
+    tables = probe_tables(lambda factory: ctx.build(embedding_factory=factory))
+    full = table_bytes(tables)
+    budget, source = hash_budget(ctx, full)
+    plan = allocate_buckets(tables, budget)
+    ctx.log(f"hash: budget {budget:,} bytes ({source}); cap {plan['cap']:,} rows, {len(plan['hashed'])} of "
+            f"{len(tables)} tables hashed, {plan['bytes']:,} bytes")
+    model = ctx.build(embedding_factory=hashed_embedding_factory(plan["buckets"], seed=cfg.seed))
+    run = ctx.train_and_evaluate(model, "hash")
+    run["hash"] = {"budget_bytes": budget, "budget_source": source, "bucket_cap": plan["cap"],
+                   "hashed_tables": plan["hashed"], "table_bytes_full": full, "table_bytes": plan["bytes"],
+                   "buckets": {name: b for name, b in plan["buckets"].items() if name in plan["hashed"]}}
+    return run
+
+
 METHODS: dict[str, Callable] = {
     "none": run_baseline, "mec": run_mec, "pq": run_pq, "pq-no-retrain": run_pq_no_retrain,
     "mec-no-pwr": run_mec_no_pwr, "mec-no-contrastive": run_mec_no_contrastive, "afm": run_afm, "mec+afm": run_mec_afm,
+    "int8": run_int8, "hash": run_hash,
 }
+
+
+def execution_order(methods: Sequence[str]) -> list[str]:
+    """The order methods run in: as given, except that ``hash`` runs after ``mec`` and ``mec+afm``
+    (its default budget is the MEC model's bytes). Results are reported in the given order."""
+    methods = list(methods)
+    deps = [i for i, m in enumerate(methods) if m in ("mec", "mec+afm")]
+    if "hash" not in methods or not deps or methods.index("hash") > max(deps):
+        return methods
+    rest = [m for m in methods if m != "hash"]
+    at = max(i for i, m in enumerate(rest) if m in ("mec", "mec+afm")) + 1
+    return rest[:at] + ["hash"] + rest[at:]
 
 
 def load_for(cfg: RunConfig):
@@ -368,11 +441,12 @@ def run_experiment(cfg: RunConfig, log=None) -> dict:
         f"{len(data.schema)} fields ({time.perf_counter() - t0:.1f}s)")
     os.makedirs(cfg.out, exist_ok=True)
     data.encoder.save(os.path.join(cfg.out, "vocabulary.json"))
-    runs = []
+    results = {}
     ctx = RunContext(cfg, data, log)
-    for method in cfg.methods:
+    for method in execution_order(cfg.methods):
         log(f"method {method}: {cfg.model} ...")
-        runs.append(METHODS[method](ctx))
+        results[method] = METHODS[method](ctx)
+    runs = [results[m] for m in cfg.methods]
     metrics = {
         "dataset": cfg.data if cfg.data == "synthetic" else ",".join(cfg.data_paths),
         "rows": data.rows,
@@ -380,8 +454,12 @@ def run_experiment(cfg: RunConfig, log=None) -> dict:
         "seed": cfg.seed,
         "runs": runs,
     }
+    from tfmec.report import write_report
+
+    metrics["report"] = write_report(metrics, cfg.out)
     write_json_atomic(os.path.join(cfg.out, "metrics.json"), metrics)
     return metrics
 
 
-__all__ = ["RunConfig", "RunContext", "run_experiment", "format_table", "METHODS", "FORMATS"]
+__all__ = ["RunConfig", "RunContext", "run_experiment", "format_table", "execution_order", "hash_budget", "METHODS",
+           "FORMATS"]
