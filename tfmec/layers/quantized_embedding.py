@@ -51,8 +51,11 @@ def decode_codes(codes, codebooks, projection=None):
     m, k, sub = (int(s) for s in codebooks.shape)
     codes = tf.cast(codes, tf.int32)
     flat_codebooks = tf.reshape(codebooks, [m * k, sub])
-    parts = tf.gather(flat_codebooks, codes + tf.range(m, dtype=tf.int32) * k)  # [..., M, d/M]
-    out_shape = tf.concat([tf.shape(codes)[:-1], [m * sub]], axis=0)
+    parts = tf.gather(flat_codebooks, codes + tf.constant(np.arange(m, dtype=np.int32) * k))  # [..., M, d/M]
+    if codes.shape.rank == 2:  # [N, M]: a static reshape
+        out_shape = [-1, m * sub]
+    else:
+        out_shape = tf.concat([tf.shape(codes)[:-1], [m * sub]], axis=0)
     if projection is None:
         return tf.reshape(parts, out_shape)
     projection = tf.cast(tf.convert_to_tensor(projection), codebooks.dtype)
@@ -415,13 +418,15 @@ class QuantizedEmbedding(keras.layers.Layer):
         codebooks = tf.cast(self.codebooks, tf.float32)
         projection = None if self.projection is None else tf.cast(self.projection, tf.float32)
         contrastive = bool(training) and self.contrastive_weight > 0
+        flat = ids.shape.rank == 1  # the usual [batch] ids: no reshapes around the lookup
+        flat_ids = ids if flat else tf.reshape(ids, [-1])
         if self.bits in (1, 2, 4) and not contrastive:
             # several codes per byte: decode whole bytes through a byte table (same values, fewer ops)
-            out = decode_packed_tf(tf.gather(self.codes, tf.reshape(ids, [-1])), codebooks, self.bits)
+            out = decode_packed_tf(tf.gather(self.codes, flat_ids), codebooks, self.bits)
             if projection is not None:
                 out = tf.matmul(out, projection)
         else:
-            flat_codes = self._gather_codes(tf.reshape(ids, [-1]))  # [N, M] int32
+            flat_codes = self._gather_codes(flat_ids)  # [N, M] int32
             out = decode_codes(flat_codes, codebooks, projection)  # [N, d]
         if contrastive:
             loss = contrastive_loss(
@@ -435,7 +440,8 @@ class QuantizedEmbedding(keras.layers.Layer):
             )
             self._last_contrastive_loss = loss
             self.add_loss(self.contrastive_weight * loss)
-        out = tf.reshape(out, tf.concat([tf.shape(ids), [self.output_dim]], axis=0))
+        if not flat:
+            out = tf.reshape(out, tf.concat([tf.shape(ids), [self.output_dim]], axis=0))
         return tf.cast(out, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
