@@ -115,7 +115,8 @@ class MECTuner(keras_tuner.Tuner):
         memory_budget_bytes: reject trials whose compressed embeddings would need more bytes.
         pack_codes: store each trial's codes bit-packed at ``ceil(log2 K)`` bits (instead of
             ``config.bits``).
-        data: a loaded :class:`tfmec.data.CTRData` (default: loaded from ``config``).
+        data: a loaded :class:`tfmec.data.CTRData` (default: loaded from ``config``); it should be the
+            data ``config`` describes, since ``best_config.json`` names ``config``'s data.
         directory: output directory (default ``config.out``); KerasTuner's state goes to
             ``directory/project_name``.
         overwrite: start afresh (default); False resumes a search found in ``directory``.
