@@ -124,3 +124,26 @@ def test_fit_reports_the_contrastive_term_as_a_metric(trained, tmp_path):
     again = keras.models.load_model(path)
     assert isinstance(again, MECModel)
     np.testing.assert_array_equal(np.asarray(small(x)), np.asarray(again(x)))
+
+
+def test_head_rows_copy_the_most_frequent_rows_exactly(trained, tmp_path):
+    model, codes = trained
+    small = compress_embeddings(model, codes, bits=4, head_rows=0.1)
+    big, mid = small.get_layer("embedding_big"), small.get_layer("embedding_mid")
+    assert (big.head_rows, mid.head_rows) == (300, 80)
+    table = model.get_layer("embedding_big").get_weights()[0]
+    ids = np.array([0, 5, 299, 300, 2999], dtype="int32")
+    out = np.asarray(big(ids))
+    np.testing.assert_array_equal(out[:3], table[[0, 5, 299]])  # head rows: the baseline's, exactly
+    np.testing.assert_allclose(out[3:], codes["big"].decode(ids[3:]), atol=1e-6)
+    plain = compress_embeddings(model, codes, bits=4)
+    assert memory_report(small)["embedding_bytes"] == memory_report(plain)["embedding_bytes"] + \
+        4 * (300 * 8 + 80 * 8 + 300 * 1 + 80 * 1)
+    counted = compress_embeddings(model, codes, head_rows={"big": 7})
+    assert counted.get_layer("embedding_big").head_rows == 7 and counted.get_layer("embedding_mid").head_rows == 0
+    path = str(tmp_path / "head.keras")
+    small.save(path)
+    x, _ = _data(100, seed=3)
+    np.testing.assert_array_equal(np.asarray(keras.models.load_model(path)(x)), np.asarray(small(x)))
+    with pytest.raises(ValueError, match="head_rows"):
+        compress_embeddings(model, codes, head_rows=-1)

@@ -393,3 +393,37 @@ def test_mirrored_strategy_two_cpus():
         [sys.executable, "-c", _MIRRORED_SCRIPT], env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0 and "MIRRORED_OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("bits", [None, 4])
+def test_head_rows_are_exact_save_reload_and_train(bits, tmp_path):
+    """Rows 0..H-1 read the exact head table (OOV ids too: they map to row 0), the others the codes;
+    the head counts in storage_bytes, survives .keras save/load, and trains."""
+    fc = _field_codes()
+    head = np.random.default_rng(5).normal(size=(3, D)).astype("float32")
+    layer = QuantizedEmbedding.from_codes(fc, bits=bits, head_rows=3, head=head, name="pq")
+    plain = QuantizedEmbedding.from_codes(fc, bits=bits)
+    ids = np.array([0, 1, 2, 3, 49, -7, 50], dtype="int32")
+    out, pq = np.asarray(layer(ids)), np.asarray(plain(ids))
+    np.testing.assert_array_equal(out[:3], head)
+    np.testing.assert_array_equal(out[3:5], pq[3:5])
+    np.testing.assert_array_equal(out[5:], head[[0, 0]])  # OOV -> row 0, a head row
+    assert layer.storage_bytes == plain.storage_bytes + 3 * D * 4
+    assert QuantizedEmbedding(V, M, K, SUB, head_rows=2).get_config()["head_rows"] == 2
+    default = QuantizedEmbedding.from_codes(fc, head_rows=4)  # no head given: starts from its codes
+    np.testing.assert_allclose(np.asarray(default(ids[:4])), pq[:4], atol=1e-6)
+
+    model = _model(layer)
+    x = _ids(64)
+    path = str(tmp_path / "head.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert loaded.get_layer("pq").head_rows == 3
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="binary_crossentropy")
+    model.fit(np.array([0, 1, 5] * 8, "int32"), np.ones((24, 1), "float32"), batch_size=8, epochs=1, verbose=0)
+    assert not np.array_equal(_value(layer, "head"), head)
+    with pytest.raises(ValueError, match="head_rows"):
+        QuantizedEmbedding(V, M, K, SUB, head_rows=V + 1)
+    with pytest.raises(ValueError, match="head must be"):
+        QuantizedEmbedding(V, M, K, SUB, head_rows=2, head=np.zeros((3, D)))

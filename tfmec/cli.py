@@ -101,6 +101,9 @@ def add_mec_options(p: argparse.ArgumentParser, tuned: bool = False) -> None:
     g.add_argument("--bits", type=int, default=None, help="MEC: store codes bit-packed at this width (4 for K=16)")
     g.add_argument("--share-codebooks", action="store_true",
                    help="MEC: small tables of the same width share one codebook set (beyond the paper)")
+    g.add_argument("--head-rows", type=float, default=0.0,
+                   help="MEC: keep the most frequent rows of each table exact (beyond the paper): a share "
+                        "of each table's rows when < 1, else a count (default 0: none)")
 
 
 def add_afm_options(p: argparse.ArgumentParser, tuned: bool = False) -> None:

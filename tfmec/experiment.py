@@ -55,6 +55,7 @@ class RunConfig:
     stage1_epochs: int = 10
     bits: int | None = None
     share_codebooks: bool = False
+    head_rows: float = 0.0
     stage2: str = "finetune"
     stage2_lr_scale: float = 0.1
     stage2_patience: int = 1
@@ -223,6 +224,14 @@ def run_baseline(ctx: RunContext) -> dict:
     return ctx.baseline()[1]
 
 
+def _head_rows_setting(value: float):
+    """``RunConfig.head_rows`` as ``compress_embeddings`` takes it: a share below 1, else a count."""
+    value = float(value)
+    if value < 0:
+        raise ValueError(f"head_rows must be >= 0, got {value}")
+    return value if 0 < value < 1 else int(value)
+
+
 def run_mec(ctx: RunContext, method: str = "mec", stage2: str | None = None, **overrides) -> dict:
     """Method ``mec``: stage 1 on the trained baseline's tables, then stage 2 with the contrastive term.
 
@@ -248,7 +257,8 @@ def run_mec(ctx: RunContext, method: str = "mec", stage2: str | None = None, **o
     stage2 = stage2 or cfg.stage2
     fine_tune = stage2 == "finetune"
     model = compress_embeddings(ctx.build() if stage2 == "retrain" else base, codes,
-                                contrastive_weight=settings["beta"], bits=cfg.bits, seed=cfg.seed)
+                                contrastive_weight=settings["beta"], bits=cfg.bits, seed=cfg.seed,
+                                head_rows=_head_rows_setting(cfg.head_rows))
     if stage2 == "none":  # evaluated as it is: prediction needs no compile
         run = ctx.finish(model, method, 0.0, 0)
     else:
@@ -259,7 +269,8 @@ def run_mec(ctx: RunContext, method: str = "mec", stage2: str | None = None, **o
         mec={"subspaces": settings["num_subspaces"], "codewords": settings["num_codewords"],
              "alpha": settings["alpha"], "beta": settings["beta"], "stage1_epochs": settings["epochs"],
              "bits": cfg.bits, "stage2": stage2, "stage2_lr_scale": cfg.stage2_lr_scale,
-             "share_codebooks": bool(settings["share_codebooks"]), "groups": codes.groups},
+             "share_codebooks": bool(settings["share_codebooks"]), "groups": codes.groups,
+             "head_rows": cfg.head_rows},
     )
     return run
 

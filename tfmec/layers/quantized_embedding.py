@@ -197,6 +197,12 @@ class QuantizedEmbedding(keras.layers.Layer):
         num_negatives: semi-synthetic negatives per looked-up id.
         temperature: ``tau`` of the contrastive loss.
         seed: int seed for the default codes/codebooks and the negatives' random op.
+        head_rows: ``H >= 0`` (beyond the paper): rows ``0 .. H-1`` are kept exact in a float32
+            ``head [H, d]`` weight and read from it instead of from the codes. tfmec's vocabularies
+            number ids by descending frequency (id 0 is the OOV bucket), so these are the most
+            frequent ids; ``H * d * 4`` bytes buy back the accuracy PQ loses on them.
+        head: optional ``float32[H, d]`` initial head rows (default: the PQ decoding of rows
+            ``0 .. H-1``, so that a layer built without them starts from its codes).
 
     Weights (created in ``build``):
         ``codes``: non-trainable ``uint8[V, M]`` (``K <= 256``) or ``uint16[V, M]``, or
@@ -233,6 +239,8 @@ class QuantizedEmbedding(keras.layers.Layer):
         num_negatives: int = 4,
         temperature: float = 0.5,
         seed: int | None = None,
+        head_rows: int = 0,
+        head=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -295,7 +303,17 @@ class QuantizedEmbedding(keras.layers.Layer):
                 raise ValueError(f"{name}: projection must be [{d}, {d}], got shape {projection.shape}")
             self.use_projection = True
             self._initial_projection = projection
+        self.head_rows = int(head_rows)
+        if not 0 <= self.head_rows <= self.vocab_size:
+            raise ValueError(f"{name}: head_rows must be in [0, {self.vocab_size}], got {head_rows}")
+        self._initial_head = None
+        if head is not None:
+            head = np.asarray(head, dtype=np.float32)
+            if head.shape != (self.head_rows, d):
+                raise ValueError(f"{name}: head must be [{self.head_rows}, {d}], got shape {head.shape}")
+            self._initial_head = head
         self.projection = None
+        self.head = None
         self._last_contrastive_loss = None
 
     # ------------------------------------------------------------------ construction
@@ -337,7 +355,7 @@ class QuantizedEmbedding(keras.layers.Layer):
         codes = int(np.prod(self.codes_shape)) * np.dtype(self.codes_dtype).itemsize
         codebooks = self.num_codewords * self.output_dim * 4
         projection = self.output_dim * self.output_dim * 4 if self.use_projection else 0
-        return codes + codebooks + projection
+        return codes + codebooks + projection + self.head_rows * self.output_dim * 4
 
     @property
     def last_contrastive_loss(self):
@@ -383,9 +401,25 @@ class QuantizedEmbedding(keras.layers.Layer):
                 initializer=_array_initializer(init),
                 trainable=self.trainable_codebooks,
             )
+        if self.head_rows:
+            self.head = self.add_weight(
+                name="head",
+                shape=(self.head_rows, self.output_dim),
+                dtype="float32",
+                initializer=_array_initializer(self._head_initial_value()),
+                trainable=self.trainable_codebooks,
+            )
         # the weights hold the arrays from now on; do not keep a second copy of the table
-        self._initial_codes = self._initial_codebooks = self._initial_projection = None
+        self._initial_codes = self._initial_codebooks = self._initial_projection = self._initial_head = None
         self.built = True
+
+    def _head_initial_value(self) -> np.ndarray:
+        """The given head rows, else the PQ decoding of rows ``0 .. H-1`` (built weights needed)."""
+        if self._initial_head is not None:
+            return self._initial_head
+        rows = tf.range(self.head_rows, dtype=tf.int32)
+        projection = None if self.projection is None else tf.cast(self.projection, tf.float32)
+        return np.asarray(decode_codes(self._gather_codes(rows), tf.cast(self.codebooks, tf.float32), projection))
 
     # ------------------------------------------------------------------ computation
     def _sanitize_ids(self, inputs):
@@ -440,6 +474,9 @@ class QuantizedEmbedding(keras.layers.Layer):
             )
             self._last_contrastive_loss = loss
             self.add_loss(self.contrastive_weight * loss)
+        if self.head_rows:  # the H most frequent ids read their exact rows
+            head_rows = tf.gather(tf.cast(self.head, out.dtype), tf.minimum(flat_ids, self.head_rows - 1))
+            out = tf.where((flat_ids < self.head_rows)[:, None], head_rows, out)
         if not flat:
             out = tf.reshape(out, tf.concat([tf.shape(ids), [self.output_dim]], axis=0))
         return tf.cast(out, self.compute_dtype)
@@ -462,6 +499,7 @@ class QuantizedEmbedding(keras.layers.Layer):
             num_negatives=self.num_negatives,
             temperature=self.temperature,
             seed=self.seed,
+            head_rows=self.head_rows,
         )
         return config
 

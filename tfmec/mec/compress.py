@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import numpy as np
+
 from tfmec.backend import keras
 from tfmec.layers import QuantizedEmbedding, SharedQuantizedEmbedding
 from tfmec.mec.codes import CodeSet
@@ -43,6 +45,19 @@ class _FieldCall:
         return self.layer(*args, field=self.index, **kwargs)
 
 
+def _head_count(head_rows, field: str, vocab_size: int) -> int:
+    """Exact head rows of one table from ``compress_embeddings``'s ``head_rows`` argument."""
+    if isinstance(head_rows, Mapping):
+        count = int(head_rows.get(field, 0))
+    elif isinstance(head_rows, float) and 0 < head_rows < 1:
+        count = int(head_rows * vocab_size)
+    else:
+        count = int(head_rows)
+    if count < 0:
+        raise ValueError(f"head_rows must be >= 0, got {head_rows!r}")
+    return min(count, vocab_size)
+
+
 def compress_embeddings(
     model,
     codes: CodeSet,
@@ -54,6 +69,7 @@ def compress_embeddings(
     bits: int | None = None,
     mapping: Mapping[str, str] | None = None,
     seed: int | None = None,
+    head_rows: int | float | Mapping[str, int] = 0,
 ):
     """A copy of ``model`` whose compressed fields use quantised embeddings.
 
@@ -66,6 +82,10 @@ def compress_embeddings(
         bits: store codes bit-packed at this width (e.g. 4 for K = 16).
         mapping: ``{layer name: field}`` for layers not named ``embedding_<field>``.
         seed: seed of the negatives' sampling.
+        head_rows: rows kept exact per table (beyond the paper; see ``QuantizedEmbedding(head_rows=)``),
+            copied from ``model``'s table: an int count, a float in (0, 1) as a share of each table's
+            rows (rounded down), or ``{field: count}``. Tables in codebook-sharing groups keep no head
+            rows (an int or share applies to the private tables; a mapping naming a shared field raises).
     The fields of a codebook-sharing group (``codes.groups``) become one
     :class:`~tfmec.layers.SharedQuantizedEmbedding` per group.
 
@@ -87,6 +107,10 @@ def compress_embeddings(
             num_negatives=negatives, temperature=tau, trainable_codebooks=trainable_codebooks, bits=bits, seed=seed)
         for g, fields in codes.groups.items()
     }
+    if isinstance(head_rows, Mapping):
+        in_groups = sorted(f for f in head_rows if f in group_of and int(head_rows[f]) > 0)
+        if in_groups:
+            raise ValueError(f"head_rows: field(s) {in_groups} share codebooks; exact head rows need a private table")
     taken = {layer.name for layer in model.layers} & set(shared)
     if taken:
         raise ValueError(f"the model already has layers named {sorted(taken)}, the names of the shared tables")
@@ -105,9 +129,11 @@ def compress_embeddings(
         if field in group_of:
             group, index = group_of[field]
             return _FieldCall(shared[group], index)
+        head = _head_count(head_rows, field, fc.vocab_size)
         return QuantizedEmbedding.from_codes(
             fc, name=layer.name, contrastive_weight=beta if fc.dim > 1 else 0.0, num_negatives=negatives, temperature=tau,
-            trainable_codebooks=trainable_codebooks, bits=bits, seed=seed,
+            trainable_codebooks=trainable_codebooks, bits=bits, seed=seed, head_rows=head,
+            head=np.asarray(layer.get_weights()[0][:head], dtype=np.float32) if head else None,
         )
 
     new = rebuild_functional(model, clone)
