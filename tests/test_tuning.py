@@ -37,19 +37,20 @@ def baseline(data, tmp_path_factory):
     return RunContext(_config(tmp_path_factory.mktemp("baseline")), data, None).baseline()
 
 
-@pytest.mark.parametrize("subspaces, codewords, bits, share", [(2, 16, None, False), (4, 16, 4, False),
-                                                               (2, 32, None, True), (4, 300, None, False)])
-def test_budget_bytes_equal_the_compressed_model(data, tmp_path, subspaces, codewords, bits, share):
+@pytest.mark.parametrize("subspaces, codewords, bits, share, head", [
+    (2, 16, None, False, 0.0), (4, 16, 4, False, 0.0), (2, 32, None, True, 0.0), (4, 300, None, False, 0.0),
+    (4, 16, 4, False, 0.05), (2, 16, None, False, 3)])
+def test_budget_bytes_equal_the_compressed_model(data, tmp_path, subspaces, codewords, bits, share, head):
     model = RunContext(_config(tmp_path), data, None).build()
     tables = EmbeddingTables.of_model(model)
     assert tables.original_bytes == embedding_bytes(model)
     predicted = compressed_embedding_bytes(tables, num_subspaces=subspaces, num_codewords=codewords, bits=bits,
-                                           share_codebooks=share)
+                                           share_codebooks=share, head_rows=head)
     codes = learn_codes(model, data.frequencies, num_subspaces=subspaces, num_codewords=codewords, epochs=0,
                         share_codebooks=share, progress=False)
     if share:
         assert codes.groups  # the case exercises a shared-codebook group
-    small = compress_embeddings(model, codes, bits=bits)
+    small = compress_embeddings(model, codes, bits=bits, head_rows=head)
     assert predicted == embedding_bytes(small)
     assert predicted <= tables.original_bytes  # K = 300 (uint16 codes) makes no table of this data smaller
 

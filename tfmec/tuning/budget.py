@@ -79,6 +79,7 @@ def compressed_embedding_bytes(
     bits: int | None = None,
     share_codebooks: bool = False,
     rotation: bool = False,
+    head_rows: float = 0.0,
 ) -> int:
     """Bytes of every embedding table after MEC with these settings (what
     :func:`tfmec.evaluation.embedding_bytes` reports for the stage-2 model).
@@ -88,6 +89,8 @@ def compressed_embedding_bytes(
         num_subspaces, num_codewords: M and K.
         bits: bit-packed code width (``--bits``), None for uint8/uint16 codes.
         share_codebooks, rotation: as in :func:`tfmec.mec.learn_codes`.
+        head_rows: exact head rows per private table (``RunConfig.head_rows``: a share below 1, else
+            a count), ``H * d * 4`` bytes each.
     """
     if not isinstance(tables, EmbeddingTables):
         tables = EmbeddingTables(dict(tables))
@@ -110,6 +113,8 @@ def compressed_embedding_bytes(
             m = subspaces_for(d, num_subspaces)
             total += _codes_bytes(v, m, num_codewords, bits) + num_codewords * d * 4
             total += d * d * 4 if rotation and d > 1 else 0
+            head = int(head_rows * v) if 0 < head_rows < 1 else int(head_rows)
+            total += min(head, v) * d * 4
     for names in groups.values():
         v = sum(tables.tables[n][0] for n in names)
         d = tables.tables[names[0]][1]

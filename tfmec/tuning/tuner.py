@@ -220,7 +220,8 @@ class MECTuner(keras_tuner.Tuner):
     def predicted_bytes(self, cfg: RunConfig) -> int:
         """Compressed embedding bytes of ``cfg``, computed before any training."""
         return compressed_embedding_bytes(self.tables, num_subspaces=cfg.subspaces, num_codewords=cfg.codewords,
-                                          bits=cfg.bits, share_codebooks=cfg.share_codebooks)
+                                          bits=cfg.bits, share_codebooks=cfg.share_codebooks,
+                                          head_rows=cfg.head_rows)
 
     # -- KerasTuner hooks ------------------------------------------------------------------------
 
