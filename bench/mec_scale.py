@@ -104,7 +104,8 @@ def _baseline_and_mec(args):
     base = _build(_schema(gen), args)
     base.load_weights(os.path.join(args.out, "baseline.weights.h5"))
     codes = CodeSet.load(os.path.join(args.out, f"codes_{_tag(args)}"))
-    return gen, (train, valid, test), base, codes, compress_embeddings(base, codes, bits=args.bits, seed=args.seed)
+    model = compress_embeddings(base, codes, bits=args.bits, seed=args.seed, head_rows=_head_rows(args))
+    return gen, (train, valid, test), base, codes, model
 
 
 def phase_baseline(args):
@@ -162,7 +163,18 @@ def phase_stage1(args):
 
 
 def _tag(args) -> str:
+    """Names the stage-1 codes: M, K and the code width."""
     return f"M{args.subspaces}_K{args.codewords}_bits{args.bits or 0}"
+
+
+def _head_rows(args):
+    """``--head-rows`` as ``compress_embeddings`` takes it: a share below 1, else a count."""
+    return args.head_rows if 0 < args.head_rows < 1 else int(args.head_rows)
+
+
+def _config_tag(args) -> str:
+    """Names a stage-2 configuration: the codes' tag plus the exact head rows, when any."""
+    return _tag(args) + (f"_head{args.head_rows:g}" if args.head_rows else "")
 
 
 def phase_stage2(args):
@@ -183,7 +195,7 @@ def phase_stage2(args):
     bt, mt = per_table(base), per_table(model)
     deep = [n for n in bt if n.startswith("embedding_") and n[len("embedding_"):] in codes]
     big = [n for n in deep if codes[n[len("embedding_"):]].vocab_size > args.largest // 2]
-    return {"phase": "stage2", "config": _tag(args), "baseline_test_auc": base_eval["auc"],
+    return {"phase": "stage2", "config": _config_tag(args), "baseline_test_auc": base_eval["auc"],
             "mec_test_auc": mec_eval["auc"], "auc_delta": mec_eval["auc"] - base_eval["auc"],
             "best_epoch": fit["best_epoch"], "fine_tune_seconds": fit["train_seconds"],
             "embedding_bytes_baseline": embedding_bytes(base), "embedding_bytes_mec": embedding_bytes(model),
@@ -206,7 +218,7 @@ def phase_throughput(args):
     test_ds = _dataset(gen, test, 16384)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-    row = {"phase": "throughput", "config": _tag(args), "rounds": args.rounds, "commit": commit}
+    row = {"phase": "throughput", "config": _config_tag(args), "rounds": args.rounds, "commit": commit}
     for batch in (1, 256, 4096):
         speeds = throughput_side_by_side({"baseline": base, "mec": model}, test_ds, batch_size=batch,
                                          rounds=args.rounds)
@@ -227,7 +239,7 @@ def phase_export(args):
     gen, (_, _, test), base, _, model = _baseline_and_mec(args)
     root = os.path.join(args.out, f"export_{_tag(args)}")
     shutil.rmtree(root, ignore_errors=True)
-    row = {"phase": "export", "config": _tag(args)}
+    row = {"phase": "export", "config": _config_tag(args)}
     x = {k: v[:4096] for k, v in next(iter(_dataset(gen, test, 4096)))[0].items()}
     for name, m in (("baseline", base), ("mec", model)):
         t0 = time.perf_counter()
@@ -260,11 +272,13 @@ def summarise(rows: list[dict]) -> str:
     out += ["", "| config | stage-1 seconds (all tables) | largest table seconds | stage-1 peak RSS GB | "
                 "baseline AUC | MEC AUC | delta | ratio, largest table | ratio, d=40 tables | ratio, all tables |",
             "|---|---|---|---|---|---|---|---|---|---|"]
-    for s1 in (r for r in rows if r["phase"] == "stage1"):
-        s2 = next((r for r in rows if r["phase"] == "stage2" and r["config"] == s1["config"]), None)
-        if s2 is None:
+    for s2 in (r for r in rows if r["phase"] == "stage2"):
+        # a stage-2 configuration (codes tag + optional _head<H>) reads the stage-1 codes of its tag
+        s1 = next((r for r in rows if r["phase"] == "stage1" and
+                   (s2["config"] == r["config"] or s2["config"].startswith(r["config"] + "_head"))), None)
+        if s1 is None:
             continue
-        out.append(f"| {s1['config']} | {s1['stage1_seconds']:.0f} | {s1['largest_table_seconds']:.0f} | "
+        out.append(f"| {s2['config']} | {s1['stage1_seconds']:.0f} | {s1['largest_table_seconds']:.0f} | "
                    f"{s1['peak_rss_gb']:.2f} | {s2['baseline_test_auc']:.4f} | {s2['mec_test_auc']:.4f} | "
                    f"{s2['auc_delta']:+.4f} | {s2['ratio_largest_tables']:.1f}x | {s2['ratio_d40_tables']:.1f}x | "
                    f"{s2['ratio_all_tables']:.1f}x |")
@@ -305,6 +319,8 @@ def main(argv=None):
     p.add_argument("--codewords", type=int, default=256)
     p.add_argument("--bits", type=int, default=None)
     p.add_argument("--stage1-epochs", type=int, default=3)
+    p.add_argument("--head-rows", type=float, default=0.0,
+                   help="stage 2: exact head rows per table (a share below 1, else a count; beyond the paper)")
     p.add_argument("--stage1-batch", type=int, default=16384)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-seed", type=int, default=0)
