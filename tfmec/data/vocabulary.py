@@ -13,11 +13,11 @@ popularity weighting reads these counts. Vocabularies are saved as JSON, never p
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from typing import Mapping
 
 import numpy as np
+
+from tfmec.atomic import write_bytes_atomic, write_json_atomic  # noqa: F401  (re-exported)
 
 OOV_ID = 0
 FORMAT_VERSION = 1
@@ -164,29 +164,6 @@ class NumericStats:
         return s
 
 
-def write_bytes_atomic(path: str, data: bytes, suffix: str = "") -> None:
-    """Writes ``data`` to ``path`` through a temporary file beside it and a rename, so readers never see
-    half a file and a failure leaves the earlier file (if any) untouched."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json_atomic(path: str, payload) -> None:
-    """Writes JSON to ``path`` atomically (:func:`write_bytes_atomic`)."""
-    write_bytes_atomic(path, json.dumps(payload).encode("utf-8"), suffix=".json")
-
-
 def vocabulary_payload(vocabularies: Mapping[str, Vocabulary],
                        numeric: Mapping[str, NumericStats] | None = None) -> dict:
     """The JSON document of :func:`save_vocabularies` (readable by :func:`load_vocabularies`)."""
@@ -205,11 +182,17 @@ def save_vocabularies(path: str, vocabularies: Mapping[str, Vocabulary], numeric
 
 def load_vocabularies(path: str) -> tuple[dict[str, Vocabulary], dict[str, NumericStats]]:
     """Loads what :func:`save_vocabularies` wrote. Returns ``(vocabularies, numeric_stats)``."""
-    with open(path, encoding="utf-8") as fh:
-        data = json.load(fh)
-    if data.get("format") != "tfmec-vocabulary":
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a tfmec vocabulary file (not valid JSON: {err})") from None
+    if not isinstance(data, dict) or data.get("format") != "tfmec-vocabulary":
         raise ValueError(f"{path}: not a tfmec vocabulary file")
-    vocabs = {d["name"]: Vocabulary.from_dict(d) for d in data["vocabularies"]}
-    numeric = {d["name"]: NumericStats.from_dict(d) for d in data.get("numeric", [])}
+    try:
+        vocabs = {d["name"]: Vocabulary.from_dict(d) for d in data["vocabularies"]}
+        numeric = {d["name"]: NumericStats.from_dict(d) for d in data.get("numeric", [])}
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{path}: malformed tfmec vocabulary file (missing or wrong entry {err})") from None
     return vocabs, numeric
 

@@ -1,18 +1,16 @@
 """Versioned, atomic export directories: the ``base_dir/<version>/`` layout TF Serving watches.
 
-A version is written into a hidden temporary folder beside its final place (``base_dir/.tmp-...``,
+A version is written into a hidden temporary folder beside its final place (``base_dir/.tmp-<pid>-...``,
 which TF Serving ignores: not a number) and renamed to ``base_dir/<version>`` only once complete. A
 failure removes the temporary folder and leaves every earlier version as it was, so a half-written
-version directory is never visible.
+version directory is never visible; the folder of a writer killed outright (SIGKILL) is removed by the
+next export into ``base_dir`` (:func:`tfmec.atomic.remove_stale_temporaries`).
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
 
-TMP_PREFIX = ".tmp-"
+from tfmec.atomic import TMP_PREFIX, atomic_directory  # noqa: F401  (re-exported)
 
 
 def existing_versions(base_dir: str) -> list[int]:
@@ -38,24 +36,6 @@ def resolve_version(base_dir: str, version: int | None) -> int:
     if os.path.exists(os.path.join(base_dir, str(version))):
         raise FileExistsError(f"{os.path.join(base_dir, str(version))} already exists; versions are never overwritten")
     return version
-
-
-@contextlib.contextmanager
-def atomic_directory(final_path: str):
-    """Yields an empty temporary folder beside ``final_path``; renames it to ``final_path`` when the
-    block succeeds, removes it when the block raises. Raises ``FileExistsError`` when ``final_path``
-    exists at rename time (nothing is overwritten)."""
-    parent = os.path.dirname(os.path.abspath(final_path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=TMP_PREFIX + os.path.basename(final_path) + "-", dir=parent)
-    try:
-        yield tmp
-        if os.path.exists(final_path):
-            raise FileExistsError(f"{final_path} already exists; versions are never overwritten")
-        os.rename(tmp, final_path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def directory_bytes(path: str) -> int:

@@ -13,17 +13,21 @@ For a field with ``V`` ids, embedding dim ``d``, ``M`` sub-spaces and ``K`` code
   (``learn_codes(..., share_codebooks=True)``), and stage 2 puts the group in one
   :class:`~tfmec.layers.SharedQuantizedEmbedding`.
 
-Saved as ``.npz`` arrays plus a JSON manifest; nothing is pickled. A group's codebooks (and
+Saved as ``.npz`` arrays plus a JSON manifest (each written atomically; the manifest holds the arrays'
+SHA-256, so a manifest and arrays from different saves are refused); nothing is pickled. A group's codebooks (and
 projection) are stored once (``group_codebooks_<j>``); loading gives its fields one shared array.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
-import os
 from typing import Mapping
 
 import numpy as np
+
+from tfmec.atomic import write_bytes_atomic, write_json_atomic
 
 FORMAT = "tfmec-pq-codes"
 
@@ -152,21 +156,32 @@ class CodeSet(dict):
             else:
                 entry["group"] = fc.group
             manifest["fields"].append(entry)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        np.savez(path + ".npz", **arrays)
-        with open(path + ".json", "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, indent=1, default=float)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        blob = buffer.getvalue()
+        manifest["npz_sha256"] = hashlib.sha256(blob).hexdigest()  # ties the manifest to its arrays
+        write_bytes_atomic(path + ".npz", blob, suffix=".npz")  # each file atomic; the hash catches a
+        write_json_atomic(path + ".json", manifest, indent=1, default=float)  # kill between the two
 
     @classmethod
     def load(cls, path: str) -> "CodeSet":
         """Reads what :meth:`save` wrote (``allow_pickle=False``); the fields of a group get one shared
         codebook array."""
-        with open(path + ".json", encoding="utf-8") as fh:
-            manifest = json.load(fh)
-        if manifest.get("format") != FORMAT:
+        try:
+            with open(path + ".json", encoding="utf-8") as fh:
+                manifest = json.load(fh)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}.json is not a tfmec PQ code file (not valid JSON: {err})") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise ValueError(f"{path}.json is not a tfmec PQ code file")
+        with open(path + ".npz", "rb") as fh:
+            blob = fh.read()
+        expected = manifest.get("npz_sha256")
+        if expected is not None and hashlib.sha256(blob).hexdigest() != expected:
+            raise ValueError(f"{path}.npz does not belong to {path}.json (checksum mismatch: the two files come "
+                             "from different saves)")
         out = cls(config=manifest.get("config"))
-        with np.load(path + ".npz", allow_pickle=False) as arrays:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as arrays:
             shared = {}
             for g in manifest.get("groups", []):
                 j = g["index"]
