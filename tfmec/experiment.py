@@ -13,6 +13,7 @@ from tfmec.backend import KERAS_MODE, keras
 from tfmec.data import load
 from tfmec.data.vocabulary import write_json_atomic
 from tfmec.evaluation import embedding_bytes, evaluate, model_bytes, param_count, prediction_throughput
+from tfmec.io import save_model
 from tfmec.models import MODELS, build_model
 from tfmec.training import OPTIMIZERS, compile_ctr, fit_early_stopping
 
@@ -177,7 +178,7 @@ class RunContext:
         cfg = self.cfg
         test = evaluate(model, self.data.test)
         os.makedirs(os.path.join(cfg.out, method), exist_ok=True)
-        model.save(os.path.join(cfg.out, method, "model.keras"))
+        save_model(model, os.path.join(cfg.out, method, "model.keras"))  # atomic: never a partial file
         run = {
             "method": method,
             "model": cfg.model,
