@@ -316,6 +316,9 @@ def learn_codes(
     progress: bool = True,
     share_codebooks: bool = False,
     share_max_vocab: int | None = None,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 100,
+    on_step=None,
 ) -> CodeSet:
     """Learns PQ codes for the embedding tables of ``source`` (MEC stage 1).
 
@@ -340,6 +343,13 @@ def learn_codes(
             table with at least ``min_vocab`` rows).
         share_max_vocab: tables with more rows keep private codebooks (default: per width,
             :func:`default_share_max_vocab`).
+        checkpoint_dir: save the training state of each table there (one sub-folder per table or
+            group: :mod:`tfmec.mec.checkpoint`) every ``checkpoint_every`` steps and after each epoch, and
+            resume from it: a run killed at any point and started again with the same arguments ends
+            with the same codes and codebooks, bit for bit, as an uninterrupted one. Finished tables
+            are not trained again.
+        on_step: optional ``on_step(table, epoch, step)`` called after every training step (with
+            ``checkpoint_dir``).
     Returns:
         a :class:`CodeSet` ``{field: FieldCodes}`` with ``config`` (``config["groups"]``: the sharing
         groups) and per-field ``stats`` (a grouped field's ``stats["group"]`` names its group; epochs,
@@ -352,6 +362,11 @@ def learn_codes(
     if share_max_vocab is not None and share_max_vocab < 1:
         raise ValueError("share_max_vocab must be >= 1")
     code_dtype(num_codewords)
+    checkpointing = None
+    if checkpoint_dir is not None:
+        from tfmec.mec.checkpoint import Stage1Checkpointing
+
+        checkpointing = Stage1Checkpointing(checkpoint_dir, checkpoint_every, on_step)
     tables = tables_from(source)
     chosen = select_fields(tables, num_subspaces, num_codewords, rotation, fields, min_vocab)
     groups = {}
@@ -383,14 +398,15 @@ def learn_codes(
                             [counts_of(n) for n in members], subspaces_for(d, num_subspaces), num_codewords,
                             alpha, beta if d > 1 else 0.0, temperature, contrastive_temperature, num_negatives,
                             rotation and d > 1, batch_size, epochs, patience, learning_rate, kmeans_sample,
-                            kmeans_iterations, seed + 1000 * i, progress)
+                            kmeans_iterations, seed + 1000 * i, progress, checkpointing=checkpointing)
         for fc in fcs:
             result[fc.field] = fc
     return CodeSet({n: result[n] for n in chosen}, config=config)
 
 
 def _learn_tables(group, names, tables, counts, M, K, alpha, beta, tau, tau_c, num_negatives, rotation, batch_size,
-                  epochs, patience, learning_rate, kmeans_sample, kmeans_iterations, seed, progress) -> list:
+                  epochs, patience, learning_rate, kmeans_sample, kmeans_iterations, seed, progress,
+                  checkpointing=None) -> list:
     """One PQ model learned on the rows of ``tables`` (one table, or a sharing group's tables, concatenated
     once); returns one :class:`FieldCodes` per table (a group's share one codebook array)."""
     label = names[0] if group is None else f"{group}: {len(names)} tables"
@@ -404,7 +420,7 @@ def _learn_tables(group, names, tables, counts, M, K, alpha, beta, tau, tau_c, n
     all_weights = weights[0] if len(tables) == 1 else np.concatenate(weights)
     model, history = _train_pq(label, table, table_t, all_weights, M, K, alpha, beta, tau, tau_c, num_negatives,
                                rotation, batch_size, epochs, patience, learning_rate, kmeans_sample,
-                               kmeans_iterations, seed, progress)
+                               kmeans_iterations, seed, progress, checkpointing=checkpointing)
     codes = assign_codes(model, table_t).astype(code_dtype(K))
     books = model.codebooks.numpy()
     projection = model.decoder.numpy() if model.decoder is not None else None
@@ -422,17 +438,25 @@ def _learn_tables(group, names, tables, counts, M, K, alpha, beta, tau, tau_c, n
 
 
 def _train_pq(label, table, table_t, weights, M, K, alpha, beta, tau, tau_c, num_negatives, rotation, batch_size,
-              epochs, patience, learning_rate, kmeans_sample, kmeans_iterations, seed, progress):
+              epochs, patience, learning_rate, kmeans_sample, kmeans_iterations, seed, progress, checkpointing=None):
     """k-means++ initialisation, then the Adam loop on ``table [V, d]`` (``table_t``: the same as a tensor)
     with ``weights [V]``; returns the
-    :class:`PQModel` at its best epoch and the per-epoch loss history."""
+    :class:`PQModel` at its best epoch and the per-epoch loss history. With ``checkpointing`` (a
+    :class:`~tfmec.mec.checkpoint.Stage1Checkpointing`) the loop saves its whole state every
+    ``checkpointing.every`` steps and after each epoch, and resumes from the latest checkpoint."""
+    from tfmec.mec.checkpoint import LoopState, Stage1Checkpoint, has_checkpoint, replay_order, table_fingerprint
+
     v, d = table.shape
-    rng = np.random.default_rng(seed)
-    sample = rng.choice(v, size=min(v, kmeans_sample), replace=False)
     dm = d // M
-    sub = table[sample].reshape(len(sample), M, dm)
-    init = np.stack([kmeans(sub[:, m], K, seed=seed + m, iterations=kmeans_iterations, weights=weights[sample])
-                     for m in range(M)])
+    folder = checkpointing.folder(label) if checkpointing is not None else None
+    if folder is not None and has_checkpoint(folder):  # the checkpoint holds the codebooks: no k-means
+        init = np.zeros((M, K, dm), np.float32)
+    else:
+        rng = np.random.default_rng(seed)
+        sample = rng.choice(v, size=min(v, kmeans_sample), replace=False)
+        sub = table[sample].reshape(len(sample), M, dm)
+        init = np.stack([kmeans(sub[:, m], K, seed=seed + m, iterations=kmeans_iterations, weights=weights[sample])
+                         for m in range(M)])
     model = PQModel(init, rotation=rotation)
     weights_t = tf.constant(weights)
     optimizer = Adam(model.trainable, learning_rate)
@@ -456,18 +480,37 @@ def _train_pq(label, table, table_t, weights, M, K, alpha, beta, tau, tau_c, num
     dataset = (tf.data.Dataset.range(v).shuffle(min(v, 1_000_000), seed=seed, reshuffle_each_iteration=True)
                .batch(batch_size).prefetch(2))
     steps = math.ceil(v / batch_size)
+    state, ckpt = LoopState(), None
+    if folder is not None:
+        settings = dict(M=M, K=K, alpha=alpha, beta=beta, tau=tau, tau_c=tau_c, num_negatives=num_negatives,
+                        rotation=rotation, batch_size=batch_size, epochs=epochs, patience=patience,
+                        learning_rate=learning_rate, kmeans_sample=kmeans_sample,
+                        kmeans_iterations=kmeans_iterations, seed=seed)
+        ckpt = Stage1Checkpoint(folder, model, optimizer, step_counter, table_fingerprint(table, weights, settings),
+                                epochs)
+        state = ckpt.restore() or state
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps * epochs, desc=f"stage 1 [{label}]", unit="step", leave=False)
-    best, best_state, bad_epochs, history = float("inf"), None, 0, []
-    for epoch in range(epochs):
-        sums = tf.zeros(4, tf.float64)
-        for idx in dataset:  # the sums stay tensors: one read per epoch, not a sync per step
-            sums += tf.cast(tf.stack(train_step(idx)), tf.float64)
+        bar = tqdm(total=steps * epochs, desc=f"stage 1 [{label}]", unit="step", leave=False,
+                   initial=state.epoch * steps + state.step)
+    best, best_state, bad_epochs, history = state.best, state.best_state, state.bad_epochs, state.history
+    stopped = state.done or bad_epochs >= patience
+    for epoch in range(state.epoch, epochs if not stopped else state.epoch):
+        resumed = epoch == state.epoch
+        sums = tf.constant(state.sums if resumed else np.zeros(4), tf.float64)
+        step = state.step if resumed else 0
+        for idx in replay_order(dataset, epoch if resumed else 0, step) if resumed else iter(dataset):
+            sums += tf.cast(tf.stack(train_step(idx)), tf.float64)  # the sums stay tensors: no sync per step
+            step += 1
             if bar is not None:
                 bar.update(1)
+            if checkpointing is not None:
+                if checkpointing.on_step is not None:
+                    checkpointing.on_step(label, epoch, step)
+                if step % checkpointing.every == 0 and step < steps:
+                    ckpt.save(LoopState(epoch, step, sums.numpy(), best, bad_epochs, best_state, history))
         mean = sums.numpy() / steps
         history.append({"loss": mean[0], "reconstruction": mean[1], "pwr": mean[2], "contrastive": mean[3]})
         if bar is not None:
@@ -477,12 +520,17 @@ def _train_pq(label, table, table_t, weights, M, K, alpha, beta, tau, tau_c, num
             best_state = [var.numpy() for var in model.trainable]
         else:
             bad_epochs += 1
-            if bad_epochs >= patience:
-                break
+        if ckpt is not None:
+            ckpt.save(LoopState(epoch + 1, 0, np.zeros(4), best, bad_epochs, best_state, history))
+        if bad_epochs >= patience:
+            break
     if bar is not None:
         bar.close()
-    for var, value in zip(model.trainable, best_state or []):  # epochs=0: plain k-means PQ
-        var.assign(value)
+    if not state.done:
+        for var, value in zip(model.trainable, best_state or []):  # epochs=0: plain k-means PQ
+            var.assign(value)
+        if ckpt is not None:
+            ckpt.save(LoopState(len(history), 0, np.zeros(4), best, bad_epochs, best_state, history, done=True))
     return model, history
 
 
