@@ -41,9 +41,28 @@ class EarlyStoppingOnAUC(keras.callbacks.Callback):
         self.patience, self.start_score, self.monitor = int(patience), start_score, monitor
 
     def on_train_begin(self, logs=None):
+        if getattr(self, "_restored", False):  # resumed from a checkpoint: keep the restored state
+            self._restored = False
+            return
         self.wait, self.best_epoch = 0, 0
         self.best = -float("inf") if self.start_score is None else float(self.start_score)
         self.best_weights = None if self.start_score is None else self.model.get_weights()
+
+    def get_state(self) -> dict:
+        """``{"best", "best_epoch", "wait", "best_weights"}``: what a checkpoint must hold to resume."""
+        return {"best": float(self.best), "best_epoch": int(self.best_epoch), "wait": int(self.wait),
+                "best_weights": self.best_weights}
+
+    def set_state(self, state: dict) -> None:
+        """Restores :meth:`get_state`; the next ``on_train_begin`` keeps it instead of starting afresh."""
+        self.best, self.best_epoch = float(state["best"]), int(state["best_epoch"])
+        self.wait, self.best_weights = int(state["wait"]), state["best_weights"]
+        self._restored = True
+
+    @property
+    def should_stop(self) -> bool:
+        """True when the (restored) state has already run out of patience."""
+        return getattr(self, "wait", 0) >= self.patience
 
     def on_epoch_end(self, epoch, logs=None):
         score = (logs or {}).get(self.monitor)
@@ -72,13 +91,31 @@ def fit_early_stopping(
     verbose: int = 1,
     callbacks=None,
     keep_start: bool = False,
+    checkpoint_dir: str | None = None,
+    checkpoint_fingerprint: dict | None = None,
     **fit_kwargs,
 ) -> dict:
     """Fits a compiled model, stopping when validation AUC has not improved for ``patience``
     epochs and restoring the best weights. With ``keep_start`` the model's validation AUC before
     training is the first candidate (for fine-tuning: the result is never worse on validation than
-    the start). ``fit_kwargs`` go to ``model.fit`` (e.g. ``steps_per_epoch``). Returns
-    ``{"history", "train_seconds", "epochs", "best_epoch", "start_auc"}``."""
+    the start). ``fit_kwargs`` go to ``model.fit`` (e.g. ``steps_per_epoch``). ``train`` is a
+    ``tf.data.Dataset`` of ``({field: Tensor[batch]}, Tensor[batch])`` or an
+    :class:`~tfmec.data.epochs.EpochStream`. With ``checkpoint_dir`` the whole training state is
+    checkpointed after every epoch and a call with the same arguments resumes from it (after a kill,
+    too): :func:`tfmec.resume.resumable_fit`; ``checkpoint_fingerprint`` adds settings a checkpoint
+    must match. Returns ``{"history", "train_seconds", "epochs", "best_epoch", "start_auc"}`` (and
+    ``resumed_from_epoch`` with ``checkpoint_dir``)."""
+    if checkpoint_dir is not None:
+        from tfmec.resume import resumable_fit
+
+        return resumable_fit(model, train, valid, checkpoint_dir, epochs=epochs, patience=patience, verbose=verbose,
+                             callbacks=callbacks, keep_start=keep_start, fingerprint=checkpoint_fingerprint,
+                             **fit_kwargs)
+    from tfmec.data.epochs import EpochStream
+
+    if isinstance(train, EpochStream):
+        fit_kwargs.setdefault("steps_per_epoch", train.steps_per_epoch)
+        train = train.epochs(0, epochs + 1)
     t0 = time.perf_counter()
     start = None
     if keep_start:

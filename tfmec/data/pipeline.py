@@ -12,6 +12,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfmec.data.epochs import EpochStream
 from tfmec.data.readers.base import Chunk, Reader
 from tfmec.data.schema import Schema
 from tfmec.data.split import SPLIT_NAMES, TRAIN, assign_splits, check_fractions
@@ -137,6 +138,7 @@ class CTRData:
     rows: dict
     name: str
     positive_rate: float
+    train_stream: EpochStream | None = None  # the train split as seeded epochs (exact resumption)
 
     def __iter__(self):
         return iter((self.train, self.valid, self.test))
@@ -210,7 +212,9 @@ def load(
         batch_size: rows per batch; the train split is shuffled with ``shuffle_buffer``.
         cache: keep the encoded rows in memory after the first epoch (``tf.data`` cache).
     Returns:
-        :class:`CTRData`, whose ``train/valid/test`` yield ``({field: Tensor[batch]}, Tensor[batch])``.
+        :class:`CTRData`, whose ``train/valid/test`` yield ``({field: Tensor[batch]}, Tensor[batch])``;
+        ``train_stream`` is the training split as seeded epochs (:class:`~tfmec.data.epochs.EpochStream`,
+        what resumable training uses).
     """
     fractions = check_fractions(fractions)
     if batch_size < 1:
@@ -252,12 +256,15 @@ def load(
         if cache:
             ds = ds.cache()
         if which == TRAIN:
+            rows_datasets[TRAIN] = ds
             ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
     name = data if isinstance(data, str) else getattr(reader, "description", "data")
+    rows_datasets: dict = {}
+    train = split_dataset(0)
     return CTRData(
-        train=split_dataset(0),
+        train=train,
         valid=split_dataset(1),
         test=split_dataset(2),
         schema=schema,
@@ -265,6 +272,7 @@ def load(
         rows=dict(zip(SPLIT_NAMES, counts)),
         name=str(name),
         positive_rate=positives / max(1, total),
+        train_stream=EpochStream(rows_datasets[TRAIN], counts[TRAIN], batch_size, shuffle_buffer, seed),
     )
 
 

@@ -1,0 +1,255 @@
+"""Keras training (stage 2 and the baseline) that resumes after the process is killed.
+
+:func:`resumable_fit` is what ``fit_early_stopping(..., checkpoint_dir=DIR)`` runs. After every epoch
+:class:`TrainingBackup` writes one checkpoint (``tf.train.CheckpointManager``: data files first, then
+the ``checkpoint`` index by an atomic rename, so a checkpoint is complete or invisible) holding
+
+* every model variable (weights, and in Keras 3 the dropout layers' seed-generator states) and every
+  optimizer variable (moments, iteration count, learning rate);
+* the epochs completed, the per-epoch Keras logs, the training seconds so far;
+* the early-stopping state (:class:`~tfmec.training.EarlyStoppingOnAUC`: best AUC, epochs without
+  improvement, best epoch and the best weights, and the starting AUC when fine-tuning);
+* a fingerprint of the model's variables, the optimizer's settings and the fit settings: a
+  checkpoint is never applied to another model or other settings (an error naming the folder).
+
+A run started again with the same arguments restores the latest checkpoint and continues at the next
+epoch (a partly trained epoch is trained again from its start). With the training split given as
+an :class:`~tfmec.data.epochs.EpochStream`, whose epoch ``e`` order depends on ``(seed, e)`` only, the
+resumed run sees the same batches as an uninterrupted one and ends with the same weights, bit for
+bit, when the model's randomness lives in variables (Keras 3 dropout). Randomness drawn by stateful
+TensorFlow ops keeps its state inside the op kernels, which no checkpoint can hold: tf-keras's dropout
+and the contrastive negatives of :class:`~tfmec.layers.QuantizedEmbedding` draw new values after a
+restart, so such runs end close to, not equal to, an uninterrupted one. A plain ``tf.data.Dataset``
+is accepted too; its resumed epochs then see the dataset's own order.
+
+When training ends the final weights (the best epoch's) are checkpointed with ``finished`` set; calling
+again with the same folder restores them and returns the recorded result without training.
+
+Why not ``keras.callbacks.BackupAndRestore``: Keras 3's writes ``latest.weights.h5`` and then
+``training_metadata.json`` in place (a kill between the two resumes the wrong epoch with the newer
+weights; a kill inside either leaves a truncated file), tf-keras's is a different implementation, and
+neither saves a callback's state (early stopping's best weights) nor the data order.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tfmec.backend import IS_LEGACY_KERAS
+
+
+def _tf_variable(v):
+    """The ``tf.Variable`` behind a Keras 3 or tf-keras variable."""
+    inner = v if isinstance(v, tf.Variable) else getattr(v, "value", None)
+    if not isinstance(inner, tf.Variable):
+        raise TypeError(f"variable {getattr(v, 'name', v)!r} is not backed by a tf.Variable")
+    return inner
+
+
+def model_state_variables(model) -> list:
+    """Every ``tf.Variable`` of the model's state: weights plus (Keras 3) seed-generator states."""
+    seen, out = set(), []
+    for v in list(model.variables):
+        t = _tf_variable(v)
+        if id(t) not in seen:
+            seen.add(id(t))
+            out.append(t)
+    return out
+
+
+def optimizer_variables(model) -> list:
+    """The optimizer's ``tf.Variable`` objects, building the optimizer on the model's trainable
+    variables first when it has not run yet."""
+    opt = model.optimizer
+    if opt is None:
+        raise ValueError("compile the model before a checkpointed fit")
+    built = getattr(opt, "built", None) if not IS_LEGACY_KERAS else getattr(opt, "_built", None)
+    if not built:
+        opt.build(model.trainable_variables)
+    return [_tf_variable(v) for v in opt.variables]
+
+
+def fit_fingerprint(model, settings: dict) -> str:
+    """JSON identifying a checkpointed fit: variable shapes and dtypes (not names: Keras numbers layers
+    per process), optimizer class and settings,
+    and ``settings`` (epochs, patience, ... and whatever the caller adds)."""
+    opt = model.optimizer
+    config = {k: v for k, v in opt.get_config().items() if k != "name"} if opt is not None else None
+    return json.dumps({
+        "variables": [[list(v.shape), v.dtype.name] for v in model_state_variables(model)],
+        "optimizer": [type(opt).__name__, config],
+        "settings": settings,
+    }, sort_keys=True, default=str)
+
+
+class TrainingBackup:
+    """The checkpointed state of one fit (see the module docstring), and the Keras callback that saves it.
+
+    Args:
+        directory: the fit's checkpoint folder.
+        model: the compiled model.
+        stopper: its :class:`~tfmec.training.EarlyStoppingOnAUC`.
+        fingerprint: :func:`fit_fingerprint`.
+    """
+
+    def __init__(self, directory: str, model, stopper, fingerprint: str):
+        self.directory, self.model, self.stopper, self.fingerprint = directory, model, stopper, fingerprint
+        self.model_vars = model_state_variables(model)
+        self.optimizer_vars = optimizer_variables(model)
+        self.best_vars = [tf.Variable(np.zeros(w.shape, w.dtype.as_numpy_dtype), trainable=False)
+                          for w in (_tf_variable(x) for x in model.weights)]
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.finished = tf.Variable(False, trainable=False)
+        self.has_best = tf.Variable(False, trainable=False)
+        self.best = tf.Variable(-np.inf, dtype=tf.float64, trainable=False)
+        self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.wait = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.record = tf.Variable("{}", dtype=tf.string, trainable=False)  # JSON: logs, seconds, start AUC
+        self.saved_fingerprint = tf.Variable(fingerprint, dtype=tf.string, trainable=False)
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model_vars, optimizer=self.optimizer_vars, best_weights=self.best_vars, epoch=self.epoch,
+            finished=self.finished, has_best=self.has_best, best=self.best, best_epoch=self.best_epoch,
+            wait=self.wait, record=self.record, fingerprint=self.saved_fingerprint)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=2)
+        self.history: dict = {}
+        self.seconds_before = 0.0
+        self.start_auc = None
+        self._session_start = time.perf_counter()
+        self._saved_best_epoch = None
+
+    # ------------------------------------------------------------------ restore / save
+    def restore(self) -> bool:
+        """Restores the latest checkpoint (model, optimizer, early stopping, history); False when there
+        is none. Raises ``ValueError`` when it belongs to another model or other settings."""
+        path = self.manager.latest_checkpoint
+        if path is None:
+            return False
+        saved = tf.train.load_checkpoint(path).get_tensor("fingerprint/.ATTRIBUTES/VARIABLE_VALUE")
+        saved = saved.decode("utf-8") if isinstance(saved, bytes) else str(saved)
+        if saved != self.fingerprint:
+            raise ValueError(f"the training checkpoint in {self.directory} was written for another model or other "
+                             "settings; delete the folder or use another checkpoint directory")
+        self.checkpoint.restore(path).assert_existing_objects_matched()
+        record = json.loads(self.record.numpy().decode("utf-8"))
+        self.history = record.get("history", {})
+        self.seconds_before = float(record.get("seconds", 0.0))
+        self.start_auc = record.get("start_auc")
+        best = [v.numpy() for v in self.best_vars] if bool(self.has_best.numpy()) else None
+        self.stopper.set_state({"best": float(self.best.numpy()), "best_epoch": int(self.best_epoch.numpy()),
+                                "wait": int(self.wait.numpy()), "best_weights": best})
+        self._saved_best_epoch = int(self.best_epoch.numpy()) if best is not None else None
+        return True
+
+    @property
+    def completed_epochs(self) -> int:
+        return int(self.epoch.numpy())
+
+    @property
+    def is_finished(self) -> bool:
+        return bool(self.finished.numpy())
+
+    def seconds(self) -> float:
+        """Training seconds over every session of this fit."""
+        return self.seconds_before + time.perf_counter() - self._session_start
+
+    def save(self, epochs_done: int, finished: bool = False) -> None:
+        """Checkpoints the model and optimizer as they are now, with the early-stopping state."""
+        state = self.stopper.get_state()
+        if state["best_weights"] is not None and state["best_epoch"] != self._saved_best_epoch:
+            for var, value in zip(self.best_vars, state["best_weights"]):
+                var.assign(value)
+            self._saved_best_epoch = state["best_epoch"]
+        self.has_best.assign(state["best_weights"] is not None)
+        self.best.assign(state["best"])
+        self.best_epoch.assign(state["best_epoch"])
+        self.wait.assign(state["wait"])
+        self.epoch.assign(epochs_done)
+        self.finished.assign(finished)
+        self.record.assign(json.dumps({"history": self.history, "seconds": self.seconds(),
+                                       "start_auc": self.start_auc}))
+        self.manager.save()
+
+    # ------------------------------------------------------------------ the Keras callback
+    def callback(self):
+        """A Keras callback that records each epoch's logs and checkpoints after it; it must come after
+        the early-stopping callback in the list (so that its state includes the epoch)."""
+        from tfmec.backend import keras
+
+        backup = self
+
+        class _Backup(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                for key, value in (logs or {}).items():
+                    backup.history.setdefault(key, []).append(float(value))
+                backup.save(epoch + 1)
+
+        return _Backup()
+
+
+def _training_data(train, first: int, epochs: int):
+    """``(dataset, fit kwargs)`` for epochs ``first .. epochs-1`` of ``train`` (an EpochStream: one
+    stream of explicit epochs with ``steps_per_epoch``; a Dataset: as it is)."""
+    from tfmec.data.epochs import EpochStream
+
+    if isinstance(train, EpochStream):
+        # one spare epoch at the end: Keras may read one batch ahead (strategies' symbolic build)
+        return train.epochs(first, epochs + 1), {"steps_per_epoch": train.steps_per_epoch}
+    return train, {}
+
+
+def resumable_fit(model, train, valid, directory: str, *, epochs: int, patience: int, verbose: int = 1,
+                  callbacks=None, keep_start: bool = False, fingerprint: dict | None = None, **fit_kwargs) -> dict:
+    """:func:`tfmec.training.fit_early_stopping` with a checkpoint after every epoch in ``directory``,
+    resuming from the latest one (see the module docstring).
+
+    Args:
+        model: a compiled CTR model (inputs ``{field: [batch]}``, output ``[batch, 1]``).
+        train: an :class:`~tfmec.data.epochs.EpochStream` (exact resumption) or a ``tf.data.Dataset``
+            of ``({field: Tensor[batch]}, Tensor[batch])``.
+        valid: the validation split (same element structure).
+        directory: the checkpoint folder of this fit (created when missing).
+        epochs, patience, verbose, callbacks, keep_start, fit_kwargs: as ``fit_early_stopping``.
+        fingerprint: extra settings that must match for a checkpoint to be used (e.g. the data).
+    Returns:
+        ``{"history", "train_seconds", "epochs", "best_epoch", "start_auc", "resumed_from_epoch"}``
+        (history and seconds cover every session of the fit; ``resumed_from_epoch`` is None for a
+        fresh start).
+    """
+    from tfmec.training import EarlyStoppingOnAUC
+
+    stopper = EarlyStoppingOnAUC(patience=patience)
+    settings = {"epochs": int(epochs), "patience": int(patience), "keep_start": bool(keep_start),
+                "train": repr(train) if not isinstance(train, tf.data.Dataset) else "tf.data.Dataset",
+                **(fingerprint or {})}
+    backup = TrainingBackup(directory, model, stopper, fit_fingerprint(model, settings))
+    resumed = backup.restore()
+    if resumed and backup.is_finished:
+        return _result(backup, resumed_from=backup.completed_epochs)
+    first = backup.completed_epochs if resumed else 0
+    if not resumed:
+        if keep_start:
+            backup.start_auc = float(model.evaluate(valid, verbose=0, return_dict=True)["auc"])
+        stopper.start_score = backup.start_auc
+    if first < epochs and not stopper.should_stop:
+        data, data_kwargs = _training_data(train, first, epochs)
+        model.fit(data, validation_data=valid, epochs=epochs, initial_epoch=first,
+                  callbacks=[stopper, backup.callback()] + list(callbacks or []), verbose=verbose,
+                  **{**data_kwargs, **fit_kwargs})
+    else:  # stopped or out of epochs before the kill: only the best weights remain to be set
+        stopper.set_model(model)
+        stopper.on_train_end()
+    backup.save(len(backup.history.get("loss", [])), finished=True)
+    return _result(backup, resumed_from=first if resumed else None)
+
+
+def _result(backup: TrainingBackup, resumed_from) -> dict:
+    history = backup.history
+    return {"history": history, "train_seconds": backup.seconds(), "epochs": len(history.get("loss", [])),
+            "best_epoch": backup.stopper.best_epoch, "start_auc": backup.start_auc,
+            "resumed_from_epoch": resumed_from}
+
+
+__all__ = ["resumable_fit", "TrainingBackup", "fit_fingerprint", "model_state_variables", "optimizer_variables"]
