@@ -141,6 +141,9 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
                         "mec runs too, else 1/8 of the baseline's)")
     run.add_argument("--no-export", action="store_true",
                      help="skip the SavedModel / ONNX export (DIR/<method>/saved_model/<version>/, model.onnx)")
+    run.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                     help="checkpoint every training run after each epoch and MEC stage 1 every 100 steps in DIR; "
+                          "the same command run again resumes where a killed run stopped")
 
 
 def add_tune_arguments(tune: argparse.ArgumentParser) -> None:
@@ -220,12 +223,18 @@ def _run(args, argv) -> int:
     from tfmec.data import DataError
     from tfmec.experiment import format_table, run_experiment
 
+    cfg = None
     try:
         cfg = run_config_from_args(args, argv)
         metrics = run_experiment(cfg)
-    except (ValueError, FileNotFoundError, DataError) as err:
+    except (ValueError, OSError, DataError) as err:  # OSError: unreadable, missing or folder paths
         print(f"tfmec: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        resumable = cfg is not None and cfg.checkpoint_dir
+        hint = f"; run the same command again to resume from {cfg.checkpoint_dir}" if resumable else ""
+        print(f"tfmec: interrupted{hint}", file=sys.stderr)
+        return 130
     print(format_table(metrics["runs"]))
     print(f"wrote {cfg.out}/metrics.json and {cfg.out}/{metrics['report']['path']}")
     return 0

@@ -71,6 +71,8 @@ class RunConfig:
     # export: DIR/<method>/saved_model/<version>/ and DIR/<method>/model.onnx, parity on test rows
     export: bool = True
     export_rows: int = 2048
+    # reliability: checkpoint every fit (after each epoch) and stage 1 here; a rerun resumes (tfmec.resume)
+    checkpoint_dir: str | None = None
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad setting."""
@@ -109,6 +111,9 @@ class RunConfig:
             raise ValueError("--embedding-dim, --batch-size and --epochs must be positive")
         if self.hash_bytes is not None and self.hash_bytes < 1:
             raise ValueError("--hash-bytes must be positive")
+        from tfmec.validation import check_run_settings
+
+        check_run_settings(self)  # ranges and contradictory settings (issue 10)
 
     @property
     def data_paths(self) -> list[str]:
@@ -160,9 +165,11 @@ class RunContext:
         ``stage2_patience`` and keeps its starting weights when no epoch improves validation AUC."""
         cfg = self.cfg
         compile_ctr(model, cfg.learning_rate * (cfg.stage2_lr_scale if fine_tune else 1.0), cfg.optimizer)
-        fit = fit_early_stopping(model, self.data.train, self.data.valid, epochs=cfg.epochs,
-                                 patience=cfg.stage2_patience if fine_tune else cfg.patience, verbose=cfg.verbose,
-                                 keep_start=fine_tune)
+        checkpoint = self.checkpoint_path("fit", method)
+        fit = fit_early_stopping(model, self.data.train_stream if checkpoint else self.data.train, self.data.valid,
+                                 epochs=cfg.epochs, patience=cfg.stage2_patience if fine_tune else cfg.patience,
+                                 verbose=cfg.verbose, keep_start=fine_tune, checkpoint_dir=checkpoint,
+                                 checkpoint_fingerprint=self.checkpoint_fingerprint() if checkpoint else None)
         run = self.finish(model, method, fit["train_seconds"], fit["epochs"])
         run["best_epoch"] = fit["best_epoch"]
         run["history"] = {k: [float(v) for v in values] for k, values in fit["history"].items()}
@@ -209,8 +216,23 @@ class RunContext:
         :mod:`tfmec.tuning`)."""
         from tfmec.mec import learn_codes
 
+        checkpoint = self.checkpoint_path("stage1", _settings_key(settings))
+        if checkpoint is not None:
+            settings = {"checkpoint_dir": checkpoint, **settings}
         return learn_codes(source, self.data.frequencies, seed=self.cfg.seed, progress=self.cfg.verbose > 0,
                            **settings)
+
+    def checkpoint_path(self, *parts: str) -> str | None:
+        """``cfg.checkpoint_dir/<parts>`` (None without ``checkpoint_dir``): where a resumable step of
+        this run keeps its checkpoints."""
+        return None if self.cfg.checkpoint_dir is None else os.path.join(self.cfg.checkpoint_dir, *parts)
+
+    def checkpoint_fingerprint(self) -> dict:
+        """The run settings a fit checkpoint must match besides the model and fit settings (the data,
+        its seed and split, the model kind)."""
+        cfg = self.cfg
+        return {"data": cfg.data, "format": cfg.format, "rows": cfg.rows, "split_rows": self.data.rows,
+                "seed": cfg.seed, "model": cfg.model, "batch_size": cfg.batch_size, "fractions": list(cfg.fractions)}
 
     def baseline(self):
         """``(trained uncompressed model, its metrics)``, trained once per run."""
@@ -223,6 +245,15 @@ class RunContext:
 def run_baseline(ctx: RunContext) -> dict:
     """Method ``none``: the uncompressed model, trained with early stopping on validation AUC."""
     return ctx.baseline()[1]
+
+
+def _settings_key(settings: dict) -> str:
+    """A short stable name for a set of stage-1 settings (their checkpoint folder)."""
+    import hashlib
+    import json
+
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return "settings-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 def _head_rows_setting(value: float):

@@ -1,0 +1,89 @@
+"""Checks of a run's settings before any work starts: ranges, and settings that contradict each other.
+
+:func:`check_run_settings` is called by :meth:`tfmec.experiment.RunConfig.validate`, so ``tfmec run``
+refuses a bad command line in a second, naming the flag, instead of failing (or silently ignoring a
+flag) after minutes of training.
+"""
+from __future__ import annotations
+
+import os
+
+MEC_METHODS = ("mec", "pq", "pq-no-retrain", "mec-no-pwr", "mec-no-contrastive", "mec+afm")
+AFM_METHODS = ("afm", "mec+afm")
+CSV_ONLY = (("numeric", "--numeric"), ("drop", "--drop"), ("sep", "--sep"), ("label_threshold", "--label-threshold"))
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def check_paths(cfg) -> None:
+    """Data paths are files (not folders); ``out`` and ``checkpoint_dir`` are not files."""
+    if cfg.data != "synthetic":
+        for p in cfg.data_paths:
+            _require(not os.path.isdir(p), f"--data {p} is a folder; give the data file(s), comma-separated")
+    for name in ("out", "checkpoint_dir"):
+        value = getattr(cfg, name, None)
+        if value is not None:
+            _require(not os.path.isfile(value), f"{_flag(name)} {value} is a file; it must be a folder (or not exist)")
+
+
+def check_contradictions(cfg) -> None:
+    """Settings that only apply to another data format or method than the ones requested."""
+    methods = set(cfg.methods)
+    if cfg.data == "synthetic":
+        _require(cfg.format is None, f"--format {cfg.format} applies to data files; --data synthetic is generated "
+                                     "(drop --format, or give a file)")
+        for name in ("label", "field_map"):
+            _require(getattr(cfg, name) is None, f"{_flag(name)} applies to data files, not to --data synthetic")
+    if cfg.format not in (None, "csv"):
+        for name, flag in CSV_ONLY:
+            value = getattr(cfg, name)
+            _require(value in (None, (), []), f"{flag} applies to --format csv only, not {cfg.format}")
+    if cfg.field_map is not None and cfg.format is not None:
+        _require(cfg.format in ("libsvm", "libfm"), f"--field-map applies to --format libsvm only, not {cfg.format}")
+    if cfg.hash_bytes is not None:
+        _require("hash" in methods, "--hash-bytes applies to --method hash, which is not requested")
+    if methods & set(MEC_METHODS):
+        _require(cfg.embedding_dim % cfg.subspaces == 0,
+                 f"--embedding-dim {cfg.embedding_dim} is not divisible by --subspaces {cfg.subspaces}")
+
+
+def check_ranges(cfg) -> None:
+    """Numbers inside their valid ranges (each message names the flag)."""
+    _require(cfg.learning_rate > 0, f"--learning-rate must be positive, got {cfg.learning_rate}")
+    _require(cfg.patience >= 1, f"--patience must be at least 1, got {cfg.patience}")
+    _require(cfg.stage2_patience >= 1, f"--stage2-patience must be at least 1, got {cfg.stage2_patience}")
+    _require(cfg.min_count >= 1, f"--min-count must be at least 1, got {cfg.min_count}")
+    _require(cfg.subspaces >= 1, f"--subspaces must be at least 1, got {cfg.subspaces}")
+    _require(2 <= cfg.codewords <= 65536, f"--codewords must be in [2, 65536], got {cfg.codewords}")
+    _require(cfg.alpha >= 0 and cfg.beta >= 0, f"--alpha and --beta must be >= 0, got {cfg.alpha}, {cfg.beta}")
+    _require(cfg.stage1_epochs >= 0, f"--stage1-epochs must be >= 0, got {cfg.stage1_epochs}")
+    _require(0 < cfg.afm_energy <= 1, f"--afm-energy must be in (0, 1], got {cfg.afm_energy}")
+    _require(cfg.afm_param_budget is None or 0 < cfg.afm_param_budget <= 1,
+             f"--afm-param-budget must be in (0, 1], got {cfg.afm_param_budget}")
+    _require(cfg.afm_calibration_batches >= 1,
+             f"--afm-calibration-batches must be at least 1, got {cfg.afm_calibration_batches}")
+    _require(cfg.afm_fine_tune_epochs >= 0, f"--afm-fine-tune-epochs must be >= 0, got {cfg.afm_fine_tune_epochs}")
+    _require(cfg.export_rows >= 1, f"export_rows must be at least 1, got {cfg.export_rows}")
+    if cfg.label_threshold is not None:
+        _require(cfg.label_threshold == cfg.label_threshold and abs(cfg.label_threshold) != float("inf"),
+                 f"--label-threshold must be a finite number, got {cfg.label_threshold}")
+
+
+def check_run_settings(cfg) -> None:
+    """Raises ``ValueError`` naming the first setting of ``cfg`` (a :class:`~tfmec.experiment.RunConfig`)
+    that is out of range, names a folder as a data file (or a file as a folder), or contradicts
+    another setting (a csv-only flag with another format, ``--format`` with synthetic data,
+    ``--hash-bytes`` without ``--method hash``, an embedding width M does not divide)."""
+    check_paths(cfg)
+    check_contradictions(cfg)
+    check_ranges(cfg)
+
+
+__all__ = ["check_run_settings", "check_paths", "check_contradictions", "check_ranges", "MEC_METHODS"]
