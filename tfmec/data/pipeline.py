@@ -16,7 +16,7 @@ from tfmec.data.epochs import EpochStream
 from tfmec.data.readers.base import Chunk, Reader
 from tfmec.data.schema import Schema
 from tfmec.data.split import SPLIT_NAMES, TRAIN, assign_splits, check_fractions
-from tfmec.data.transforms import apply_numeric_transform
+from tfmec.data.transforms import ZSCORE_LIMIT, apply_numeric_transform
 from tfmec.data.vocabulary import NumericStats, Vocabulary, load_vocabularies, save_vocabularies
 
 
@@ -32,8 +32,8 @@ class FeatureEncoder:
     """Turns raw chunks into model inputs, using a schema, vocabularies and numeric statistics.
 
     ``encode(features)`` maps ``{column: raw array[rows]}`` to ``{field.name: array[rows]}`` with
-    ``int32`` ids for categorical fields and standardised ``float32`` values (NaN -> 0) for numeric
-    fields.
+    ``int32`` ids for categorical fields and standardised ``float32`` values (NaN -> 0, clipped to
+    ``±ZSCORE_LIMIT``) for numeric fields.
     """
 
     def __init__(self, schema: Schema, vocabularies: dict | None = None, numeric_stats: dict | None = None):
@@ -83,7 +83,8 @@ class FeatureEncoder:
             else:
                 stats = self.numeric_stats[field.name]
                 z = (np.asarray(values, np.float64) - stats.mean) / stats.std
-                out[field.name] = np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+                z = np.clip(np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0), -ZSCORE_LIMIT, ZSCORE_LIMIT)
+                out[field.name] = z.astype(np.float32)
         return out
 
     @property

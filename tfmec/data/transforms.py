@@ -4,6 +4,15 @@ from __future__ import annotations
 import numpy as np
 
 
+BUCKET_LIMIT = float(2**53)
+"""``log_square`` buckets are clipped to ``[-2**53, 2**53]`` (exact in float64) before the cast to int64,
+so an absurd count (``-1e308``) gets a well-defined bucket, the same in NumPy and in-graph."""
+
+ZSCORE_LIMIT = 1e6
+"""Standardised numeric values are clipped to ``[-1e6, 1e6]``: an absurd raw value (``3e38``) must not
+overflow float32 into ``inf`` (and the model's output into NaN)."""
+
+
 def criteo_log_square(values: np.ndarray) -> np.ndarray:
     """Criteo's standard bucketing of integer counts: ``x > 2 -> floor(log(x)^2)``, else ``int(x)``.
 
@@ -17,6 +26,7 @@ def criteo_log_square(values: np.ndarray) -> np.ndarray:
     safe = np.where(missing, 0.0, v)
     with np.errstate(divide="ignore", invalid="ignore"):
         bucket = np.where(safe > 2, np.floor(np.log(np.maximum(safe, 1e-12)) ** 2), np.floor(safe))
+    bucket = np.clip(bucket, -BUCKET_LIMIT, BUCKET_LIMIT)  # huge negatives: one bucket, no int64 overflow
     tokens = bucket.astype(np.int64).astype(str).astype(object)
     tokens[missing] = ""
     return tokens

@@ -1,7 +1,8 @@
 """The exported object: a ``tf.Module`` around a trained Keras model with two serving signatures.
 
 * ``ids``: ``{field.name: int32[batch] (categorical) | float32[batch] (numeric, standardised)}`` ->
-  ``{"probability": float32[batch, 1]}``: the model's own inputs;
+  ``{"probability": float32[batch, 1]}``: the model's own inputs (with a vocabulary, an id outside
+  ``[0, vocab_size)`` is answered as the OOV id 0);
 * ``serving_default``: ``{field.name: tf.string[batch] | tf.float32[batch]}`` raw values ->
   :class:`~tfmec.export.preprocessing.RawPreprocessor` -> the model -> ``{"probability": ...}``.
 
@@ -67,6 +68,24 @@ def check_schema_matches(model_specs: dict, schema) -> None:
         raise ValueError(f"model inputs with unexpected dtypes (name, model, schema): {bad}")
 
 
+def oov_sizes(schema, specs: dict) -> dict:
+    """``{field: vocab_size}`` of the schema's categorical fields that are integer model inputs."""
+    return {f.name: int(f.vocab_size) for f in schema.categorical
+            if f.vocab_size and f.name in specs and specs[f.name].dtype.is_integer}
+
+
+def map_unknown_ids(inputs: dict, vocab_sizes: dict) -> dict:
+    """``inputs`` with every id outside ``[0, vocab_size)`` of a field in ``vocab_sizes`` replaced by the
+    OOV id 0 (``int[batch]`` each), so the ``ids`` signature answers an unknown id like an unseen value
+    instead of failing inside a gather (or, for a negative id, reading another row)."""
+    out = dict(inputs)
+    for name, size in vocab_sizes.items():
+        ids = inputs[name]
+        valid = tf.logical_and(ids >= 0, ids < tf.constant(size, ids.dtype))
+        out[name] = tf.where(valid, ids, tf.zeros_like(ids))
+    return out
+
+
 class ServingModule(tf.Module):
     """A Keras CTR model plus (optionally) its preprocessing, with the ``ids`` and ``serving_default``
     signatures (see the module docstring).
@@ -92,8 +111,10 @@ class ServingModule(tf.Module):
             probability = model(inputs, training=False)
             return {OUTPUT_KEY: tf.cast(tf.reshape(probability, [-1, 1]), tf.float32)}
 
+        sizes = oov_sizes(preprocessor.schema, specs) if preprocessor is not None else {}
+
         def predict_ids(**inputs):
-            return predict(inputs)
+            return predict(map_unknown_ids(inputs, sizes))
 
         self.ids = tf.function(predict_ids, autograph=False).get_concrete_function(**specs)
         if preprocessor is None:
@@ -111,4 +132,4 @@ class ServingModule(tf.Module):
         return {"serving_default": self.serving_default, "ids": self.ids}
 
 
-__all__ = ["ServingModule", "tf_variables", "variable_dict", "model_input_specs", "check_schema_matches", "OUTPUT_KEY"]
+__all__ = ["ServingModule", "map_unknown_ids", "oov_sizes", "tf_variables", "variable_dict", "model_input_specs", "check_schema_matches", "OUTPUT_KEY"]

@@ -105,7 +105,8 @@ def saved_model(model, base_dir: str, vocabulary=None, version: int | None = Non
     Signatures (every input ``[batch]``, output ``{"probability": float32[batch, 1]}``):
         ``serving_default``: raw values, one input per field named ``field.name``: ``tf.string`` for
         categorical fields, ``tf.float32`` for numeric ones (NaN = missing); unknown values go to the
-        OOV id 0. ``ids``: the model's own inputs, ``int32`` ids / standardised ``float32``.
+        OOV id 0. ``ids``: the model's own inputs, ``int32`` ids / standardised ``float32`` (with a
+        vocabulary, an id outside ``[0, vocab_size)`` is answered as the OOV id 0).
 
     Returns:
         the path of the new version folder.
@@ -141,6 +142,13 @@ def predict_saved_model(path_or_fn, inputs: dict, signature: str = "serving_defa
     in batches of ``batch_size``. ``path_or_fn`` is a folder or a :func:`load_signature` result."""
     fn = load_signature(path_or_fn, signature) if isinstance(path_or_fn, (str, os.PathLike)) else path_or_fn
     specs = fn.structured_input_signature[1]
+    missing, unknown = [k for k in specs if k not in inputs], [k for k in inputs if k not in specs]
+    if missing or unknown:
+        raise ValueError(f"the {signature!r} signature takes inputs {sorted(specs)}; missing {missing}, "
+                         f"unknown {unknown}")
+    sizes = {k: len(inputs[k]) for k in specs}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"the inputs have different lengths {sizes}")
 
     def batch(start, stop):
         return fn(**{k: tf.constant(np.asarray(inputs[k][start:stop]), dtype=specs[k].dtype) for k in specs})[OUTPUT_KEY]

@@ -175,7 +175,10 @@ def predict_request(signatures, payload) -> dict:
         the response body as a dict (``{"predictions": ...}`` or ``{"outputs": ...}``).
     """
     if isinstance(payload, (str, bytes)):
-        payload = json.loads(payload)
+        try:
+            payload = json.loads(payload)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise RequestError(f"the body is not valid JSON: {err}") from None
     if callable(signatures) and hasattr(signatures, "structured_input_signature"):
         fn = signatures
     else:

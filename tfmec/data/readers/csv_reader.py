@@ -105,7 +105,11 @@ class CSVReader(FileReader):
             if text is None:
                 raise DataError("the header line is not valid UTF-8", first_path, lineno)
             self.sep = sep if sep is not None else sniff_separator(text)
-            header = _clean_header(split_line(text, self.sep))
+            try:
+                header = _clean_header(split_line(text, self.sep))
+            except csv.Error as exc:
+                raise DataError(f"cannot read the header: malformed delimited record ({exc})", first_path,
+                                lineno) from None
             where = (first_path, lineno)
         else:
             self.has_header = False

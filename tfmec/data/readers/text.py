@@ -11,6 +11,7 @@ import csv
 import errno
 import gzip
 import os
+import zlib
 from typing import Callable, Iterable, Iterator, Sequence
 
 from tfmec.data.errors import DataError
@@ -56,24 +57,36 @@ def open_binary(path: str):
     return open(path, "rb")
 
 
+DECOMPRESSION_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def decompression_error(path: str, line: int, exc: Exception) -> DataError:
+    """The :class:`DataError` for a truncated or corrupt ``.gz`` file (instead of gzip's ``EOFError`` /
+    ``zlib.error``), at the line where decompression failed."""
+    return DataError(f"truncated or corrupt compressed file ({exc})", path, line)
+
+
 def iter_text_lines(path: str) -> Iterator[tuple[int, str | None]]:
     """Yields ``(line_number, text)`` for every physical line of a text file (1-based numbers).
 
     ``text`` has its line ending removed (and a UTF-8 byte-order mark on line 1); it is ``None`` when
     the line is not valid UTF-8. Blank lines are yielded too (as ``""``); callers usually skip them.
     """
+    lineno = 0
     with open_binary(path) as fh:
-        lineno = 0
-        for raw in fh:
-            lineno += 1
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                yield lineno, None
-                continue
-            if lineno == 1 and text.startswith("\ufeff"):
-                text = text[1:]
-            yield lineno, text.rstrip("\r\n")
+        try:
+            for raw in fh:
+                lineno += 1
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    yield lineno, None
+                    continue
+                if lineno == 1 and text.startswith("\ufeff"):
+                    text = text[1:]
+                yield lineno, text.rstrip("\r\n")
+        except DECOMPRESSION_ERRORS as exc:
+            raise decompression_error(path, lineno + 1, exc) from None
 
 
 def _csv_records(path: str, delimiter: str) -> Iterator[tuple[int, list | None, str | None]]:
@@ -81,16 +94,19 @@ def _csv_records(path: str, delimiter: str) -> Iterator[tuple[int, list | None, 
 
     def lines():
         with open_binary(path) as fh:
-            for raw in fh:
-                state["lines"] += 1
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    state["bad"] = True
-                    text = raw.decode("utf-8", "replace")
-                if state["lines"] == 1 and text.startswith("\ufeff"):
-                    text = text[1:]
-                yield text
+            try:
+                for raw in fh:
+                    state["lines"] += 1
+                    try:
+                        text = raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        state["bad"] = True
+                        text = raw.decode("utf-8", "replace")
+                    if state["lines"] == 1 and text.startswith("\ufeff"):
+                        text = text[1:]
+                    yield text
+            except DECOMPRESSION_ERRORS as exc:
+                raise decompression_error(path, state["lines"] + 1, exc) from None
 
     reader = csv.reader(lines(), delimiter=delimiter)
     end = 0

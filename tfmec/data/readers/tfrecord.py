@@ -104,7 +104,7 @@ class TFRecordReader(FileReader):
             ds = tf.data.TFRecordDataset(path, compression_type=_compression(path, self.compression))
             it = ds.as_numpy_iterator()
         except tf.errors.OpError as exc:
-            yield 1, None, f"cannot read as TFRecord: {exc.message}"
+            yield 1, None, f"cannot read as TFRecord: {_op_message(exc)}"
             return
         n = 0
         while True:
@@ -113,7 +113,7 @@ class TFRecordReader(FileReader):
             except StopIteration:
                 return
             except tf.errors.OpError as exc:
-                yield n + 1, None, f"corrupted TFRecord data, cannot read further: {exc.message}"
+                yield n + 1, None, f"corrupted TFRecord data, cannot read further: {_op_message(exc)}"
                 return
             n += 1
             yield n, raw, None
@@ -177,6 +177,15 @@ class TFRecordReader(FileReader):
         # A read error is the last record _records yields for its file, so the rest of that file is
         # skipped (with on_error="skip").
         return self._stream(chunk_size, self._records, parse)
+
+
+def _op_message(exc) -> str:
+    """A TensorFlow error's message without TensorFlow's internals (``{{function_node ...}}``,
+    ``[Op:...]``, ``name:``), e.g. ``"truncated record at 184"``."""
+    text = re.sub(r"\{\{[^}]*\}\}", "", str(getattr(exc, "message", exc)))
+    text = re.sub(r"\[Op:[^\]]*\]", "", text)
+    text = re.sub(r"\bname:\s*$", "", text.strip())
+    return " ".join(text.split()).rstrip(" .") or type(exc).__name__
 
 
 def _single(feat, name: str, path: str, n: int):
