@@ -17,6 +17,7 @@ import os
 
 import tensorflow as tf
 
+from tfmec.data.transforms import BUCKET_LIMIT, ZSCORE_LIMIT
 from tfmec.export.vocab_assets import VocabularyTable, write_vocabulary_asset
 
 
@@ -27,6 +28,7 @@ def log_square_tokens(values: tf.Tensor) -> tf.Tensor:
     safe = tf.where(missing, tf.zeros_like(v), v)
     logs = tf.math.log(tf.maximum(safe, tf.constant(1e-12, tf.float64)))
     bucket = tf.where(safe > 2, tf.floor(logs * logs), tf.floor(safe))
+    bucket = tf.clip_by_value(bucket, -BUCKET_LIMIT, BUCKET_LIMIT)  # as NumPy: no int64 overflow
     tokens = tf.strings.as_string(tf.cast(bucket, tf.int64))
     return tf.where(missing, tf.fill(tf.shape(tokens), ""), tokens)
 
@@ -43,10 +45,10 @@ def numeric_transform(transform: str | None, values: tf.Tensor) -> tf.Tensor:
 
 
 def standardise(values64: tf.Tensor, mean: float, std: float) -> tf.Tensor:
-    """``(x - mean) / std`` in float64, NaN/inf -> 0, as ``float32[batch]``."""
+    """``(x - mean) / std`` in float64, NaN/inf -> 0, clipped to ``±ZSCORE_LIMIT``, as ``float32[batch]``."""
     z = (values64 - tf.constant(float(mean), tf.float64)) / tf.constant(float(std), tf.float64)
     z = tf.where(tf.math.is_finite(z), z, tf.zeros_like(z))
-    return tf.cast(z, tf.float32)
+    return tf.cast(tf.clip_by_value(z, -ZSCORE_LIMIT, ZSCORE_LIMIT), tf.float32)
 
 
 def raw_dtype(field) -> tf.DType:
