@@ -237,7 +237,7 @@ def resumable_fit(model, train, valid, directory: str, *, epochs: int, patience:
         data, data_kwargs = _training_data(train, first, epochs)
         model.fit(data, validation_data=valid, epochs=epochs, initial_epoch=first,
                   callbacks=[stopper, backup.callback()] + list(callbacks or []), verbose=verbose,
-                  **{**data_kwargs, **fit_kwargs})
+                  **{"shuffle": False, **data_kwargs, **fit_kwargs})  # the data is shuffled already
     else:  # stopped or out of epochs before the kill: only the best weights remain to be set
         stopper.set_model(model)
         stopper.on_train_end()
