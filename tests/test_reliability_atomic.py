@@ -9,12 +9,6 @@ fraction of one write's duration and SIGKILLs the child, then checks every artif
 """
 import json
 import os
-import random
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 import zipfile
 
 import numpy as np
@@ -26,98 +20,7 @@ from tfmec.atomic import TMP_PREFIX, remove_stale_temporaries, write_json_atomic
 from tfmec.data import load_vocabularies
 from tfmec.io import load_model, save_model
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-CHILD = textwrap.dedent('''
-    import json, os, sys, time
-    import numpy as np
-    mode, out_dir, progress_path = sys.argv[1:4]
-    progress = open(progress_path, "a", buffering=1)
-    import tfmec
-    from tfmec.atomic import write_json_atomic
-    from tfmec.data import CATEGORICAL, NUMERIC, Field, Schema, SyntheticCTR
-    from tfmec.io import save_model
-
-    schema = Schema([Field("I1", NUMERIC, "log_square"), Field("I2", NUMERIC)]
-                    + [Field(f"C{i}", CATEGORICAL) for i in (1, 2, 3)])
-    data = tfmec.data.load(SyntheticCTR(rows=1500, seed=0, vocab_sizes=[20, 300, 3000], num_numeric=2), schema,
-                           batch_size=256, progress=False)
-    models = [tfmec.models.DeepFM(data.schema, embedding_dim=4, hidden_units=(8,), seed=s) for s in (0, 1)]
-    chunk = next(SyntheticCTR(rows=64, seed=5, vocab_sizes=[20, 300, 3000], num_numeric=2).chunks(64))
-    raw = {f.name: (chunk.features[f.source].astype(np.float32) if f.kind == NUMERIC
-                    else chunk.features[f.source].astype(str)) for f in schema}
-    ids = data.encoder.encode(chunk.features)
-    np.savez(os.path.join(out_dir, "request.npz"), **raw)
-    np.savez(os.path.join(out_dir, "ids.npz"), **ids)
-    for i, m in enumerate(models):
-        np.save(os.path.join(out_dir, f"keras{i}.npy"), np.asarray(m(ids)).reshape(-1))
-    if mode == "savedmodel":
-        base = os.path.join(out_dir, "ctr")
-        for k in range(1, 9):
-            progress.write(f"start {k}\\n")
-            t0 = time.perf_counter()
-            path = tfmec.export.saved_model(models[0], base, data.encoder)
-            if k == 1:
-                np.save(os.path.join(out_dir, "v1.npy"), tfmec.export.predict_saved_model(path, dict(
-                    (n, v.astype(object) if v.dtype.kind == "U" else v) for n, v in raw.items())))
-            progress.write(f"done {k} {time.perf_counter() - t0:.3f}\\n")
-    else:
-        payloads = [{"version": i, "values": list(range(i, 200_000 + i))} for i in (0, 1)]
-        for k in range(1, 200):
-            progress.write(f"start {k}\\n")
-            t0 = time.perf_counter()
-            save_model(models[k % 2], os.path.join(out_dir, "model.keras"))
-            data.encoder.save(os.path.join(out_dir, "vocabulary.json"))
-            write_json_atomic(os.path.join(out_dir, "metrics.json"), payloads[k % 2])
-            progress.write(f"done {k} {time.perf_counter() - t0:.3f}\\n")
-    progress.write("finished\\n")
-''')
-
-
-def _env():
-    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-
-
-def _progress(path) -> list[list[str]]:
-    try:
-        with open(path) as fh:
-            return [line.split() for line in fh if line.strip()]
-    except FileNotFoundError:
-        return []
-
-
-def kill_during_write(tmp_path, mode: str, seed: int, first: int, last: int):
-    """Runs the child, SIGKILLs it during write number ``k`` (drawn with ``seed`` from ``first..last``)
-    after a random fraction of the previous write's duration; returns ``(output folder, k, progress
-    lines)``."""
-    script = tmp_path / "child.py"
-    script.write_text(CHILD)
-    out = tmp_path / "out"
-    out.mkdir()
-    progress = tmp_path / "progress"
-    rng = random.Random(seed)
-    k = rng.randint(first, last)
-    proc = subprocess.Popen([sys.executable, str(script), mode, str(out), str(progress)], cwd=ROOT, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 600
-    while ["start", str(k)] not in _progress(progress):
-        if proc.poll() is not None:
-            raise AssertionError(f"the child ended (rc {proc.returncode}) before write {k}:\n{proc.stdout.read()[-3000:]}")
-        assert time.monotonic() < deadline, f"write {k} did not start in time"
-        time.sleep(0.002)
-    last_duration = float([line for line in _progress(progress) if line[0] == "done"][-1][2])
-    time.sleep(rng.uniform(0.0, 0.9) * last_duration)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
-    lines = _progress(progress)
-    assert lines[-1][0] == "start", f"the kill did not land inside a write: {lines[-3:]}"
-    return out, k, lines
-
-
-def _raw_request(out) -> dict:
-    with np.load(out / "request.npz", allow_pickle=False) as arrays:
-        return {k: (v.astype(object) if v.dtype.kind == "U" else v) for k, v in arrays.items()}
+from reliability_children import kill_during_write, raw_request  # tests/ is on sys.path
 
 
 def test_sigkill_during_saved_model_export_leaves_earlier_versions_intact(tmp_path):
@@ -128,7 +31,7 @@ def test_sigkill_during_saved_model_export_leaves_earlier_versions_intact(tmp_pa
     assert completed and versions[: len(completed)] == completed  # every finished version is there
     assert set(versions) <= set(completed) | {k}  # the interrupted one only if its rename happened
     v1 = np.load(out / "v1.npy")
-    request = _raw_request(out)
+    request = raw_request(out)
     for version in versions:  # no partial version directory: each one loads and answers like version 1
         path = base / str(version)
         assert (path / "saved_model.pb").is_file() and (path / "assets.extra" / "tfmec.json").is_file()

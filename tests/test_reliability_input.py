@@ -8,7 +8,6 @@ a stack trace from inside TensorFlow. Property-based tests (hypothesis) on the r
 import csv
 import gzip
 import io
-import os
 
 import numpy as np
 import pytest
@@ -117,7 +116,8 @@ def _bad_files(tmp_path):
         ("tfrecord garbage", "g.tfrecord", GARBAGE, "tfrecord", {}, "corrupted TFRecord", 1),
         ("tfrecord truncated", "t.tfrecord", tfr_bytes[:-7], "tfrecord", {}, "truncated record", 5),
     ]
-    return [(name, _write(tmp_path, fname, data), fmt, kw, msg, line) for name, fname, data, fmt, kw, msg, line in cases]
+    return [(name, _write(tmp_path, fname, data), fmt, kw, msg, line)
+            for name, fname, data, fmt, kw, msg, line in cases]
 
 
 def test_bad_files_raise_a_data_error_naming_file_and_line(tmp_path):
@@ -262,8 +262,10 @@ def test_quantized_embedding_any_int_id_any_batch_shape(quantized_layers, ids, w
     (["--method", "none,mecc"], "unknown method 'mecc'"),
     (["--data", "synthetic", "--format", "criteo"], "--format criteo applies to data files"),
     (["--data", "{garbage}", "--format", "criteo", "--numeric", "I1"], "--numeric applies to --format csv only"),
-    (["--data", "{garbage}", "--format", "avazu", "--label-threshold", "3"], "--label-threshold applies to --format csv"),
-    (["--data", "{garbage}", "--format", "criteo", "--field-map", "{garbage}"], "--field-map applies to --format libsvm"),
+    (["--data", "{garbage}", "--format", "avazu", "--label-threshold", "3"],
+     "--label-threshold applies to --format csv"),
+    (["--data", "{garbage}", "--format", "criteo", "--field-map", "{garbage}"],
+     "--field-map applies to --format libsvm"),
     (["--method", "mec", "--subspaces", "3"], "--embedding-dim 16 is not divisible by --subspaces 3"),
     (["--method", "mec", "--codewords", "256", "--bits", "4"], "--bits 4 cannot hold 256 codewords"),
     (["--method", "afm", "--afm-energy", "1.5"], "--afm-energy must be in (0, 1]"),

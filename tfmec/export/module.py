@@ -132,4 +132,5 @@ class ServingModule(tf.Module):
         return {"serving_default": self.serving_default, "ids": self.ids}
 
 
-__all__ = ["ServingModule", "map_unknown_ids", "oov_sizes", "tf_variables", "variable_dict", "model_input_specs", "check_schema_matches", "OUTPUT_KEY"]
+__all__ = ["ServingModule", "map_unknown_ids", "oov_sizes", "tf_variables", "variable_dict", "model_input_specs",
+           "check_schema_matches", "OUTPUT_KEY"]
