@@ -117,17 +117,24 @@ def test_int8_out_of_range_ids_read_the_oov_row():
         Int8Embedding(V, D, scales=np.ones(3))
 
 
-@pytest.mark.skipif(IS_LEGACY_KERAS, reason="tf-keras has no layer.quantize")
-def test_int8_equals_keras3_embedding_quantize():
+def test_int8_equals_absmax_reference_and_keras3_embedding_quantize():
+    """Per-row abs-max int8 against a NumPy reference in both modes; in Keras 3 mode also against
+    Keras's own ``Embedding.quantize("int8")`` (tf-keras has no ``quantize``)."""
     table = _table(seed=3)
     ours = Int8Embedding.from_table(table)
     ours.build(None)
+    step = np.abs(table).max(axis=1) / 127.0
+    reference = np.clip(np.rint(table / step[:, None]), -127, 127)
+    np.testing.assert_array_equal(_weight(ours, "embeddings").numpy().astype(np.float64), reference)
+    ids = np.arange(V, dtype="int32")
+    np.testing.assert_allclose(np.asarray(ours(ids)), reference * step[:, None], rtol=1e-6, atol=1e-7)
+    if IS_LEGACY_KERAS:
+        return
     ref = keras.layers.Embedding(V, D)
     ref.build((None,))
     ref.set_weights([table])
     ref.quantize("int8")
     np.testing.assert_array_equal(_weight(ours, "embeddings").numpy(), ref._embeddings.numpy())
-    ids = np.arange(V, dtype="int32")
     np.testing.assert_allclose(np.asarray(ours(ids)), np.asarray(ref(ids)), rtol=1e-6, atol=1e-7)
 
 
