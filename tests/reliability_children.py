@@ -45,8 +45,11 @@ TRAINING_CHILD = textwrap.dedent('''
         from tfmec.training import compile_ctr, fit_early_stopping
 
         class Progress(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epoch = epoch
+
             def on_train_batch_end(self, batch, logs=None):
-                mark("batch", batch)
+                mark("batch", self.epoch, batch)
 
         from tfmec.data import CATEGORICAL, NUMERIC, Field, Schema, SyntheticCTR
         schema = Schema([Field("I1", NUMERIC, "log_square"), Field("I2", NUMERIC)]
