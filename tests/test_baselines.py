@@ -274,7 +274,8 @@ def test_hash_budget_precedence_and_execution_order():
     ctx.cfg = RunConfig(hash_bytes=777)
     assert hash_budget(ctx, full) == (777, "hash_bytes")
     assert execution_order(["none", "hash", "mec", "int8"]) == ["none", "mec", "hash", "int8"]
-    assert execution_order(["hash", "mec+afm", "mec"]) == ["mec+afm", "mec", "hash"]
+    assert execution_order(["none", "mec+afm", "afm", "mec"]) == ["none", "mec", "mec+afm", "afm"]
+    assert execution_order(["hash", "mec+afm", "mec"]) == ["mec", "mec+afm", "hash"]
     assert execution_order(["mec", "hash"]) == ["mec", "hash"]
     assert execution_order(["hash", "none"]) == ["hash", "none"]
 
