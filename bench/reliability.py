@@ -596,12 +596,15 @@ def kill_restart_pipeline(kills: int, seed: int, workdir: str) -> dict:
     duration = run(command(ref_out, f"{workdir}/run-ck-ref"))
     rng = random.Random(seed)
     killed, where = 0, []
-    for _ in range(kills):
-        after = rng.uniform(0.25, 0.85) * duration
+    for k in range(kills):  # the first kill early, later ones late: restarts skip what is finished
+        after = (rng.uniform(0.25, 0.6) if k == 0 else rng.uniform(0.6, 0.95)) * duration
         if run(command(out, ck), kill_after=after) < 0:
             killed += 1
-            done = sorted(os.path.relpath(root, ck) for root, _, files in os.walk(ck) if "checkpoint" in files)
-            where.append(f"kill at {after:.0f}s (checkpointed: {', '.join(done) or 'nothing yet'})")
+            done = [os.path.relpath(root, ck) for root, _, files in os.walk(ck) if "checkpoint" in files]
+            fits = sorted(d.split(os.sep, 1)[1] for d in done if d.startswith("fit" + os.sep))
+            tables = sum(d.startswith("stage1" + os.sep) for d in done)
+            where.append(f"kill {killed} {after:.0f}s into a run (checkpoints then: fits {', '.join(fits) or '-'}; "
+                         f"{tables} stage-1 tables)")
     resumed = run(command(out, ck))
     ref = {r["method"]: r for r in json.load(open(f"{ref_out}/metrics.json"))["runs"]}
     got = {r["method"]: r for r in json.load(open(f"{out}/metrics.json"))["runs"]}
