@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from tfmec import export
-from tfmec.atomic import TMP_PREFIX, remove_stale_temporaries, write_json_atomic
+from tfmec.atomic import TMP_PREFIX, host_tag, remove_stale_temporaries, write_json_atomic
 from tfmec.data import load_vocabularies
 from tfmec.io import load_model, save_model
 
@@ -110,11 +110,13 @@ def test_code_files_from_different_saves_are_refused(tmp_path):
 
 
 def test_stale_temporaries_of_live_writers_are_kept(tmp_path):
-    live = tmp_path / f"{TMP_PREFIX}{os.getppid()}-x.json"
+    host = host_tag()
+    live = tmp_path / f"{TMP_PREFIX}{os.getppid()}@{host}-x.json"
     dead_pid = 2**22 + 12345  # above the default pid_max: no such process
-    dead = tmp_path / f"{TMP_PREFIX}{dead_pid}-y.json"
+    dead = tmp_path / f"{TMP_PREFIX}{dead_pid}@{host}-y.json"
+    elsewhere = tmp_path / f"{TMP_PREFIX}{dead_pid}@otherhost{host}-z.json"  # another machine's writer
     foreign = tmp_path / f"{TMP_PREFIX}abc.json"  # not ours (no pid): never touched
-    for p in (live, dead, foreign):
+    for p in (live, dead, elsewhere, foreign):
         p.write_text("{")
     assert remove_stale_temporaries(str(tmp_path)) == [dead.name]
-    assert sorted(os.listdir(tmp_path)) == sorted([live.name, foreign.name])
+    assert sorted(os.listdir(tmp_path)) == sorted([live.name, elsewhere.name, foreign.name])

@@ -3,32 +3,37 @@
 Every artifact tfmec writes goes through a temporary name in the same folder and one ``os.replace``
 / ``os.rename`` (atomic on POSIX within one file system), so a process killed at any instant (even
 with SIGKILL, which runs no cleanup) leaves the earlier artifact as it was. Temporary names start
-with :data:`TMP_PREFIX` and carry the writer's process id (``.tmp-<pid>-...``); what a killed writer
-left behind is removed by the next write into the same folder (:func:`remove_stale_temporaries`),
-never while its writer is alive.
+with :data:`TMP_PREFIX` and carry the writer's process id and host (``.tmp-<pid>@<host>-...``); what a
+killed writer left behind is removed by the next write into the same folder
+(:func:`remove_stale_temporaries`), never while its writer is alive.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 
 TMP_PREFIX = ".tmp-"
 
 
+def host_tag() -> str:
+    """A short name of this machine for temporary names (letters and digits of the host name)."""
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:16] or "host"
+
+
 def temporary_prefix(tag: str = "") -> str:
-    """The prefix of this process's temporary names: ``.tmp-<pid>-[<tag>-]``."""
-    return f"{TMP_PREFIX}{os.getpid()}-" + (f"{tag}-" if tag else "")
+    """The prefix of this process's temporary names: ``.tmp-<pid>@<host>-[<tag>-]``."""
+    return f"{TMP_PREFIX}{os.getpid()}@{host_tag()}-" + (f"{tag}-" if tag else "")
 
 
-def _writer_pid(name: str) -> int | None:
-    """The process id in a temporary name written by :func:`temporary_prefix` (None otherwise)."""
-    if not name.startswith(TMP_PREFIX):
-        return None
-    head = name[len(TMP_PREFIX):].split("-", 1)[0]
-    return int(head) if head.isdigit() else None
+def _writer(name: str) -> tuple[int, str] | None:
+    """``(pid, host)`` of a temporary name written by :func:`temporary_prefix` (None otherwise)."""
+    match = re.match(re.escape(TMP_PREFIX) + r"(\d+)@([A-Za-z0-9]+)-", name)
+    return (int(match.group(1)), match.group(2)) if match else None
 
 
 def pid_alive(pid: int) -> bool:
@@ -43,18 +48,21 @@ def pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(directory: str) -> list[str]:
-    """Removes the temporary files and folders in ``directory`` whose writer process is gone.
+    """Removes the temporary files and folders in ``directory`` whose writer process (on this machine)
+    is gone.
 
-    Returns the removed names. Names without a process id, and those of live processes, are kept.
+    Returns the removed names. Names without a process id, those of live processes and those written
+    from another machine (a shared file system) are kept.
     """
     removed = []
     try:
         names = os.listdir(directory)
     except OSError:
         return removed
+    host = host_tag()
     for name in names:
-        pid = _writer_pid(name)
-        if pid is None or pid == os.getpid() or pid_alive(pid):
+        writer = _writer(name)
+        if writer is None or writer[1] != host or writer[0] == os.getpid() or pid_alive(writer[0]):
             continue
         path = os.path.join(directory, name)
         try:
@@ -137,4 +145,4 @@ def atomic_directory(final_path: str):
 
 
 __all__ = ["TMP_PREFIX", "atomic_file", "atomic_directory", "write_bytes_atomic", "write_json_atomic",
-           "remove_stale_temporaries", "pid_alive", "temporary_prefix"]
+           "remove_stale_temporaries", "pid_alive", "temporary_prefix", "host_tag"]

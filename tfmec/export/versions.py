@@ -1,6 +1,6 @@
 """Versioned, atomic export directories: the ``base_dir/<version>/`` layout TF Serving watches.
 
-A version is written into a hidden temporary folder beside its final place (``base_dir/.tmp-<pid>-...``,
+A version is written into a hidden temporary folder beside its final place (``base_dir/.tmp-<pid>@<host>-...``,
 which TF Serving ignores: not a number) and renamed to ``base_dir/<version>`` only once complete. A
 failure removes the temporary folder and leaves every earlier version as it was, so a half-written
 version directory is never visible; the folder of a writer killed outright (SIGKILL) is removed by the
