@@ -63,11 +63,21 @@ def _parse_sets(pairs):
 _BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
+def _against_baseline(rs: list[dict], base: dict, is_baseline: bool) -> tuple[float, str]:
+    """Mean AUC difference of runs ``rs`` against the baseline run of the same seed (``base``:
+    seed -> run), and the Wilcoxon signed-rank p-value as text ('-' below 5 pairs or for the baseline)."""
+    from scipy.stats import wilcoxon
+
+    paired = [(r["test_auc"], base[r["seed"]]["test_auc"]) for r in rs if r["seed"] in base]
+    delta = np.mean([a - b for a, b in paired]) if paired else float("nan")
+    if is_baseline or len(paired) < 5:
+        return delta, "-"
+    return delta, f"{wilcoxon([a for a, _ in paired], [b for _, b in paired]).pvalue:.3f}"
+
+
 def summarise(runs: list[dict]) -> str:
     """Markdown table per dataset and method: AUC mean +- std, bytes, ratio, p-value vs baseline. A method
     run under several ``--set`` settings gets one row per setting."""
-    from scipy.stats import wilcoxon
-
     settings_of = {}  # (dataset, method) -> the distinct --set settings it ran under
     for r in runs:
         settings_of.setdefault((r["dataset"], r["method"]), set()).add(str(sorted(r.get("settings", {}).items())))
@@ -84,11 +94,7 @@ def summarise(runs: list[dict]) -> str:
         for m in dict.fromkeys(label(r) for r in runs if r["dataset"] == d):
             rs = [r for r in runs if r["dataset"] == d and label(r) == m]
             auc = np.array([r["test_auc"] for r in rs])
-            paired = [(r["test_auc"], base[r["seed"]]["test_auc"]) for r in rs if r["seed"] in base]
-            delta = np.mean([a - b for a, b in paired]) if paired else float("nan")
-            p = "-"
-            if m != "baseline" and len(paired) >= 5:
-                p = f"{wilcoxon([a for a, _ in paired], [b for _, b in paired]).pvalue:.3f}"
+            delta, p = _against_baseline(rs, base, m == "baseline")
             ratio = np.mean([r.get("compression_ratio_embeddings", 1.0) for r in rs])
             mratio = np.mean([r.get("compression_ratio_model", 1.0) for r in rs])
             lines.append(f"| {d} | {m} | {len(rs)} | {auc.mean():.4f} ± {auc.std():.4f} | {delta:+.4f} | {p} | "
@@ -116,8 +122,6 @@ def summarise_afm(runs: list[dict]) -> str:
     """Markdown table per (dataset, model) and method for AFM (issue 5): AUC, delta and Wilcoxon p
     against the baseline, MLP (Dense) parameters and their ratio, whole-model bytes ratio, and the
     median side-by-side throughput ratio against the baseline."""
-    from scipy.stats import wilcoxon
-
     lines = ["| dataset | model | method | n | test AUC | delta vs baseline | Wilcoxon p | MLP params | MLP ratio "
              "| cross-net ratio | model bytes | model ratio | throughput ratio (median) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -129,11 +133,7 @@ def summarise_afm(runs: list[dict]) -> str:
         for m in dict.fromkeys(r["method"] for r in rs_all):
             rs = [r for r in rs_all if r["method"] == m]
             auc = np.array([r["test_auc"] for r in rs])
-            paired = [(r["test_auc"], base[r["seed"]]["test_auc"]) for r in rs if r["seed"] in base]
-            delta = np.mean([a - b for a, b in paired]) if paired else float("nan")
-            p = "-"
-            if m != "baseline" and len(paired) >= 5:
-                p = f"{wilcoxon([a for a, _ in paired], [b for _, b in paired]).pvalue:.3f}"
+            delta, p = _against_baseline(rs, base, m == "baseline")
             if "afm" in rs[0]:
                 mlp = np.mean([r["afm"]["dense_params_after"] for r in rs])
                 mlp_ratio = f"{np.mean([r['afm']['dense_params_before'] / r['afm']['dense_params_after'] for r in rs]):.1f}x"

@@ -1,6 +1,7 @@
 """Small helpers shared by the tfmec layers (not public API)."""
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from tfmec.backend import keras
@@ -66,3 +67,15 @@ def map_out_of_range_ids(inputs, vocab_size: int, oov_id: int, layer_name: str):
         ids = tf.cast(ids, tf.int64)
     valid = tf.logical_and(ids >= 0, ids < tf.constant(vocab_size, ids.dtype))
     return tf.cast(tf.where(valid, ids, tf.constant(oov_id, ids.dtype)), tf.int32)
+
+
+def array_initializer(array: np.ndarray):
+    """An initializer returning ``array`` (not serialised: the weights carry the values); a weight of
+    another shape is refused."""
+
+    def init(shape, dtype=None, **kwargs):
+        if tuple(int(x) for x in shape) != tuple(array.shape):
+            raise ValueError(f"initial value of shape {array.shape} does not fit a weight of shape {tuple(shape)}")
+        return tf.constant(array, dtype=dtype)
+
+    return init

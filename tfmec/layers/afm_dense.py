@@ -22,20 +22,16 @@ import numpy as np
 import tensorflow as tf
 
 from tfmec.backend import keras, register
-from tfmec.layers._utils import as_shape, make_initializer, map_out_of_range_ids, serialize_initializer
+from tfmec.layers._utils import (
+    array_initializer,
+    as_shape,
+    make_initializer,
+    map_out_of_range_ids,
+    serialize_initializer,
+)
 
 _MAX_VOCAB = 2**31 - 1
 
-
-def _array_initializer(array: np.ndarray):
-    """An initializer returning ``array`` (not serialised: the weights carry the values)."""
-
-    def init(shape, dtype=None, **kwargs):
-        if tuple(int(s) for s in shape) != tuple(array.shape):
-            raise ValueError(f"initial value of shape {array.shape} does not fit a weight of shape {tuple(shape)}")
-        return tf.constant(array, dtype=dtype)
-
-    return init
 
 
 def _as_array(value, name: str, ndim: int, owner: str) -> np.ndarray | None:
@@ -215,7 +211,7 @@ class AFMDense(keras.layers.Layer):
 
         def init(key, offset):
             if self._initial[key] is not None:
-                return _array_initializer(self._initial[key])
+                return array_initializer(self._initial[key])
             if key.endswith("kernel"):
                 return make_initializer(self.kernel_initializer, self.seed, offset)
             return keras.initializers.get(self.bias_initializer)
@@ -359,7 +355,7 @@ class LowRankEmbedding(keras.layers.Layer):
         initial = self._initial
 
         def init(key, fallback):
-            return _array_initializer(initial[key]) if initial[key] is not None else fallback
+            return array_initializer(initial[key]) if initial[key] is not None else fallback
 
         self.embeddings = self.add_weight(
             name="embeddings", shape=(v, k),

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmec.backend import keras, register
-from tfmec.layers._utils import as_shape, map_out_of_range_ids
+from tfmec.layers._utils import array_initializer, as_shape, map_out_of_range_ids
 
 _MAX_VOCAB = 2**31 - 1
 INT8_MAX = 127
@@ -57,16 +57,6 @@ def quantize_int8(table, per_row: bool = True) -> tuple[np.ndarray, np.ndarray]:
     q = np.clip(np.round(e / scale), -INT8_MAX, INT8_MAX).astype(np.int8)
     return q, step
 
-
-def _array_initializer(array: np.ndarray):
-    """An initializer returning ``array`` (not serialised: the weights carry the values)."""
-
-    def init(shape, dtype=None, **kwargs):
-        if tuple(int(s) for s in shape) != tuple(array.shape):
-            raise ValueError(f"initial value of shape {array.shape} does not fit a weight of shape {tuple(shape)}")
-        return tf.constant(array, dtype=dtype)
-
-    return init
 
 
 @register
@@ -167,11 +157,11 @@ class Int8Embedding(keras.layers.Layer):
         q, s = self._initial_embeddings, self._initial_scales
         self.embeddings = self.add_weight(
             name="embeddings", shape=(self.input_dim, self.output_dim), dtype="int8",
-            initializer=_array_initializer(q) if q is not None else "zeros", trainable=False,
+            initializer=array_initializer(q) if q is not None else "zeros", trainable=False,
         )
         self.scales = self.add_weight(
             name="scales", shape=self.scales_shape, dtype="float32",
-            initializer=_array_initializer(s) if s is not None else "ones", trainable=False,
+            initializer=array_initializer(s) if s is not None else "ones", trainable=False,
         )
         self._initial_embeddings = self._initial_scales = None  # the weights hold them now
         self.built = True

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmec.backend import keras, register
-from tfmec.layers._utils import as_shape, map_out_of_range_ids
+from tfmec.layers._utils import array_initializer, as_shape, map_out_of_range_ids
 from tfmec.layers.bitpack import check_bits, decode_packed_tf, pack_codes, packed_width, unpack_codes_tf
 
 _MAX_VOCAB = 2**31 - 1
@@ -161,16 +161,6 @@ def contrastive_loss(
     rows = tf.cast(tf.shape(per_row)[0], tf.float32)
     return tf.math.divide_no_nan(tf.reduce_sum(per_row), rows)
 
-
-def _array_initializer(array: np.ndarray):
-    """An initializer returning ``array`` (the array is not serialised: weights carry it)."""
-
-    def init(shape, dtype=None, **kwargs):
-        if tuple(int(s) for s in shape) != tuple(array.shape):
-            raise ValueError(f"initial value of shape {array.shape} does not fit a weight of shape {tuple(shape)}")
-        return tf.constant(array, dtype=dtype if dtype is not None else None)
-
-    return init
 
 
 @register
@@ -376,11 +366,11 @@ class QuantizedEmbedding(keras.layers.Layer):
             name="codes",
             shape=self.codes_shape,
             dtype=self.codes_dtype,
-            initializer=_array_initializer(self._codes_initial_value()),
+            initializer=array_initializer(self._codes_initial_value()),
             trainable=False,
         )
         if self._initial_codebooks is not None:
-            codebook_init = _array_initializer(self._initial_codebooks)
+            codebook_init = array_initializer(self._initial_codebooks)
         else:
             codebook_init = keras.initializers.RandomNormal(stddev=0.05, seed=self.seed)
         self.codebooks = self.add_weight(
@@ -398,7 +388,7 @@ class QuantizedEmbedding(keras.layers.Layer):
                 name="projection",
                 shape=(self.output_dim, self.output_dim),
                 dtype="float32",
-                initializer=_array_initializer(init),
+                initializer=array_initializer(init),
                 trainable=self.trainable_codebooks,
             )
         if self.head_rows:
@@ -406,7 +396,7 @@ class QuantizedEmbedding(keras.layers.Layer):
                 name="head",
                 shape=(self.head_rows, self.output_dim),
                 dtype="float32",
-                initializer=_array_initializer(self._head_initial_value()),
+                initializer=array_initializer(self._head_initial_value()),
                 trainable=self.trainable_codebooks,
             )
         # the weights hold the arrays from now on; do not keep a second copy of the table
