@@ -104,7 +104,7 @@ def _baseline_and_mec(args):
     base = _build(_schema(gen), args)
     base.load_weights(os.path.join(args.out, "baseline.weights.h5"))
     codes = CodeSet.load(os.path.join(args.out, f"codes_{_tag(args)}"))
-    model = compress_embeddings(base, codes, bits=args.bits, seed=args.seed, head_rows=_head_rows(args))
+    model = compress_embeddings(base, codes, bits=args.bits, seed=args.seed, head_rows=args.head_rows)
     return gen, (train, valid, test), base, codes, model
 
 
@@ -165,11 +165,6 @@ def phase_stage1(args):
 def _tag(args) -> str:
     """Names the stage-1 codes: M, K and the code width."""
     return f"M{args.subspaces}_K{args.codewords}_bits{args.bits or 0}"
-
-
-def _head_rows(args):
-    """``--head-rows`` as ``compress_embeddings`` takes it: a share below 1, else a count."""
-    return args.head_rows if 0 < args.head_rows < 1 else int(args.head_rows)
 
 
 def _config_tag(args) -> str:

@@ -256,14 +256,6 @@ def _settings_key(settings: dict) -> str:
     return "settings-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
-def _head_rows_setting(value: float):
-    """``RunConfig.head_rows`` as ``compress_embeddings`` takes it: a share below 1, else a count."""
-    value = float(value)
-    if value < 0:
-        raise ValueError(f"head_rows must be >= 0, got {value}")
-    return value if 0 < value < 1 else int(value)
-
-
 def run_mec(ctx: RunContext, method: str = "mec", stage2: str | None = None, **overrides) -> dict:
     """Method ``mec``: stage 1 on the trained baseline's tables, then stage 2 with the contrastive term.
 
@@ -290,7 +282,7 @@ def run_mec(ctx: RunContext, method: str = "mec", stage2: str | None = None, **o
     fine_tune = stage2 == "finetune"
     model = compress_embeddings(ctx.build() if stage2 == "retrain" else base, codes,
                                 contrastive_weight=settings["beta"], bits=cfg.bits, seed=cfg.seed,
-                                head_rows=_head_rows_setting(cfg.head_rows))
+                                head_rows=cfg.head_rows)
     if stage2 == "none":  # evaluated as it is: prediction needs no compile
         run = ctx.finish(model, method, 0.0, 0)
     else:

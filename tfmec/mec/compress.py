@@ -45,8 +45,10 @@ class _FieldCall:
         return self.layer(*args, field=self.index, **kwargs)
 
 
-def _head_count(head_rows, field: str, vocab_size: int) -> int:
-    """Exact head rows of one table from ``compress_embeddings``'s ``head_rows`` argument."""
+def head_row_count(head_rows, field: str, vocab_size: int) -> int:
+    """Exact head rows of one table from ``compress_embeddings``'s ``head_rows`` argument: a float
+    in (0, 1) is a share of ``vocab_size`` (rounded down), a mapping gives per-field counts, anything
+    else is a count; capped at ``vocab_size``."""
     if isinstance(head_rows, Mapping):
         count = int(head_rows.get(field, 0))
     elif isinstance(head_rows, float) and 0 < head_rows < 1:
@@ -129,7 +131,7 @@ def compress_embeddings(
         if field in group_of:
             group, index = group_of[field]
             return _FieldCall(shared[group], index)
-        head = _head_count(head_rows, field, fc.vocab_size)
+        head = head_row_count(head_rows, field, fc.vocab_size)
         return QuantizedEmbedding.from_codes(
             fc, name=layer.name, contrastive_weight=beta if fc.dim > 1 else 0.0, num_negatives=negatives, temperature=tau,
             trainable_codebooks=trainable_codebooks, bits=bits, seed=seed, head_rows=head,

@@ -16,6 +16,7 @@ import numpy as np
 
 from tfmec.layers.bitpack import check_bits, packed_width
 from tfmec.mec.codes import code_dtype
+from tfmec.mec.compress import head_row_count
 from tfmec.mec.stage1 import select_fields, share_groups, subspaces_for
 
 
@@ -113,8 +114,7 @@ def compressed_embedding_bytes(
             m = subspaces_for(d, num_subspaces)
             total += _codes_bytes(v, m, num_codewords, bits) + num_codewords * d * 4
             total += d * d * 4 if rotation and d > 1 else 0
-            head = int(head_rows * v) if 0 < head_rows < 1 else int(head_rows)
-            total += min(head, v) * d * 4
+            total += head_row_count(head_rows, name, v) * d * 4
     for names in groups.values():
         v = sum(tables.tables[n][0] for n in names)
         d = tables.tables[names[0]][1]
