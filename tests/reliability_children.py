@@ -61,7 +61,7 @@ TRAINING_CHILD = textwrap.dedent('''
                                    dropout=0.0 if IS_LEGACY_KERAS else 0.2)
         codes = learn_codes(base, data.frequencies, num_subspaces=2, num_codewords=8, epochs=0, fields=["C2", "C3"],
                             progress=False)
-        model = compress_embeddings(base, codes, contrastive_weight=0.0, seed=0)  # MEC stage 2's model
+        model = compress_embeddings(base, codes, contrastive_weight=0.05, seed=0)  # MEC stage 2, negatives on
         compile_ctr(model, 3e-3)
         fit = fit_early_stopping(model, data.train_stream, data.valid, epochs=4, patience=10, verbose=0,
                                  keep_start=True, checkpoint_dir=checkpoint_dir, callbacks=[Progress()])

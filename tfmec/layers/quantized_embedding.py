@@ -10,20 +10,22 @@ The lookup is two plain ``tf.gather`` ops (the code rows of the ids, then the co
 codebooks flattened to ``[M * K, d / M]`` with offsets ``m * K``), so the layer runs in TF Serving and
 converts with tf2onnx without custom ops or hash tables.
 
-Randomness of the contrastive regulariser. :func:`semi_synthetic_negative_codes` draws with
-stateful ``tf.random.uniform(seed=...)`` when ``seed`` is an int or None (what the layer uses): no
-variable to create, save or mirror, a fresh draw on every step inside one ``tf.function`` (and in
-eager mode), valid under ``tf.distribute`` (each replica runs its own copy of the op; with a fixed
-seed the replicas draw the same positions, on different rows) and under XLA. Pass a shape-``[2]``
-integer seed instead (for example derived from a step counter) to get ``tf.random.stateless_uniform``
-draws that are a pure function of the seed.
+Randomness of the contrastive regulariser. With ``contrastive_weight > 0`` the layer holds a
+non-trainable ``int64`` step counter, ``negatives_step``, and draws each training step's negatives
+with ``tf.random.stateless_uniform`` from the seed ``(seed, negatives_step)``, then adds one to the
+counter. The draws are therefore a pure function of the layer's variables: a checkpoint (or a saved
+model) carries the position in the random stream, and training resumed after a kill draws exactly the
+negatives an uninterrupted run would. Under ``tf.distribute`` the counter is updated by the first
+replica only (``ONLY_FIRST_REPLICA``); every replica draws with the same seed, on its own rows. With
+``seed=None`` the seed is drawn once, at construction, from NumPy's global generator (which
+``keras.utils.set_random_seed`` seeds).
 """
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
-from tfmec.backend import keras, register
+from tfmec.backend import IS_LEGACY_KERAS, keras, register
 from tfmec.layers._utils import array_initializer, as_shape, map_out_of_range_ids
 from tfmec.layers.bitpack import check_bits, decode_packed_tf, pack_codes, packed_width, unpack_codes_tf
 
@@ -186,7 +188,7 @@ class QuantizedEmbedding(keras.layers.Layer):
             ``beta * contrastive_loss(...)`` on the batch's looked-up ids with ``add_loss``.
         num_negatives: semi-synthetic negatives per looked-up id.
         temperature: ``tau`` of the contrastive loss.
-        seed: int seed for the default codes/codebooks and the negatives' random op.
+        seed: int seed for the default codes/codebooks and the first half of the negatives' stateless seed.
         head_rows: ``H >= 0`` (beyond the paper): rows ``0 .. H-1`` are kept exact in a float32
             ``head [H, d]`` weight and read from it instead of from the codes. tfmec's vocabularies
             number ids by descending frequency (id 0 is the OOV bucket), so these are the most
@@ -262,6 +264,8 @@ class QuantizedEmbedding(keras.layers.Layer):
             raise ValueError(f"{name}: temperature must be > 0, got {temperature}")
         self.trainable_codebooks = bool(trainable_codebooks)
         self.seed = None if seed is None else int(seed)
+        # the first half of the negatives' stateless seed; the second is the negatives_step counter
+        self._negatives_seed = self.seed if self.seed is not None else int(np.random.randint(0, 2**31 - 1))
 
         d, m, k = self.output_dim, self.num_subspaces, self.num_codewords
         self._initial_codes = None
@@ -304,6 +308,7 @@ class QuantizedEmbedding(keras.layers.Layer):
             self._initial_head = head
         self.projection = None
         self.head = None
+        self.negatives_step = None
         self._last_contrastive_loss = None
 
     # ------------------------------------------------------------------ construction
@@ -399,9 +404,25 @@ class QuantizedEmbedding(keras.layers.Layer):
                 initializer=array_initializer(self._head_initial_value()),
                 trainable=self.trainable_codebooks,
             )
+        if self.contrastive_weight > 0:
+            self.negatives_step = self._add_step_counter()
         # the weights hold the arrays from now on; do not keep a second copy of the table
         self._initial_codes = self._initial_codebooks = self._initial_projection = self._initial_head = None
         self.built = True
+
+    def _add_step_counter(self):
+        """The scalar ``int64`` counter of training steps that drew negatives (see the module doc)."""
+        aggregation = tf.VariableAggregation.ONLY_FIRST_REPLICA if IS_LEGACY_KERAS else "only_first_replica"
+        return self.add_weight(name="negatives_step", shape=(), dtype="int64", initializer="zeros",
+                               trainable=False, aggregation=aggregation)
+
+    def _next_negatives_seed(self):
+        """The shape-``[2]`` stateless seed of this step's negatives; advances ``negatives_step``."""
+        step = tf.convert_to_tensor(self.negatives_step)
+        seed = tf.stack([tf.constant(self._negatives_seed, tf.int64), tf.cast(step, tf.int64)])
+        with tf.control_dependencies([seed]):
+            self.negatives_step.assign_add(1)
+        return seed
 
     def _head_initial_value(self) -> np.ndarray:
         """The given head rows, else the PQ decoding of rows ``0 .. H-1`` (built weights needed)."""
@@ -459,7 +480,7 @@ class QuantizedEmbedding(keras.layers.Layer):
                 codebooks,
                 self.num_negatives,
                 self.temperature,
-                seed=self.seed,
+                seed=self._next_negatives_seed(),
                 projection=projection,
             )
             self._last_contrastive_loss = loss
