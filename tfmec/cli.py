@@ -1,10 +1,10 @@
 """The ``tfmec`` command.
 
-``tfmec run --data PATH[,PATH...]|synthetic [--rows N] --format FMT [--label COL] [--field-map FILE]
---model NAME --method METHOD[,METHOD...] --seed S --out DIR [--config FILE]`` trains, evaluates, prints
-a table and writes ``DIR/metrics.json`` and ``DIR/report.md`` (with its PNG figures); ``--config FILE``
-reads the settings from a JSON file of ``RunConfig`` field names (e.g. ``best_config.json`` of
-``tfmec tune``), and flags given on the command line override it.
+``tfmec run --data PATH[,PATH...]|synthetic [--rows N] --format FMT [--label COL] [--engine pyarrow|tfio]
+[--field-map FILE] --model NAME --method METHOD[,METHOD...] --seed S --out DIR [--config FILE]`` trains,
+evaluates, prints a table and writes ``DIR/metrics.json`` and ``DIR/report.md`` (with its PNG figures);
+``--config FILE`` reads the settings from a JSON file of ``RunConfig`` field names (e.g.
+``best_config.json`` of ``tfmec tune``), and flags given on the command line override it.
 
 ``tfmec tune --data ... --model NAME --method mec|mec+afm --trials N [--memory-budget BYTES]
 [--oracle random|bayesian|hyperband] --out DIR`` sweeps MEC's hyperparameters with KerasTuner
@@ -49,6 +49,9 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rows", type=int, default=None, help="rows to read (synthetic: rows to generate, default 200000)")
     g.add_argument("--format", default=None, help="criteo, avazu, csv, libsvm, parquet or tfrecord")
     g.add_argument("--label", default=None, help="label column (csv, parquet, tfrecord)")
+    g.add_argument("--engine", default=None, choices=["pyarrow", "tfio"],
+                   help="parquet: the reading library, pyarrow (default) or tfio (tensorflow-io's "
+                        "IODataset.from_parquet; needs tensorflow-io 0.37.1 on TensorFlow 2.16.x: make test-io)")
     g.add_argument("--label-threshold", type=float, default=None, help="label = value >= threshold (e.g. ratings)")
     g.add_argument("--field-map", default=None, help="libsvm: file of 'field:value<TAB>index' lines")
     g.add_argument("--numeric", type=_csv_list, default=[], help="csv: comma-separated numeric columns")

@@ -35,6 +35,7 @@ class RunConfig:
     numeric: Sequence[str] = ()
     drop: Sequence[str] = ()
     sep: str | None = None
+    engine: str | None = None  # parquet: "pyarrow" (default) or "tfio" (tensorflow-io, TF 2.16.x only)
     model: str = "deepfm"
     methods: Sequence[str] = ("none",)
     seed: int = 0
@@ -447,6 +448,7 @@ def load_for(cfg: RunConfig):
         format=cfg.format,
         label=cfg.label,
         field_map=cfg.field_map,
+        engine=cfg.engine,
         rows=cfg.rows or (200_000 if cfg.data == "synthetic" else None),
         seed=cfg.seed,
         batch_size=cfg.batch_size,

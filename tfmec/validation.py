@@ -45,6 +45,8 @@ def check_contradictions(cfg) -> None:
         for name, flag in CSV_ONLY:
             value = getattr(cfg, name)
             _require(value in (None, (), []), f"{flag} applies to --format csv only, not {cfg.format}")
+    if getattr(cfg, "engine", None) is not None:
+        _require(cfg.format == "parquet", f"--engine applies to --format parquet only, not {cfg.format or 'synthetic'}")
     if cfg.field_map is not None and cfg.format is not None:
         _require(cfg.format in ("libsvm", "libfm"), f"--field-map applies to --format libsvm only, not {cfg.format}")
     if cfg.hash_bytes is not None:

@@ -154,7 +154,10 @@ class CTRData:
         return self.encoder.vocabularies
 
 
-def _make_reader(data, format, label, field_map, rows, seed, on_error, reader_kwargs) -> Reader:
+def _make_reader(data, format, label, field_map, rows, seed, on_error, reader_kwargs, engine=None) -> Reader:
+    if engine is not None and (isinstance(data, Reader) or (isinstance(data, str) and data == "synthetic")):
+        raise ValueError("engine applies when reading Parquet files (format='parquet'), not to a reader object "
+                         "or 'synthetic'")
     if isinstance(data, Reader):
         return data
     if isinstance(data, str) and data == "synthetic":
@@ -165,7 +168,8 @@ def _make_reader(data, format, label, field_map, rows, seed, on_error, reader_kw
         raise ValueError("give format= (criteo, avazu, csv, libsvm, parquet, tfrecord) for a file path, or pass 'synthetic'")
     from tfmec.data.readers import open_reader
 
-    return open_reader(data, format, label=label, field_map=field_map, on_error=on_error, **reader_kwargs)
+    return open_reader(data, format, label=label, field_map=field_map, engine=engine, on_error=on_error,
+                       **reader_kwargs)
 
 
 def default_schema(reader: Reader, min_count: int = 2) -> Schema:
@@ -190,6 +194,7 @@ def load(
     format: str | None = None,
     label: str | None = None,
     field_map: str | None = None,
+    engine: str | None = None,
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
     seed: int = 0,
     batch_size: int = 1024,
@@ -208,6 +213,9 @@ def load(
         data: ``"synthetic"`` (the embedded generator), a :class:`Reader`, or path(s) with ``format``.
         schema: fields to use; default :func:`default_schema` of the reader (with ``min_count``).
         format, label, field_map, on_error, reader_kwargs: passed to the reader.
+        engine: Parquet only: ``"pyarrow"`` (default) or ``"tfio"`` (``tfio.IODataset.from_parquet``;
+            needs tensorflow-io 0.37.1 on TensorFlow 2.16.x, else a clear ``ValueError``). Both engines
+            give identical batches; see :class:`~tfmec.data.readers.ParquetReader`.
         fractions: (train, valid, test) shares; the split is deterministic in ``seed``.
         rows: read at most this many rows (for ``"synthetic"``: generate this many, default 100k).
         batch_size: rows per batch; the train split is shuffled with ``shuffle_buffer``.
@@ -220,7 +228,7 @@ def load(
     fractions = check_fractions(fractions)
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    reader = _make_reader(data, format, label, field_map, rows, seed, on_error, reader_kwargs)
+    reader = _make_reader(data, format, label, field_map, rows, seed, on_error, reader_kwargs, engine)
     if isinstance(data, str) and data == "synthetic":
         rows = None  # the generator already has its length
     schema = (schema.copy() if schema is not None else default_schema(reader, min_count))

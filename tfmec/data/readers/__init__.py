@@ -8,7 +8,8 @@ counted in ``reader.stats``.
 
 Formats: ``criteo`` (:class:`CriteoReader`), ``avazu`` (:class:`AvazuReader`), ``csv``
 (:class:`CSVReader`), ``libsvm`` / ``libfm`` (:class:`LibSVMReader`), ``parquet``
-(:class:`ParquetReader`), ``tfrecord`` (:class:`TFRecordReader`); :func:`open_reader` picks one by name.
+(:class:`ParquetReader`, read by pyarrow or, with ``engine="tfio"``, tensorflow-io), ``tfrecord``
+(:class:`TFRecordReader`); :func:`open_reader` picks one by name.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from tfmec.data.readers.criteo import (
 )
 from tfmec.data.readers.csv_reader import CSVReader, sniff_separator
 from tfmec.data.readers.libsvm import LibSVMReader, load_field_map
-from tfmec.data.readers.parquet import ParquetReader
+from tfmec.data.readers.parquet import ENGINES, ParquetReader
+from tfmec.data.readers.tfio_engine import TfioUnavailableError, tfio_status
 from tfmec.data.readers.text import resolve_paths
 from tfmec.data.readers.tfrecord import TFRecordReader
 
@@ -41,7 +43,8 @@ FORMATS = sorted([*READERS, *FORMAT_ALIASES])
 _FIXED_LABELS = {"criteo": "label", "avazu": "click", "libsvm": "label"}
 
 
-def open_reader(paths, format: str, label: str | None = None, field_map=None, **kw) -> Reader:
+def open_reader(paths, format: str, label: str | None = None, field_map=None, engine: str | None = None,
+                **kw) -> Reader:
     """Creates the reader for ``format`` over ``paths``.
 
     Args:
@@ -52,10 +55,13 @@ def open_reader(paths, format: str, label: str | None = None, field_map=None, **
             other formats have a fixed label (``label`` for criteo and libsvm, ``click`` for avazu);
             passing a different name for them is an error.
         field_map: field map file, for ``libsvm`` only.
+        engine: for ``parquet`` only: ``"pyarrow"`` (default) or ``"tfio"`` (tensorflow-io; see
+            :class:`ParquetReader`). ``None`` is the format's default.
         **kw: further arguments of the reader class (``on_error``, ``numeric``, ``sep``, ...).
 
     Raises:
-        ValueError: unknown format, or an argument that the format does not take.
+        ValueError: unknown format, or an argument that the format does not take
+            (:class:`TfioUnavailableError` for ``engine="tfio"`` where tensorflow-io cannot run).
         FileNotFoundError: a path that does not exist.
     """
     if not isinstance(format, str):
@@ -69,6 +75,10 @@ def open_reader(paths, format: str, label: str | None = None, field_map=None, **
         if fmt != "libsvm":
             raise ValueError(f"field_map applies to the libsvm format only, not {fmt!r}")
         kw["field_map"] = field_map
+    if engine is not None:
+        if fmt != "parquet":
+            raise ValueError(f"engine applies to the parquet format only, not {fmt!r}")
+        kw["engine"] = engine
     if fmt in _FIXED_LABELS:
         if label is not None and label != _FIXED_LABELS[fmt]:
             raise ValueError(f"the {fmt} format's label is always {_FIXED_LABELS[fmt]!r}; got label={label!r}")
@@ -86,6 +96,7 @@ __all__ = [
     "CSVReader",
     "Chunk",
     "CriteoReader",
+    "ENGINES",
     "FORMATS",
     "LibSVMReader",
     "ParquetReader",
@@ -93,6 +104,7 @@ __all__ = [
     "ReadStats",
     "Reader",
     "TFRecordReader",
+    "TfioUnavailableError",
     "load_field_map",
     "make_chunk",
     "open_reader",
@@ -100,4 +112,5 @@ __all__ = [
     "parse_label",
     "sniff_separator",
     "split_hour",
+    "tfio_status",
 ]

@@ -1,4 +1,11 @@
-"""Reader for Parquet files (through pyarrow, batch by batch)."""
+"""Reader for Parquet files, batch by batch, through pyarrow (default) or tensorflow-io.
+
+The ``engine`` argument picks the library that reads the file: ``"pyarrow"`` (default, every
+supported column type, nulls) or ``"tfio"`` (``tensorflow_io.IODataset.from_parquet``; needs
+tensorflow-io 0.37.1 on TensorFlow 2.16.x, see :mod:`tfmec.data.readers.tfio_engine`). Both engines go
+through the same conversion, so they yield identical chunks; what tensorflow-io cannot read that way
+(nulls, decimals, float16) is refused with a :class:`~tfmec.data.errors.DataError`.
+"""
 from __future__ import annotations
 
 from typing import Iterator, Sequence
@@ -8,6 +15,9 @@ import numpy as np
 from tfmec.data.errors import DataError
 from tfmec.data.readers.base import Chunk, parse_float
 from tfmec.data.readers.text import FileReader, as_name_list, fast_label
+
+#: The Parquet engines: ``pyarrow`` (default) and ``tfio`` (tensorflow-io).
+ENGINES = ("pyarrow", "tfio")
 
 
 def _kind_of(pa, typ) -> str | None:
@@ -34,6 +44,13 @@ class ParquetReader(FileReader):
     Nulls become NaN / ``""``. A non-finite numeric value (NaN stored as a value, inf), a null or
     non-0/1 label or an unparsable cell is a bad row; its "line" is the 1-based row number in the file.
 
+    With ``engine="tfio"`` the values are read by ``tensorflow_io.IODataset.from_parquet`` and then
+    converted by the same code, so the chunks are identical to the pyarrow engine's. The column kinds
+    still come from the file's arrow schema (metadata only). tensorflow-io must be usable (0.37.1 on
+    TensorFlow 2.16.x: checked once when the reader is built, :class:`TfioUnavailableError` otherwise)
+    and each file is refused with a :class:`DataError` when a used column has nulls (or lacks the
+    null-count statistics that rule them out) or is a decimal, or when any column is float16.
+
     Args:
         paths: one path or a list of paths, read in order; all must have the used columns.
         label: the label column (0/1, -1 counts as 0; or any number with ``label_threshold``).
@@ -42,6 +59,12 @@ class ParquetReader(FileReader):
         drop: columns to leave out (also the way to skip columns of unsupported types).
         label_threshold: if given, the label is ``value >= label_threshold``.
         on_error: ``"raise"`` or ``"skip"``.
+        engine: ``"pyarrow"`` (default) or ``"tfio"``; see above.
+
+    Raises:
+        ValueError: an unknown ``engine`` (:class:`TfioUnavailableError`, a ValueError, when ``"tfio"``
+            cannot run here).
+        DataError: an unreadable file, missing columns, unsupported column types.
     """
 
     def __init__(
@@ -53,10 +76,19 @@ class ParquetReader(FileReader):
         drop: Sequence[str] = (),
         label_threshold: float | None = None,
         on_error: str = "raise",
+        engine: str = "pyarrow",
     ):
         super().__init__(paths, on_error)
         import pyarrow as pa
         import pyarrow.parquet as pq
+
+        if engine not in ENGINES:
+            raise ValueError(f"unknown Parquet engine {engine!r}; choose one of {ENGINES}")
+        self.engine = engine
+        if engine == "tfio":
+            from tfmec.data.readers.tfio_engine import require_tfio
+
+            require_tfio()  # before anything is read: a clear message where tensorflow-io cannot run
 
         self.label = label
         self.label_threshold = None if label_threshold is None else float(label_threshold)
@@ -65,7 +97,8 @@ class ParquetReader(FileReader):
         num = None if numeric is None else set(as_name_list(numeric, "numeric"))
         path = self.paths[0]
         try:
-            schema = pq.ParquetFile(path).schema_arrow
+            pf = pq.ParquetFile(path)
+            schema = pf.schema_arrow
         except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for a non-parquet file
             raise DataError(f"cannot read as Parquet: {exc}", path) from None
         names = list(schema.names)
@@ -93,6 +126,10 @@ class ParquetReader(FileReader):
             self.columns.append((name, kind))
         if not self.columns:
             raise DataError(f"no feature columns left; the columns are {names}", path)
+        if engine == "tfio":
+            from tfmec.data.readers.tfio_engine import check_tfio_file
+
+            check_tfio_file(pf, [label] + self.column_names, path)
 
     # --- conversion of one batch column --------------------------------------------------------
     # Problems are collected in ``errs`` ({row in batch: DataError}, first problem per row) and
@@ -181,13 +218,13 @@ class ParquetReader(FileReader):
             if missing:
                 raise DataError(f"column(s) {missing} not found; the columns are {pf.schema_arrow.names}", path)
             first_row = 1
-            for batch in pf.iter_batches(batch_size=chunk_size, columns=wanted):
-                n = batch.num_rows
+            for batch in self._batches(pf, path, wanted, chunk_size):
+                n = len(batch[self.label])
                 errs: dict = {}
-                labels = self._labels(pa, pc, batch.column(self.label), path, first_row, errs)
+                labels = self._labels(pa, pc, batch[self.label], path, first_row, errs)
                 feats = {}
                 for name, kind in self.columns:
-                    arr = batch.column(name)
+                    arr = batch[name]
                     if kind == "numeric":
                         feats[name] = self._numeric(pa, pc, arr, name, path, first_row, errs)
                     else:
@@ -201,3 +238,14 @@ class ParquetReader(FileReader):
                     labels = labels[keep]
                     feats = {k: v[keep] for k, v in feats.items()}
                 yield Chunk(feats, np.ascontiguousarray(labels, dtype=np.float32), np.zeros(0, np.int64))
+
+    def _batches(self, pf, path: str, wanted: list, chunk_size: int) -> Iterator[dict]:
+        """``{column: pyarrow.Array}`` batches of ``chunk_size`` rows, read by the chosen engine."""
+        if self.engine == "tfio":
+            from tfmec.data.readers.tfio_engine import check_tfio_file, tfio_batches
+
+            check_tfio_file(pf, wanted, path)
+            yield from tfio_batches(pf, path, wanted, chunk_size)
+            return
+        for batch in pf.iter_batches(batch_size=chunk_size, columns=wanted):
+            yield {name: batch.column(name) for name in wanted}
