@@ -58,7 +58,8 @@ def test_compressed_model_structure_and_memory(trained):
     assert report["compression_ratio_embeddings"] > 1.5
     assert report["original_embedding_bytes"] == memory_report(model)["embedding_bytes"]
     big = next(t for t in report["tables"] if t["layer"] == "embedding_big")
-    assert big["kind"] == "quantized" and big["bytes"] == 3000 * 4 + 16 * 8 * 4
+    # codes + codebooks + the negatives' 8-byte step counter (contrastive_weight > 0)
+    assert big["kind"] == "quantized" and big["bytes"] == 3000 * 4 + 16 * 8 * 4 + 8
 
 
 def test_compress_save_load_predict_is_exact(trained, tmp_path):

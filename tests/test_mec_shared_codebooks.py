@@ -278,7 +278,8 @@ def test_sharing_takes_fewer_bytes_on_many_small_fields(frappe_like):
     fields = shared.groups["shared_d8"]
     assert table["kind"] == "shared_quantized" and table["fields"] == fields
     v = sum(FRAPPE_LIKE[f] for f in fields)
-    assert table["vocab_size"] == v and table["bytes"] == v * 2 + K * D * 4  # 4-bit codes: 2 bytes a row
+    # 4-bit codes: 2 bytes a row; + the negatives' 8-byte step counter (contrastive term on by default)
+    assert table["vocab_size"] == v and table["bytes"] == v * 2 + K * D * 4 + 8
     # one shared layer per group, every grouped field's Embedding gone
     names = {lyr.name for lyr in small_shared.layers}
     assert {"shared_d8", "shared_d1"} <= names

@@ -346,11 +346,13 @@ class QuantizedEmbedding(keras.layers.Layer):
 
     @property
     def storage_bytes(self) -> int:
-        """Bytes of codes at their stored width + codebooks and projection at float32."""
+        """Bytes of codes at their stored width + codebooks, projection and head rows at float32 + the
+        8-byte ``negatives_step`` counter when the layer has a contrastive term."""
         codes = int(np.prod(self.codes_shape)) * np.dtype(self.codes_dtype).itemsize
         codebooks = self.num_codewords * self.output_dim * 4
         projection = self.output_dim * self.output_dim * 4 if self.use_projection else 0
-        return codes + codebooks + projection + self.head_rows * self.output_dim * 4
+        counter = 8 if self.contrastive_weight > 0 else 0
+        return codes + codebooks + projection + self.head_rows * self.output_dim * 4 + counter
 
     @property
     def last_contrastive_loss(self):

@@ -81,6 +81,7 @@ def compressed_embedding_bytes(
     share_codebooks: bool = False,
     rotation: bool = False,
     head_rows: float = 0.0,
+    contrastive: bool = True,
 ) -> int:
     """Bytes of every embedding table after MEC with these settings (what
     :func:`tfmec.evaluation.embedding_bytes` reports for the stage-2 model).
@@ -92,6 +93,8 @@ def compressed_embedding_bytes(
         share_codebooks, rotation: as in :func:`tfmec.mec.learn_codes`.
         head_rows: exact head rows per private table (``RunConfig.head_rows``: a share below 1, else
             a count), ``H * d * 4`` bytes each.
+        contrastive: the stage-2 layers train with a contrastive term (``beta > 0``): each layer of
+            width ``d > 1`` then holds an 8-byte step counter for its negatives.
     """
     if not isinstance(tables, EmbeddingTables):
         tables = EmbeddingTables(dict(tables))
@@ -115,12 +118,14 @@ def compressed_embedding_bytes(
             total += _codes_bytes(v, m, num_codewords, bits) + num_codewords * d * 4
             total += d * d * 4 if rotation and d > 1 else 0
             total += head_row_count(head_rows, name, v) * d * 4
+            total += 8 if contrastive and d > 1 else 0
     for names in groups.values():
         v = sum(tables.tables[n][0] for n in names)
         d = tables.tables[names[0]][1]
         m = subspaces_for(d, num_subspaces)
         total += _codes_bytes(v, m, num_codewords, bits) + num_codewords * d * 4
         total += d * d * 4 if rotation and d > 1 else 0
+        total += 8 if contrastive and d > 1 else 0
     return int(total)
 
 

@@ -221,7 +221,7 @@ class MECTuner(keras_tuner.Tuner):
         """Compressed embedding bytes of ``cfg``, computed before any training."""
         return compressed_embedding_bytes(self.tables, num_subspaces=cfg.subspaces, num_codewords=cfg.codewords,
                                           bits=cfg.bits, share_codebooks=cfg.share_codebooks,
-                                          head_rows=cfg.head_rows)
+                                          head_rows=cfg.head_rows, contrastive=cfg.beta > 0)
 
     # -- KerasTuner hooks ------------------------------------------------------------------------
 
