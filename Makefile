@@ -3,8 +3,12 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tfmec-installed
+# The io profile (make test-io): TensorFlow 2.16 + tensorflow-io 0.37.1 in their own environment.
+VENV_IO ?= .venv-io
+PY_IO := $(VENV_IO)/bin/python
+STAMP_IO := $(VENV_IO)/.tfmec-installed
 
-.PHONY: demo test test-keras3 test-tfkeras venv clean
+.PHONY: demo test test-io test-keras3 test-tfkeras venv venv-io clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11) on PATH; set PYTHON=..."; exit 1; }
@@ -30,5 +34,23 @@ test: $(STAMP)
 	$(PY) -m pytest tests -q
 	TF_USE_LEGACY_KERAS=1 $(PY) -m pytest tests -q
 
+## The io profile: the Parquet engine --engine tfio (tensorflow-io 0.37.1, which needs TensorFlow 2.16.x,
+## numpy<2, pyarrow<17: requirements-io.txt) in .venv-io, with tfmec installed on top (--no-deps: setup.py
+## asks for TensorFlow 2.21). Runs the data tests and tests/test_tfio_engine.py, whose tests there must run
+## (TFMEC_IO_PROFILE=1: never skipped): both engines give identical batches, and one end-to-end
+## `tfmec run --format parquet --engine tfio` on a small Parquet file of synthetic rows.
+$(STAMP_IO): requirements-io.txt setup.py Makefile
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11) on PATH; set PYTHON=..."; exit 1; }
+	test -x $(PY_IO) || $(PYTHON) -m venv $(VENV_IO)
+	$(PY_IO) -m pip install --quiet --upgrade pip
+	$(PY_IO) -m pip install --quiet -r requirements-io.txt
+	$(PY_IO) -m pip install --quiet --no-deps -e .
+	@touch $(STAMP_IO)
+
+venv-io: $(STAMP_IO)
+
+test-io: $(STAMP_IO)
+	TFMEC_IO_PROFILE=1 $(PY_IO) -m pytest tests/test_readers.py tests/test_data_pipeline.py tests/test_tfio_engine.py -q
+
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) $(VENV_IO) runs build *.egg-info

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 import sys
 import types
 
@@ -237,15 +238,21 @@ def test_float16_file_is_refused_before_tfio_reads_it(tmp_path):
     check_tfio_file(pq.ParquetFile(fine), ["y", "c"], str(fine))  # no error
 
 
-def test_cli_run_through_tfio_engine(tfio, tmp_path, capsys):
+def test_cli_run_through_tfio_engine(tfio, tmp_path):
+    """End to end: the ``tfmec`` console script of this environment, in a fresh process."""
     path = write_synthetic_parquet(tmp_path / "run.parquet", rows=2000, row_group_size=500)
     out = tmp_path / "out"
-    rc = cli_main(["run", "--data", str(path), "--format", "parquet", "--engine", "tfio", "--model", "deepfm",
-                   "--method", "none", "--epochs", "1", "--batch-size", "256", "--embedding-dim", "4",
-                   "--no-export", "--quiet", "--out", str(out)])
-    assert rc == 0, capsys.readouterr().err
+    script = os.path.join(os.path.dirname(sys.executable), "tfmec")
+    command = [script] if os.path.exists(script) else [sys.executable, "-m", "tfmec.cli"]
+    proc = subprocess.run(
+        [*command, "run", "--data", str(path), "--format", "parquet", "--engine", "tfio", "--model", "deepfm",
+         "--method", "none", "--epochs", "1", "--batch-size", "256", "--embedding-dim", "4", "--no-export",
+         "--quiet", "--out", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     (run,) = metrics["runs"]
+    assert sum(metrics["rows"].values()) == 2000
     assert 0.0 < run["test_auc"] < 1.0 and math.isfinite(run["test_logloss"])
 
 
