@@ -6,6 +6,7 @@ import time
 import tensorflow as tf
 
 from tfmec.backend import keras
+from tfmec.distribute import MultiWorkerKerasError, check_fit_supported  # noqa: F401  (re-exported)
 
 
 OPTIMIZERS = ("adam", "lazy_adam")
@@ -104,7 +105,12 @@ def fit_early_stopping(
     checkpointed after every epoch and a call with the same arguments resumes from it (after a kill,
     too): :func:`tfmec.resume.resumable_fit`; ``checkpoint_fingerprint`` adds settings a checkpoint
     must match. Returns ``{"history", "train_seconds", "epochs", "best_epoch", "start_auc"}`` (and
-    ``resumed_from_epoch`` with ``checkpoint_dir``)."""
+    ``resumed_from_epoch`` with ``checkpoint_dir``).
+
+    Under ``tf.distribute`` build and compile the model inside ``strategy.scope()``; under Keras 3 a
+    multi-worker strategy raises :class:`~tfmec.distribute.MultiWorkerKerasError` (keras issue 20585;
+    use tf-keras, ``TF_USE_LEGACY_KERAS=1``)."""
+    check_fit_supported(model)  # Keras 3 + multi-worker: a clear error instead of a failure inside TensorFlow
     if checkpoint_dir is not None:
         from tfmec.resume import resumable_fit
 

@@ -40,7 +40,8 @@ from tfmec.backend import keras
 from tfmec.evaluation import embedding_bytes, model_bytes, param_count
 from tfmec.layers.afm_dense import AFMDense, LowRankEmbedding, dense_params, embedding_params
 from tfmec.layers.cross import CrossNetV2
-from tfmec.training import fit_early_stopping
+from tfmec.towers import PROTOCOL_HINT, is_tower_model
+from tfmec.training import check_fit_supported, fit_early_stopping
 
 FINE_TUNE_KEYS = ("train", "valid", "epochs", "learning_rate", "loss", "verbose", "steps_per_epoch", "patience",
                   "keep_start")
@@ -301,6 +302,7 @@ def _run_fine_tune(model, fine_tune, stage: str, report: AFMReport):
         if fit["start_auc"] is not None:
             entry["start_valid_auc"] = fit["start_auc"]
     else:
+        check_fit_supported(model)
         history = model.fit(spec["train"], epochs=epochs, verbose=verbose, **kwargs).history
     entry["history"] = {key: [float(v) for v in values] for key, values in history.items()}
     report.fine_tune.append(entry)
@@ -380,7 +382,11 @@ def compress(
         model: a functional Keras model (every zoo model of :data:`tfmec.models.MODELS`, a
             :class:`~tfmec.mec.MECModel`, or a user model; a built ``Sequential`` is treated as the
             equivalent functional model) whose Dense layers / embedding tables are top-level layers;
-            it is not modified.
+            it is not modified. A model following the tower protocol of :mod:`tfmec.towers` (e.g. a
+            TFRS :class:`~tfmec.integrations.tfrs.TowerRankingModel`) has its tower compressed and is
+            returned as ``model.with_tower(compressed tower)``; a callable ``fine_tune`` then receives
+            that wrapped model (so TFRS fine-tunes with its own task), a dict ``fine_tune`` fits the
+            tower with the dict's loss.
         calibration: a ``tf.data.Dataset`` (or iterable) of ``(features, label)`` batches (or bare
             features) fed to the model; it is iterated once per compressed Dense layer plus once for
             all tables, so keep it finite (e.g. ``train.take(200)``).
@@ -415,8 +421,8 @@ def compress(
 
     Returns:
         ``(new_model, report)``: a new functional model (same inputs and outputs; the class of a
-        functional subclass such as ``MECModel`` is kept; compiled only if a dict ``fine_tune`` ran)
-        and an :class:`AFMReport` (``report.to_dict()`` is JSON-able; ``report.ranks`` maps layer
+        functional subclass such as ``MECModel`` is kept; compiled only if a dict ``fine_tune`` ran),
+        or ``model.with_tower(...)`` for a tower model (uncompiled), and an :class:`AFMReport` (``report.to_dict()`` is JSON-able; ``report.ranks`` maps layer
         names to ``k``).
 
     Raises:
@@ -427,10 +433,16 @@ def compress(
         An ``AFMDense`` drops a Dense layer's kernel regulariser and constraint. Dense layers inside
         nested models are not visited.
     """
+    if is_tower_model(model):
+        return _compress_tower(model, calibration, rank=rank, energy=energy, param_budget=param_budget,
+                               embeddings=embeddings, fine_tune=fine_tune, layers=layers, cross=cross,
+                               embedding_rank=embedding_rank, embedding_energy=embedding_energy,
+                               allow_larger=allow_larger, verbose=verbose)
     if isinstance(model, keras.Sequential) and getattr(model, "inputs", None):
         model = keras.Model(model.inputs, model.outputs, name=model.name)  # a functional view of its layers
     if not _is_functional(model):
-        raise ValueError("afm.compress needs a functional Keras model (built with keras.Model(inputs, outputs))")
+        raise ValueError(f"afm.compress needs a functional Keras model (built with keras.Model(inputs, outputs)), "
+                         f"got a {type(model).__name__}. {PROTOCOL_HINT}.")
     if rank is None and energy is None and param_budget is None:
         raise ValueError("afm.compress: give one of rank, energy or param_budget")
     if rank is not None and energy is not None:
@@ -535,6 +547,20 @@ def compress(
     report.embedding_bytes_after = embedding_bytes(current)
     report.model_bytes_after = model_bytes(current)
     return current, report
+
+
+def _compress_tower(model, calibration, *, fine_tune, **kwargs):
+    """:func:`compress` of a tower-protocol model (:mod:`tfmec.towers`): compresses ``model.tower`` and
+    returns ``(model.with_tower(new tower), report)``. A callable ``fine_tune`` gets the wrapped model."""
+    if callable(fine_tune):
+        user_fine_tune = fine_tune
+
+        def fine_tune(tower):  # noqa: F811 - the wrapper the tower's compression calls
+            result = user_fine_tune(model.with_tower(tower))
+            return result.tower if is_tower_model(result) else tower  # the wrapper trained ``tower`` in place
+
+    tower, report = compress(model.tower, calibration, fine_tune=fine_tune, **kwargs)
+    return model.with_tower(tower), report
 
 
 __all__ = ["compress", "replace_layers", "AFMReport", "LayerReport", "FINE_TUNE_KEYS"]

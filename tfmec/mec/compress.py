@@ -18,10 +18,12 @@ from typing import Mapping
 import numpy as np
 
 from tfmec.backend import keras
+from tfmec.distribute import local_integer_variables
 from tfmec.layers import QuantizedEmbedding, SharedQuantizedEmbedding
 from tfmec.mec.codes import CodeSet
 from tfmec.mec.graph import rebuild_functional
 from tfmec.mec.model import MECModel
+from tfmec.towers import is_tower_model, require_functional
 
 
 def _field_of(layer_name: str, codes: Mapping, mapping: Mapping | None) -> str | None:
@@ -76,7 +78,10 @@ def compress_embeddings(
     """A copy of ``model`` whose compressed fields use quantised embeddings.
 
     Args:
-        model: a functional Keras model with ``Embedding`` layers (``embedding_<field>`` in the zoo).
+        model: a functional Keras model with ``Embedding`` layers (``embedding_<field>`` in the zoo), or
+            a model following the tower protocol of :mod:`tfmec.towers` (``model.tower`` functional,
+            ``model.with_tower(new)``; e.g. :class:`tfmec.integrations.tfrs.TowerRankingModel`): its
+            tower is compressed and ``model.with_tower(compressed tower)`` is returned.
         codes: stage 1's :class:`CodeSet` ``{field: FieldCodes}``.
         contrastive_weight: beta of the stage-2 contrastive term (default: ``codes.config["beta"]``).
         num_negatives, temperature: contrastive settings (default: stage 1's).
@@ -92,11 +97,19 @@ def compress_embeddings(
     :class:`~tfmec.layers.SharedQuantizedEmbedding` per group.
 
     Returns:
-        a new functional :class:`MECModel` (same inputs and outputs; ``fit`` logs ``contrastive_loss``);
-        the original is untouched.
+        a new functional :class:`MECModel` (same inputs and outputs; ``fit`` logs ``contrastive_loss``),
+        or for a tower model ``model.with_tower(<that MECModel>)`` (uncompiled); the original is untouched.
     Raises:
-        ValueError: a code set that matches no layer, or a table whose shape differs from its codes.
+        ValueError: a code set that matches no layer, a table whose shape differs from its codes, or a
+            subclassed model that does not follow the tower protocol.
     """
+    if is_tower_model(model):
+        tower = compress_embeddings(model.tower, codes, contrastive_weight=contrastive_weight,
+                                    num_negatives=num_negatives, temperature=temperature,
+                                    trainable_codebooks=trainable_codebooks, bits=bits, mapping=mapping, seed=seed,
+                                    head_rows=head_rows)
+        return model.with_tower(tower)
+    require_functional(model, "compress_embeddings")
     cfg = getattr(codes, "config", {}) or {}
     beta = cfg.get("beta", 0.0) if contrastive_weight is None else contrastive_weight
     negatives = cfg.get("num_negatives", 4) if num_negatives is None else num_negatives
@@ -138,7 +151,8 @@ def compress_embeddings(
             head=np.asarray(layer.get_weights()[0][:head], dtype=np.float32) if head else None,
         )
 
-    new = rebuild_functional(model, clone)
+    with local_integer_variables():  # uint8/uint16 codes under MultiWorkerMirroredStrategy (tfmec.distribute)
+        new = rebuild_functional(model, clone)
     missing = [f for f in codes if f not in replaced.values()]
     if missing:
         raise ValueError(f"no Embedding layer found for field(s) {missing}; pass mapping={{layer_name: field}}")

@@ -202,10 +202,15 @@ def code_statistics(fc: FieldCodes, table: np.ndarray, counts: np.ndarray | None
 def tables_from(source) -> dict:
     """``{name: float32[V, d]}`` from a dict of tables or from a Keras model's tables: its
     ``embedding_<field>`` Embedding layers (keyed by field) and its first-order ``linear_<field>``
-    tables (keyed by layer name)."""
+    tables (keyed by layer name). A model following the tower protocol (:mod:`tfmec.towers`, e.g. a
+    TFRS :class:`~tfmec.integrations.tfrs.TowerRankingModel`) gives its tower's tables."""
     if isinstance(source, Mapping):
         return {str(k): np.asarray(v, dtype=np.float32) for k, v in source.items()}
     from tfmec.backend import keras
+    from tfmec.towers import is_tower_model
+
+    if is_tower_model(source):
+        source = source.tower
 
     tables = {}
     for layer in source.layers:
@@ -319,6 +324,7 @@ def learn_codes(
     checkpoint_dir: str | None = None,
     checkpoint_every: int = 100,
     on_step=None,
+    strategy=None,
 ) -> CodeSet:
     """Learns PQ codes for the embedding tables of ``source`` (MEC stage 1).
 
@@ -350,6 +356,16 @@ def learn_codes(
             are not trained again.
         on_step: optional ``on_step(table, epoch, step)`` called after every training step (with
             ``checkpoint_dir``).
+        strategy: a ``tf.distribute`` strategy to train under (default: the strategy whose scope is
+            open, ``tf.distribute.get_strategy()``; none outside any scope). The PQ variables are created
+            in its scope (mirrored), each global batch of ``batch_size`` ids is split across the replicas
+            (replica ``r`` of ``R`` takes rows ``r, r + R, ...``), each replica computes the losses on its
+            rows, and the gradients are averaged weighted by rows (``strategy.run`` + ``strategy.reduce``),
+            so every replica and worker applies the same update. Works with ``MirroredStrategy`` and
+            ``MultiWorkerMirroredStrategy`` under both Keras versions (no Keras in this loop). Every worker
+            must pass the same tables and frequencies (true when stage 0 trained under the same strategy).
+            Without a strategy the single-device loop runs, with unchanged results. A multi-worker
+            strategy refuses ``checkpoint_dir`` (the workers would write the same files).
     Returns:
         a :class:`CodeSet` ``{field: FieldCodes}`` with ``config`` (``config["groups"]``: the sharing
         groups) and per-field ``stats`` (a grouped field's ``stats["group"]`` names its group; epochs,
@@ -362,6 +378,12 @@ def learn_codes(
     if share_max_vocab is not None and share_max_vocab < 1:
         raise ValueError("share_max_vocab must be >= 1")
     code_dtype(num_codewords)
+    from tfmec.distribute import ambient_strategy, is_multi_worker
+
+    strategy = strategy if strategy is not None else ambient_strategy()
+    if checkpoint_dir is not None and is_multi_worker(strategy):
+        raise ValueError("learn_codes: checkpoint_dir is not supported under a multi-worker strategy (every worker "
+                         "would write the same files); run stage 1 without it, or on one worker")
     checkpointing = None
     if checkpoint_dir is not None:
         from tfmec.mec.checkpoint import Stage1Checkpointing
@@ -398,7 +420,8 @@ def learn_codes(
                             [counts_of(n) for n in members], subspaces_for(d, num_subspaces), num_codewords,
                             alpha, beta if d > 1 else 0.0, temperature, contrastive_temperature, num_negatives,
                             rotation and d > 1, batch_size, epochs, patience, learning_rate, kmeans_sample,
-                            kmeans_iterations, seed + 1000 * i, progress, checkpointing=checkpointing)
+                            kmeans_iterations, seed + 1000 * i, progress, checkpointing=checkpointing,
+                            strategy=strategy)
         for fc in fcs:
             result[fc.field] = fc
     return CodeSet({n: result[n] for n in chosen}, config=config)
@@ -406,7 +429,7 @@ def learn_codes(
 
 def _learn_tables(group, names, tables, counts, M, K, alpha, beta, tau, tau_c, num_negatives, rotation, batch_size,
                   epochs, patience, learning_rate, kmeans_sample, kmeans_iterations, seed, progress,
-                  checkpointing=None) -> list:
+                  checkpointing=None, strategy=None) -> list:
     """One PQ model learned on the rows of ``tables`` (one table, or a sharing group's tables, concatenated
     once); returns one :class:`FieldCodes` per table (a group's share one codebook array)."""
     label = names[0] if group is None else f"{group}: {len(names)} tables"
@@ -420,7 +443,8 @@ def _learn_tables(group, names, tables, counts, M, K, alpha, beta, tau, tau_c, n
     all_weights = weights[0] if len(tables) == 1 else np.concatenate(weights)
     model, history = _train_pq(label, table, table_t, all_weights, M, K, alpha, beta, tau, tau_c, num_negatives,
                                rotation, batch_size, epochs, patience, learning_rate, kmeans_sample,
-                               kmeans_iterations, seed, progress, checkpointing=checkpointing)
+                               kmeans_iterations, seed, progress, checkpointing=checkpointing,
+                               strategy=strategy)
     codes = assign_codes(model, table_t).astype(code_dtype(K))
     books = model.codebooks.numpy()
     projection = model.decoder.numpy() if model.decoder is not None else None
@@ -438,12 +462,14 @@ def _learn_tables(group, names, tables, counts, M, K, alpha, beta, tau, tau_c, n
 
 
 def _train_pq(label, table, table_t, weights, M, K, alpha, beta, tau, tau_c, num_negatives, rotation, batch_size,
-              epochs, patience, learning_rate, kmeans_sample, kmeans_iterations, seed, progress, checkpointing=None):
+              epochs, patience, learning_rate, kmeans_sample, kmeans_iterations, seed, progress, checkpointing=None,
+              strategy=None):
     """k-means++ initialisation, then the Adam loop on ``table [V, d]`` (``table_t``: the same as a tensor)
     with ``weights [V]``; returns the
     :class:`PQModel` at its best epoch and the per-epoch loss history. With ``checkpointing`` (a
     :class:`~tfmec.mec.checkpoint.Stage1Checkpointing`) the loop saves its whole state every
-    ``checkpointing.every`` steps and after each epoch, and resumes from the latest checkpoint."""
+    ``checkpointing.every`` steps and after each epoch, and resumes from the latest checkpoint. With a
+    ``strategy`` the variables are mirrored and each step runs on every replica (:func:`_distributed_step`)."""
     from tfmec.mec.checkpoint import LoopState, Stage1Checkpoint, has_checkpoint, replay_order, table_fingerprint
 
     v, d = table.shape
@@ -457,25 +483,37 @@ def _train_pq(label, table, table_t, weights, M, K, alpha, beta, tau, tau_c, num
         sub = table[sample].reshape(len(sample), M, dm)
         init = np.stack([kmeans(sub[:, m], K, seed=seed + m, iterations=kmeans_iterations, weights=weights[sample])
                          for m in range(M)])
-    model = PQModel(init, rotation=rotation)
     weights_t = tf.constant(weights)
-    optimizer = Adam(model.trainable, learning_rate)
-    step_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
+    if strategy is not None:
+        with strategy.scope():  # mirrored variables: one copy per replica, updated together
+            model = PQModel(init, rotation=rotation)
+            optimizer = Adam(model.trainable, learning_rate)
+            step_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
+    else:
+        model = PQModel(init, rotation=rotation)
+        optimizer = Adam(model.trainable, learning_rate)
+        step_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
 
-    @tf.function(reduce_retracing=True)  # the last, shorter batch must not add a trace per table
-    def train_step(idx):
+    def losses_and_grads(idx, step_seed):
+        """The four loss terms ``[4]`` and gradients of the rows ``idx [B]``."""
         e = tf.gather(table_t, idx)
         w = tf.gather(weights_t, idx)
-        step_seed = tf.stack([tf.cast(seed, tf.int64), step_counter])
         with tf.GradientTape() as tape:
             rec, pwr, con, _ = pq_losses(model, e, w, temperature=tau, contrastive_temperature=tau_c,
                                          num_negatives=num_negatives, seed=step_seed,
                                          compute_contrastive=beta > 0)
             loss = rec + alpha * pwr + beta * con
-        grads = tape.gradient(loss, model.trainable)
+        return [loss, rec, pwr, con], tape.gradient(loss, model.trainable)
+
+    @tf.function(reduce_retracing=True)  # the last, shorter batch must not add a trace per table
+    def train_step(idx):
+        values, grads = losses_and_grads(idx, tf.stack([tf.cast(seed, tf.int64), step_counter]))
         optimizer.apply(grads)
         step_counter.assign_add(1)
-        return loss, rec, pwr, con
+        return values
+
+    if strategy is not None:
+        train_step = _distributed_step(strategy, losses_and_grads, model, optimizer, step_counter, seed)
 
     dataset = (tf.data.Dataset.range(v).shuffle(min(v, 1_000_000), seed=seed, reshuffle_each_iteration=True)
                .batch(batch_size).prefetch(2))
@@ -532,6 +570,49 @@ def _train_pq(label, table, table_t, weights, M, K, alpha, beta, tau, tau_c, num
         if ckpt is not None:
             ckpt.save(LoopState(len(history), 0, np.zeros(4), best, bad_epochs, best_state, history, done=True))
     return model, history
+
+
+def _distributed_step(strategy, losses_and_grads, model: PQModel, optimizer, step_counter, seed):
+    """The stage-1 step under ``strategy``: ``train_step(idx int64[B]) -> (loss, rec, pwr, con)``.
+
+    Every worker passes the same global batch ``idx`` (same seeded shuffle); replica ``r`` of ``R`` takes
+    rows ``idx[r::R]`` and computes ``losses_and_grads`` on them with its own negatives' seed (the step's
+    ``(seed, step)`` folded with ``r``). Losses and gradients are summed over replicas weighted by their
+    row counts and divided by ``B`` (``strategy.reduce``, an all-reduce across workers), so the update is
+    that of a row-weighted mean; a replica without rows (a last batch smaller than ``R``) contributes
+    zeros. The update is applied in cross-replica context to the mirrored variables.
+    """
+    replicas = strategy.num_replicas_in_sync
+
+    def replica_step(idx):
+        rid = tf.distribute.get_replica_context().replica_id_in_sync_group
+        local = idx[rid::replicas]
+        rows = tf.shape(local)[0]
+        step_seed = tf.random.experimental.stateless_fold_in(
+            tf.stack([tf.cast(seed, tf.int64), step_counter.read_value()]), tf.cast(rid, tf.int32))
+
+        def compute():
+            values, grads = losses_and_grads(local, step_seed)
+            return tf.stack(values), grads
+
+        def empty():
+            return tf.zeros([4]), [tf.zeros_like(v) for v in model.trainable]
+
+        values, grads = tf.cond(rows > 0, compute, empty)
+        share = tf.cast(rows, tf.float32)
+        return values * share, [g * share for g in grads], share
+
+    @tf.function(reduce_retracing=True)
+    def train_step(idx):
+        values, grads, share = strategy.run(replica_step, args=(idx,))
+        total = strategy.reduce(tf.distribute.ReduceOp.SUM, share, axis=None)
+        grads = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) / total for g in grads]
+        values = strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None) / total
+        optimizer.apply(grads)
+        step_counter.assign_add(1)
+        return tf.unstack(values)
+
+    return train_step
 
 
 class Adam(tf.Module):
