@@ -18,7 +18,8 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8", "tf-keras>=2.21,<2.22", "scipy>=1.11", "hypothesis>=6.100"],
+        "test": ["pytest>=8", "tf-keras>=2.21,<2.22", "scipy>=1.11", "hypothesis>=6.100",
+                 "tensorflow-recommenders==0.7.7"],
         "onnx": ["tf2onnx>=1.17", "onnxruntime>=1.18"],
         "tune": ["keras-tuner>=1.4.7", "tensorboard>=2.20", "scikit-learn>=1.3", "scipy>=1.11"],
         "tfrs": ["tensorflow-recommenders>=0.7.3", "tf-keras>=2.21,<2.22"],
