@@ -120,11 +120,15 @@ def local_integer_variables(strategy=None):
     check_same_on_all_workers(strategy, created)
 
 
-def _fingerprint(value) -> float:
-    """A float64 digest of an array: its values weighted by a fixed pseudo-random sequence, plus its size."""
-    flat = np.asarray(value).astype(np.float64).ravel()
-    weights = np.random.default_rng(12345).uniform(0.5, 1.5, size=flat.size)
-    return float(flat @ weights) + flat.size
+def _fingerprint(value, chunk: int = 1 << 22) -> float:
+    """A float64 digest of an array: its values weighted by a fixed pseudo-random sequence, plus its size;
+    computed in chunks of ``chunk`` values (a 10^9-row code table is never copied to float64 whole)."""
+    flat = np.asarray(value).reshape(-1)
+    total = float(flat.size)
+    for i, start in enumerate(range(0, flat.size, chunk)):
+        part = flat[start:start + chunk].astype(np.float64)
+        total += float(part @ np.random.default_rng([12345, i]).uniform(0.5, 1.5, size=part.size))
+    return total
 
 
 def check_same_on_all_workers(strategy, variables) -> None:
