@@ -23,6 +23,7 @@ import tensorflow as tf
 from tfmec.backend import IS_LEGACY_KERAS
 
 KERAS_MULTI_WORKER_ISSUE = "https://github.com/keras-team/keras/issues/20585"
+KERAS_PS_ISSUE = "https://github.com/keras-team/keras/issues/18624"
 
 
 class MultiWorkerKerasError(RuntimeError):
@@ -64,6 +65,13 @@ def check_fit_supported(model=None, strategy=None) -> None:
     if IS_LEGACY_KERAS:
         return
     for candidate in (strategy if strategy is not None else ambient_strategy(), model_strategy(model)):
+        if isinstance(candidate, tf.distribute.experimental.ParameterServerStrategy):
+            raise MultiWorkerKerasError(
+                "Keras 3 does not support ParameterServerStrategy training (keras-team/keras issue #18624, "
+                f"{KERAS_PS_ISSUE}). Workaround: use tf-keras: pip install 'tf-keras~=2.21' and set "
+                "TF_USE_LEGACY_KERAS=1 in the environment of every task before TensorFlow is imported. "
+                "See docs/scaling.md."
+            )
         if is_multi_worker(candidate):
             raise MultiWorkerKerasError(
                 f"Keras 3 cannot train under {type(candidate).__name__} with more than one worker: model.fit "
@@ -152,5 +160,5 @@ def check_same_on_all_workers(strategy, variables) -> None:
                          "load the same code set on every worker)")
 
 
-__all__ = ["MultiWorkerKerasError", "KERAS_MULTI_WORKER_ISSUE", "ambient_strategy", "is_multi_worker",
+__all__ = ["MultiWorkerKerasError", "KERAS_MULTI_WORKER_ISSUE", "KERAS_PS_ISSUE", "ambient_strategy", "is_multi_worker",
            "model_strategy", "check_fit_supported", "local_integer_variables", "check_same_on_all_workers"]
