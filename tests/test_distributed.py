@@ -132,3 +132,22 @@ def test_keras3_multi_worker_guard():
 
     with pytest.raises(MultiWorkerKerasError, match="20585"):  # before any data is touched
         fit_early_stopping(model, None, None)
+
+
+def test_mec_model_fit_is_guarded(monkeypatch):
+    """``MECModel.fit`` (what stage 2 trains) runs the same check before Keras's fit."""
+    import tfmec.distribute as dist
+    from tfmec.backend import keras
+    from tfmec.mec.model import MECModel
+
+    inp = keras.Input(shape=(2,))
+    model = MECModel(inputs=inp, outputs=keras.layers.Dense(1)(inp))
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.ones((8, 2), "float32"), np.ones((8, 1), "float32")
+    monkeypatch.setattr(dist, "ambient_strategy", _fake_multi_worker_strategy)
+    if IS_LEGACY_KERAS:  # tf-keras trains multi-worker: the check passes and fit runs
+        history = model.fit(x, y, epochs=1, verbose=0)
+        assert len(history.history["loss"]) == 1
+        return
+    with pytest.raises(MultiWorkerKerasError, match="20585"):
+        model.fit(x, y, epochs=1, verbose=0)

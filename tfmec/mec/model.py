@@ -21,6 +21,15 @@ class MECModel(keras.Model):
         super().__init__(*args, **kwargs)
         self.contrastive_tracker = keras.metrics.Mean(name="contrastive_loss")
 
+    def fit(self, *args, **kwargs):
+        """``keras.Model.fit``, after :func:`tfmec.distribute.check_fit_supported`: under Keras 3 a
+        multi-worker or parameter-server strategy raises a clear error (keras issue 20585) instead of
+        failing inside TensorFlow."""
+        from tfmec.distribute import check_fit_supported
+
+        check_fit_supported(self)
+        return super().fit(*args, **kwargs)
+
     def _quantized_losses(self):
         return [loss for layer in self.layers if getattr(layer, "num_subspaces", None) is not None
                 for loss in layer.losses]
