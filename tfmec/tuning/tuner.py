@@ -337,7 +337,7 @@ class MECTuner(keras_tuner.Tuner):
         cols = ["trial", "status", *names, "val AUC", "embedding bytes", "ratio", "seconds", "stage 1"]
         best = self.best_record()
         order = sorted(self.results, key=lambda r: (r is not best, r["trial"]))
-        title = f"# tfmec tune: {self.method} on {self.config.model}, {self.config.data}"
+        title = f"# tfmec tune: {self.method} on {self.config.model}, {getattr(self.data, 'name', None) or self.config.data}"
         lines = [title, ""]
         if self.memory_budget_bytes is not None:
             lines += [f"Memory budget: {self.memory_budget_bytes:,} embedding bytes.", ""]
