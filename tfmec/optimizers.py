@@ -28,6 +28,12 @@ def _sparse_rows(gradient: tf.IndexedSlices):
     return rows, values
 
 
+def _resource(variable):
+    """The ``tf.Variable`` behind a Keras 3 variable (tf-keras's already is one)."""
+    inner = getattr(variable, "value", None)
+    return inner if isinstance(inner, tf.Variable) else variable
+
+
 def _lazy_update(optimizer, variable, m, v, gradient, lr):
     """The lazy Adam step of ``optimizer`` on the rows of ``gradient`` (``tf.IndexedSlices`` of
     ``variable [V, d]``), with moments ``m``, ``v`` of the same shape."""
@@ -37,8 +43,10 @@ def _lazy_update(optimizer, variable, m, v, gradient, lr):
     t = tf.cast(optimizer.iterations + 1, dtype)
     b1, b2 = tf.cast(optimizer.beta_1, dtype), tf.cast(optimizer.beta_2, dtype)
     alpha = tf.cast(lr, dtype) * tf.sqrt(1.0 - tf.pow(b2, t)) / (1.0 - tf.pow(b1, t))
-    m_rows = b1 * tf.gather(m, rows) + (1.0 - b1) * g
-    v_rows = b2 * tf.gather(v, rows) + (1.0 - b2) * tf.square(g)
+    # gather from the tf.Variable itself (a sparse read of U rows): converting a Keras 3 variable to a
+    # tensor first reads the whole [V, d] moment, which after a scatter update is a full copy per step
+    m_rows = b1 * tf.gather(_resource(m), rows) + (1.0 - b1) * g
+    v_rows = b2 * tf.gather(_resource(v), rows) + (1.0 - b2) * tf.square(g)
     step = alpha * m_rows / (tf.sqrt(v_rows) + tf.cast(optimizer.epsilon, dtype))
     if IS_LEGACY_KERAS:
         m.scatter_update(tf.IndexedSlices(m_rows, rows))
