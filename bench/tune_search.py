@@ -125,8 +125,25 @@ def summarise(lines: list[dict]) -> str:
             out.append(f"| {config} | {len(rs)} | {statistics.mean(aucs):.4f} ± {sd:.4f} | "
                        f"{statistics.mean(deltas):+.4f} | {int(statistics.median(r['embedding_bytes'] for r in rs)):,} | "
                        f"{statistics.median(r.get('compression_ratio_embeddings', 1.0) for r in rs):.1f}x |")
+        best = {r["seed"]: r["test_auc"] for r in runs if r["dataset"] == ds and r["config"] == "best"}
+        default = {r["seed"]: r["test_auc"] for r in runs if r["dataset"] == ds and r["config"] == "default"}
+        paired = sorted(set(best) & set(default))
+        if paired:
+            diff = [best[k] - default[k] for k in paired]
+            p = _wilcoxon_p(diff)
+            out.append(f"Best minus default, paired by seed: {statistics.mean(diff):+.4f} test AUC "
+                       f"(better on {sum(d > 0 for d in diff)} of {len(diff)} seeds; Wilcoxon p = {p})")
         out.append("")
     return "\n".join(out)
+
+
+def _wilcoxon_p(diff) -> str:
+    """Two-sided Wilcoxon signed-rank p-value of paired differences (scipy), as text."""
+    if len(diff) < 2 or all(d == 0 for d in diff):
+        return "-"
+    from scipy.stats import wilcoxon
+
+    return f"{wilcoxon(diff).pvalue:.3f}"
 
 
 def main(argv=None):
