@@ -119,15 +119,21 @@ def _add_side_by_side_throughput(ctx, seed_runs, batch_size, rounds):
 
 
 def summarise_afm(runs: list[dict]) -> str:
-    """Markdown table per (dataset, model) and method for AFM (issue 5): AUC, delta and Wilcoxon p
+    """Markdown table per (dataset, model, setting) and method for AFM (issue 5): AUC, delta and Wilcoxon p
     against the baseline, MLP (Dense) parameters and their ratio, whole-model bytes ratio, and the
     median side-by-side throughput ratio against the baseline."""
-    lines = ["| dataset | model | method | n | test AUC | delta vs baseline | Wilcoxon p | MLP params | MLP ratio "
-             "| cross-net ratio | model bytes | model ratio | throughput ratio (median) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    groups = dict.fromkeys((r["dataset"], r["model"]) for r in runs)
-    for d, model in groups:
-        rs_all = [r for r in runs if r["dataset"] == d and r["model"] == model]
+    lines = ["| dataset | model | setting | method | n | test AUC | delta vs baseline | Wilcoxon p | MLP params "
+             "| MLP ratio | cross-net ratio | model bytes | model ratio | throughput ratio (median) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def setting(r):  # what distinguishes the runs of one data set and model
+        st = r.get("settings", {})
+        return (f"AFM {st.get('afm_energy', '0.9')}/{st.get('afm_param_budget', '-')}, "
+                f"MEC M={st.get('subspaces', '4')} K={st.get('codewords', '256')} head {st.get('head_rows', '0')}")
+
+    groups = dict.fromkeys((r["dataset"], r["model"], setting(r)) for r in runs)
+    for d, model, label in groups:
+        rs_all = [r for r in runs if r["dataset"] == d and r["model"] == model and setting(r) == label]
         base = {r["seed"]: r for r in rs_all if r["method"] == "baseline"}
         base_mlp = [r["afm"]["dense_params_before"] for r in rs_all if "afm" in r]
         for m in dict.fromkeys(r["method"] for r in rs_all):
@@ -147,7 +153,7 @@ def summarise_afm(runs: list[dict]) -> str:
             mratio = np.mean([r.get("compression_ratio_model", 1.0) for r in rs])
             tr = [r["throughput_ratio"] for r in rs if "throughput_ratio" in r]
             tr_text = f"{np.median(tr):.2f}" if tr else "-"
-            lines.append(f"| {d} | {model} | {m} | {len(rs)} | {auc.mean():.4f} ± {auc.std():.4f} | {delta:+.4f} | {p} | "
+            lines.append(f"| {d} | {model} | {label} | {m} | {len(rs)} | {auc.mean():.4f} ± {auc.std():.4f} | {delta:+.4f} | {p} | "
                          f"{mlp:,.0f} | {mlp_ratio} | {cross_text} | {int(np.mean([r['model_bytes'] for r in rs])):,} | "
                          f"{mratio:.1f}x | {tr_text} |")
     return "\n".join(lines)
