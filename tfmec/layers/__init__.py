@@ -13,6 +13,7 @@ from tfmec.layers.mlp import MLP, logit_layer, mlp_block
 from tfmec.layers.numeric import NumericEmbedding
 from tfmec.layers.product import InnerProduct, pair_indices
 from tfmec.layers.regularization import L2Penalty
+from tfmec.layers.sparse_read_embedding import SparseReadEmbedding
 
 __all__ = [
     "NumericEmbedding",
@@ -26,6 +27,7 @@ __all__ = [
     "GatedCrossNet",
     "SelfAttentionInteraction",
     "L2Penalty",
+    "SparseReadEmbedding",
     "MLP",
     "mlp_block",
     "logit_layer",

@@ -4,7 +4,8 @@ embedding factory.
 **Embedding factory.** A callable ``factory(field, dim, name) -> layer`` where ``field`` is a
 :class:`~tfmec.data.schema.Field` (categorical, ``field.vocab_size`` ids including the OOV id 0),
 ``dim`` an int and ``name`` the layer name to use; the layer maps int ids ``[batch]`` to
-``[batch, dim]``. :func:`default_embedding_factory` returns a ``keras.layers.Embedding``; a later
+``[batch, dim]``. :func:`default_embedding_factory` returns a ``keras.layers.Embedding`` (tfmec's
+:class:`~tfmec.layers.SparseReadEmbedding` subclass, whose lookup reads only the batch's rows); a later
 stage (MEC) can pass a factory that returns a quantised embedding, or swap the layers by cloning.
 
 **Layer names** (a contract other stages rely on):
@@ -22,7 +23,7 @@ import dataclasses
 from typing import Callable
 
 from tfmec.backend import keras
-from tfmec.layers import L2Penalty, LinearTerms, NumericEmbedding, StackFields
+from tfmec.layers import L2Penalty, LinearTerms, NumericEmbedding, SparseReadEmbedding, StackFields
 from tfmec.layers._utils import derive_seed
 
 EmbeddingFactory = Callable[..., "keras.layers.Layer"]
@@ -30,7 +31,9 @@ EmbeddingFactory = Callable[..., "keras.layers.Layer"]
 
 
 def default_embedding_factory(field, dim: int, name: str, *, seed: int | None = None, embeddings_initializer=None):
-    """The default embedding factory: ``keras.layers.Embedding(field.vocab_size, dim, name=name)``.
+    """The default embedding factory: a ``keras.layers.Embedding(field.vocab_size, dim, name=name)``
+    (:class:`~tfmec.layers.SparseReadEmbedding`: the same layer with a lookup that reads only the
+    looked-up rows, so a training step costs what the batch touches, not the table size).
 
     Args:
         field: a categorical field with ``vocab_size`` set.
@@ -46,7 +49,7 @@ def default_embedding_factory(field, dim: int, name: str, *, seed: int | None = 
         embeddings_initializer = (
             "uniform" if seed is None else keras.initializers.RandomUniform(-0.05, 0.05, seed=seed)
         )
-    return keras.layers.Embedding(
+    return SparseReadEmbedding(
         int(field.vocab_size), int(dim), embeddings_initializer=embeddings_initializer, name=name
     )
 
