@@ -112,6 +112,10 @@ def summarise(lines: list[dict]) -> str:
                    f"{s['search_seconds']:.0f} s): default {s['default']}, best {s['best']} "
                    f"(val AUC {s['best_trial'].get('val_auc', float('nan')):.4f})")
         out.append("")
+        table = [line for line in s["trials_table"].splitlines() if not line.startswith("# ")]
+        out += ["Trials (validation AUC on the search seed's split):", *table, ""]
+        out.append("Test AUC over seeds, each seed's baseline and both MEC configurations trained on the same split:")
+        out.append("")
         out.append("| config | seeds | test AUC mean ± sd | Δ vs baseline | emb bytes | emb ratio |")
         out.append("|---|---|---|---|---|---|")
         for config in ("baseline", "default", "best"):
