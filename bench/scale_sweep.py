@@ -150,42 +150,13 @@ def sparse_read_factory(seed: int):
 
 
 def sparse_read_lazy_adam(learning_rate: float):
-    """DIAGNOSTIC optimizer (not tfmec's): ``tfmec.optimizers.LazyAdam``'s update with the moments'
-    rows gathered through the moments' ``tf.Variable`` (``ResourceGather``). ``LazyAdam`` gathers them
-    with ``tf.gather(m, rows)`` on the Keras variable, which reads the whole moment as a tensor first;
-    after the first scatter update TensorFlow keeps the variable in copy-on-read mode, so each such
-    read copies the whole ``[V, d]`` moment, twice per step (``m`` and ``v``). Keras 3 only."""
-    import tensorflow as tf
-
-    from tfmec.backend import IS_LEGACY_KERAS
+    """The diagnostic optimizer of the sweep recorded in BENCHMARKS.md: LazyAdam with the moments' rows
+    gathered through the moments' ``tf.Variable`` (``ResourceGather``) instead of a full read of each
+    ``[V, d]`` moment. tfmec's ``LazyAdam`` has gathered that way since commit 50e24e0, so the variant is
+    now ``LazyAdam`` itself (the recorded diagnostic ran an equivalent copy of the fixed update)."""
     from tfmec.optimizers import LazyAdam
 
-    if IS_LEGACY_KERAS:
-        raise RuntimeError("lazy_adam_sparse_read is written for Keras 3 (KERAS_MODE keras3)")
-
-    def tf_var(x):
-        return getattr(x, "value", x)  # a Keras 3 variable -> its backing tf.Variable
-
-    class SparseReadLazyAdam(LazyAdam):
-        def update_step(self, gradient, variable, learning_rate=None):
-            if not isinstance(gradient, tf.IndexedSlices) or self.amsgrad:
-                return super().update_step(gradient, variable, learning_rate)
-            index = self._get_variable_index(variable)
-            m, v = self._momentums[index], self._velocities[index]
-            dtype = variable.dtype
-            rows, position = tf.unique(gradient.indices)
-            g = tf.cast(tf.math.unsorted_segment_sum(gradient.values, position, tf.shape(rows)[0]), dtype)
-            t = tf.cast(self.iterations + 1, dtype)
-            b1, b2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
-            alpha = tf.cast(learning_rate, dtype) * tf.sqrt(1.0 - tf.pow(b2, t)) / (1.0 - tf.pow(b1, t))
-            m_rows = b1 * tf.gather(tf_var(m), rows) + (1.0 - b1) * g
-            v_rows = b2 * tf.gather(tf_var(v), rows) + (1.0 - b2) * tf.square(g)
-            step = alpha * m_rows / (tf.sqrt(v_rows) + tf.cast(self.epsilon, dtype))
-            self.assign(m, tf.IndexedSlices(m_rows, rows))
-            self.assign(v, tf.IndexedSlices(v_rows, rows))
-            self.assign_sub(variable, tf.IndexedSlices(step, rows))
-
-    return SparseReadLazyAdam(learning_rate=learning_rate)
+    return LazyAdam(learning_rate=learning_rate)
 
 
 def compile_for(model, optimizer: str, learning_rate: float):
@@ -603,6 +574,17 @@ def summarise(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _save_pair(plt, fig, axes, path: str) -> str:
+    """Grid and legend on each of ``axes``, then ``fig`` saved to ``path`` (PNG) and closed."""
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot(rows: list[dict], out_dir: str) -> list[str]:
     """``scale_step_time.png``, ``scale_stage1.png`` and ``scale_throughput.png`` in ``out_dir`` (those
     whose sweep has rows); returns the paths written."""
@@ -633,14 +615,7 @@ def plot(rows: list[dict], out_dir: str) -> list[str]:
                 ylabel="median training step time, ms", title=f"DeepFM training step time, batch {batch}")
         ax2.set(xscale="log", yscale="log", xlabel="rows of the largest table (d = 40)", ylabel="peak RSS, GB",
                 title="Peak RSS of the training process")
-        for ax in (ax1, ax2):
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = os.path.join(out_dir, "scale_step_time.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save_pair(plt, fig, (ax1, ax2), os.path.join(out_dir, "scale_step_time.png")))
     stage1 = [r for r in rows if r["phase"] == "stage1"]
     if stage1:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -656,14 +631,7 @@ def plot(rows: list[dict], out_dir: str) -> list[str]:
                 title=f"MEC stage 1 (learn_codes, {epochs} epoch{'s' if epochs > 1 else ''}) time")
         ax2.set(xscale="log", yscale="log", xlabel="table rows (d = 40)", ylabel="peak RSS, GB",
                 title="Peak RSS of the stage-1 process")
-        for ax in (ax1, ax2):
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = os.path.join(out_dir, "scale_stage1.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save_pair(plt, fig, (ax1, ax2), os.path.join(out_dir, "scale_stage1.png")))
     tp = {r["model"]: r for r in rows if r["phase"] == "throughput"}
     if tp:
         names = [n for n in MODEL_NAMES if n in tp]
