@@ -128,23 +128,14 @@ def random_codes_factory(rng, num_codewords: int, bits: int | None, contrastive_
 
 
 def sparse_read_factory(seed: int):
-    """DIAGNOSTIC embedding factory (not tfmec's default): a ``keras.layers.Embedding`` whose lookup is
-    ``tf.gather`` on the table's ``tf.Variable`` itself (a ``ResourceGather``), where Keras 3's own
-    ``Embedding`` first reads the whole table as a tensor (``ReadVariableOp``) and gathers from that.
-    Once a variable has had a sparse update (LazyAdam's scatter), TensorFlow keeps it in copy-on-read
-    mode, so that full read copies the whole table on every step; the ResourceGather does not."""
-    import tensorflow as tf
-
-    from tfmec.backend import keras
-
-    class SparseReadEmbedding(keras.layers.Embedding):
-        def call(self, inputs):
-            table = getattr(self.embeddings, "value", self.embeddings)  # Keras 3: the backing tf.Variable
-            return tf.gather(table, tf.cast(inputs, "int32"))
+    """The diagnostic embedding factory of the sweep recorded in BENCHMARKS.md: tables whose lookup is a
+    ``ResourceGather`` on the variable, where Keras 3's own ``Embedding`` reads the whole table first.
+    That layer is ``tfmec.layers.SparseReadEmbedding`` and the zoo's default since commit 2120278, so
+    the variant now builds the same tables as ``baseline``."""
+    from tfmec.models.embedding import default_embedding_factory
 
     def factory(field, dim, name):
-        return SparseReadEmbedding(int(field.vocab_size), int(dim), name=name,
-                                   embeddings_initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seed))
+        return default_embedding_factory(field, dim, name, seed=seed)
 
     return factory
 

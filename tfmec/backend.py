@@ -65,6 +65,16 @@ def register(cls=None, *, name=None):
     return wrap(cls) if cls is not None else wrap
 
 
+def tf_variable(variable) -> tf.Variable:
+    """The ``tf.Variable`` behind a Keras 3 variable (its ``.value``) or a tf-keras one (itself): what
+    ``tf.gather`` needs for a sparse read (``ResourceGather``) and what ``tf.train.Checkpoint`` and
+    ``tf.Module`` track. Raises ``TypeError`` for anything not backed by a ``tf.Variable``."""
+    inner = variable if isinstance(variable, tf.Variable) else getattr(variable, "value", None)
+    if not isinstance(inner, tf.Variable):
+        raise TypeError(f"variable {getattr(variable, 'name', variable)!r} is not backed by a tf.Variable")
+    return inner
+
+
 def legacy_functional_get_config(model) -> dict:
     """tf-keras only: the graph config of a functional subclass of ``keras.Model`` built with
     ``inputs=``/``outputs=`` (tf-keras's own ``get_config`` returns only ``name`` for those)."""
@@ -82,4 +92,4 @@ def legacy_functional_from_config(cls, config: dict, custom_objects=None):
 
 
 __all__ = ["keras", "IS_LEGACY_KERAS", "KERAS_MODE", "BackendError", "register", "legacy_keras_requested",
-           "legacy_functional_get_config", "legacy_functional_from_config"]
+           "legacy_functional_get_config", "legacy_functional_from_config", "tf_variable"]

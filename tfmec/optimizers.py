@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfmec.backend import IS_LEGACY_KERAS, keras, register
+from tfmec.backend import IS_LEGACY_KERAS, keras, register, tf_variable
 
 
 def _sparse_rows(gradient: tf.IndexedSlices):
@@ -26,12 +26,6 @@ def _sparse_rows(gradient: tf.IndexedSlices):
     rows, position = tf.unique(gradient.indices)
     values = tf.math.unsorted_segment_sum(gradient.values, position, tf.shape(rows)[0])
     return rows, values
-
-
-def _resource(variable):
-    """The ``tf.Variable`` behind a Keras 3 variable (tf-keras's already is one)."""
-    inner = getattr(variable, "value", None)
-    return inner if isinstance(inner, tf.Variable) else variable
 
 
 def _lazy_update(optimizer, variable, m, v, gradient, lr):
@@ -45,8 +39,8 @@ def _lazy_update(optimizer, variable, m, v, gradient, lr):
     alpha = tf.cast(lr, dtype) * tf.sqrt(1.0 - tf.pow(b2, t)) / (1.0 - tf.pow(b1, t))
     # gather from the tf.Variable itself (a sparse read of U rows): converting a Keras 3 variable to a
     # tensor first reads the whole [V, d] moment, which after a scatter update is a full copy per step
-    m_rows = b1 * tf.gather(_resource(m), rows) + (1.0 - b1) * g
-    v_rows = b2 * tf.gather(_resource(v), rows) + (1.0 - b2) * tf.square(g)
+    m_rows = b1 * tf.gather(tf_variable(m), rows) + (1.0 - b1) * g
+    v_rows = b2 * tf.gather(tf_variable(v), rows) + (1.0 - b2) * tf.square(g)
     step = alpha * m_rows / (tf.sqrt(v_rows) + tf.cast(optimizer.epsilon, dtype))
     if IS_LEGACY_KERAS:
         m.scatter_update(tf.IndexedSlices(m_rows, rows))

@@ -38,22 +38,14 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tfmec.backend import IS_LEGACY_KERAS
-
-
-def _tf_variable(v):
-    """The ``tf.Variable`` behind a Keras 3 or tf-keras variable."""
-    inner = v if isinstance(v, tf.Variable) else getattr(v, "value", None)
-    if not isinstance(inner, tf.Variable):
-        raise TypeError(f"variable {getattr(v, 'name', v)!r} is not backed by a tf.Variable")
-    return inner
+from tfmec.backend import IS_LEGACY_KERAS, tf_variable
 
 
 def model_state_variables(model) -> list:
     """Every ``tf.Variable`` of the model's state: weights plus (Keras 3) seed-generator states."""
     seen, out = set(), []
     for v in list(model.variables):
-        t = _tf_variable(v)
+        t = tf_variable(v)
         if id(t) not in seen:
             seen.add(id(t))
             out.append(t)
@@ -69,7 +61,7 @@ def optimizer_variables(model) -> list:
     built = getattr(opt, "built", None) if not IS_LEGACY_KERAS else getattr(opt, "_built", None)
     if not built:
         opt.build(model.trainable_variables)
-    return [_tf_variable(v) for v in opt.variables]
+    return [tf_variable(v) for v in opt.variables]
 
 
 def fit_fingerprint(model, settings: dict) -> str:
@@ -100,7 +92,7 @@ class TrainingBackup:
         self.model_vars = model_state_variables(model)
         self.optimizer_vars = optimizer_variables(model)
         self.best_vars = [tf.Variable(np.zeros(w.shape, w.dtype.as_numpy_dtype), trainable=False)
-                          for w in (_tf_variable(x) for x in model.weights)]
+                          for w in (tf_variable(x) for x in model.weights)]
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.finished = tf.Variable(False, trainable=False)
         self.has_best = tf.Variable(False, trainable=False)

@@ -20,13 +20,9 @@ OUTPUT_KEY = "probability"
 
 def tf_variables(model) -> list:
     """The ``tf.Variable`` behind every weight of a Keras 3 or tf-keras model."""
-    out = []
-    for w in model.weights:
-        v = w if isinstance(w, tf.Variable) else w.value  # Keras 3: the backend variable holds one
-        if not isinstance(v, tf.Variable):
-            raise TypeError(f"weight {w.name!r} is not backed by a tf.Variable (got {type(v).__name__})")
-        out.append(v)
-    return out
+    from tfmec.backend import tf_variable
+
+    return [tf_variable(w) for w in model.weights]
 
 
 def variable_dict(model) -> dict:

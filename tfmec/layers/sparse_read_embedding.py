@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfmec.backend import IS_LEGACY_KERAS, keras, register
+from tfmec.backend import IS_LEGACY_KERAS, keras, register, tf_variable
 
 
 @register
@@ -30,8 +30,7 @@ class SparseReadEmbedding(keras.layers.Embedding):
         if IS_LEGACY_KERAS or getattr(self, "lora_enabled", False):
             return super().call(inputs)
         ids = inputs if inputs.dtype in (tf.int32, tf.int64) else tf.cast(inputs, tf.int32)
-        table = getattr(self._embeddings, "value", self._embeddings)  # the tf.Variable
-        return tf.cast(tf.gather(table, ids), self.compute_dtype)
+        return tf.cast(tf.gather(tf_variable(self._embeddings), ids), self.compute_dtype)
 
 
 __all__ = ["SparseReadEmbedding"]

@@ -36,6 +36,7 @@ most of the per-field codebook overhead of a many-field model sits. Groups are n
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Mapping
@@ -484,12 +485,8 @@ def _train_pq(label, table, table_t, weights, M, K, alpha, beta, tau, tau_c, num
         init = np.stack([kmeans(sub[:, m], K, seed=seed + m, iterations=kmeans_iterations, weights=weights[sample])
                          for m in range(M)])
     weights_t = tf.constant(weights)
-    if strategy is not None:
-        with strategy.scope():  # mirrored variables: one copy per replica, updated together
-            model = PQModel(init, rotation=rotation)
-            optimizer = Adam(model.trainable, learning_rate)
-            step_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
-    else:
+    # under a strategy the variables are mirrored: one copy per replica, updated together
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = PQModel(init, rotation=rotation)
         optimizer = Adam(model.trainable, learning_rate)
         step_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
