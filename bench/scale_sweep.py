@@ -544,10 +544,8 @@ def summarise(rows: list[dict]) -> str:
     if tp:
         out += ["", "| model | batch | Keras rows/s | SavedModel `ids` rows/s | ONNX Runtime rows/s | "
                     "SavedModel / Keras | ONNX / Keras | calls per round |", "|---|---|---|---|---|---|---|---|"]
-        for name in MODEL_NAMES:
-            r = tp.get(name)
-            if r is None:
-                continue
+        measured = [(name, tp[name]) for name in MODEL_NAMES if name in tp]
+        for name, r in measured:
             for b in THROUGHPUT_BATCHES:
                 t = r[f"batch{b}"]
                 k, s, o = (t[f"{x}_rows_per_s"] for x in RUNTIMES)
@@ -555,10 +553,7 @@ def summarise(rows: list[dict]) -> str:
                            f"{t['calls_per_round']} |")
         out += ["", "| model | embedding bytes | model bytes | SavedModel bytes | ONNX bytes | max abs diff SavedModel "
                     "/ ONNX vs Keras | AFM ranks |", "|---|---|---|---|---|---|---|"]
-        for name in MODEL_NAMES:
-            r = tp.get(name)
-            if r is None:
-                continue
+        for name, r in measured:
             out.append(f"| {name} | {r['embedding_bytes']:,} | {r['model_bytes']:,} | {r['saved_model_bytes']:,} | "
                        f"{r['onnx_bytes']:,} | {r['max_abs_diff_saved_model']:.1e} / {r['max_abs_diff_onnx']:.1e} | "
                        f"{r['afm_ranks'] or '-'} |")
