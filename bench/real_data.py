@@ -6,12 +6,11 @@ The data stays in ../shared/data (internal evaluation only): this module only kn
 from __future__ import annotations
 
 import os
-from datetime import datetime
 from typing import Iterator
 
 import numpy as np
 
-from tfmec.data import AvazuReader, CriteoReader, CSVReader, LibSVMReader, Schema
+from tfmec.data import AvazuReader, CriteoReader, CSVReader, LibSVMReader, MindReader, Schema
 from tfmec.data.readers.base import Chunk, Reader
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,60 +55,6 @@ class JoinedReader(Reader):
         self.stats.skipped = self.base.stats.skipped
 
 
-class MindReader(Reader):
-    """MIND behaviors.tsv exploded to one row per shown article.
-
-    Columns: user_id, news_id, hour, weekday, category, subcategory, history_len (log2 bucket);
-    label 1 = clicked.
-    """
-
-    def __init__(self, behaviors: str, news: str | None = None):
-        super().__init__("raise")
-        self.behaviors = behaviors
-        self.news = {}
-        if news:
-            with open(news, encoding="utf-8") as fh:
-                for line in fh:
-                    parts = line.rstrip("\n").split("\t")
-                    self.news[parts[0]] = (parts[1], parts[2])
-        self.columns = [(c, "categorical") for c in
-                        ("user_id", "news_id", "hour", "weekday", "category", "subcategory", "history_len")]
-        self.label = "click"
-        self.description = behaviors
-
-    def _chunks(self, chunk_size: int) -> Iterator[Chunk]:
-        names = [c for c, _ in self.columns]
-        buf = {c: [] for c in names}
-        labels = []
-        with open(self.behaviors, encoding="utf-8") as fh:
-            for line in fh:
-                _, user, when, history, impressions = line.rstrip("\n").split("\t")
-                t = datetime.strptime(when, "%m/%d/%Y %I:%M:%S %p")
-                hist = len(history.split()) if history else 0
-                hist_bucket = str(int(np.log2(hist + 1)))
-                for item in impressions.split():
-                    news_id, lab = item.rsplit("-", 1)
-                    cat, sub = self.news.get(news_id, ("", ""))
-                    for c, v in zip(names, (user, news_id, str(t.hour), str(t.weekday()), cat, sub, hist_bucket)):
-                        buf[c].append(v)
-                    labels.append(float(lab))
-                    if len(labels) >= chunk_size:
-                        yield _chunk(buf, labels)
-                        buf = {c: [] for c in names}
-                        labels = []
-        if labels:
-            yield _chunk(buf, labels)
-
-
-def _chunk(buf: dict, labels: list) -> Chunk:
-    feats = {}
-    for c, vals in buf.items():
-        arr = np.empty(len(vals), dtype=object)
-        arr[:] = vals
-        feats[c] = arr
-    return Chunk(feats, np.asarray(labels, np.float32), np.zeros(0, np.int64))
-
-
 def _ml1m_side_tables():
     users, movies = {}, {}
     with open(path("movielens-1m-part", "users.dat"), encoding="latin-1") as fh:
@@ -143,6 +88,37 @@ def _ml100k_side_tables():
     return [("user_id:token", users, user_cols), ("item_id:token", items, item_cols)]
 
 
+#: ``tfmec run`` data flags for each real sample file (paths relative to the shared data folder): the
+#: commands a user types; ``bench/run_samples.sh`` runs every method on each.
+CLI_DATA_ARGS = {
+    "criteo": ["--data", "criteo/criteo_dac_train_first10k.txt", "--format", "criteo"],
+    "criteo-deepctr-200": ["--data", "criteo/deepctr_criteo_sample.csv", "--format", "csv", "--label", "label",
+                           "--numeric", ",".join(f"I{k}" for k in range(1, 14))],
+    "avazu": ["--data", "avazu/avazu_train_first10k.csv", "--format", "avazu"],
+    "frappe": ["--data", "frappe/frappe.validation.libfm,frappe/frappe.test.libfm", "--format", "libfm"],
+    "movielens-100k": ["--data", "movielens-100k/ml-100k.inter", "--format", "csv", "--label", "rating:float",
+                       "--label-threshold", "4", "--drop", "timestamp:float"],
+    "movielens-1m-part": ["--data", "movielens-1m-part/ratings.dat.gz", "--format", "csv", "--sep", "::",
+                          "--names", "user_id,movie_id,rating,timestamp", "--label", "rating",
+                          "--label-threshold", "4", "--drop", "timestamp"],
+    "mind-small-5k": ["--data", "mind-small-5k/behaviors.tsv", "--format", "mind"],
+}
+
+
+def cli_data_args(name: str, root: str | None = None) -> list[str]:
+    """The ``tfmec run`` data flags of :data:`CLI_DATA_ARGS` ``[name]`` with absolute paths under
+    ``root`` (default: the shared data folder); raises FileNotFoundError when a file is missing."""
+    if name not in CLI_DATA_ARGS:
+        raise ValueError(f"unknown sample {name!r}; choose one of {sorted(CLI_DATA_ARGS)}")
+    args = list(CLI_DATA_ARGS[name])
+    k = args.index("--data") + 1
+    if root is None:
+        args[k] = ",".join(path(*p.split("/")) for p in args[k].split(","))
+    else:
+        args[k] = ",".join(os.path.join(str(root), p) for p in args[k].split(","))
+    return args
+
+
 def open_any(name: str, synthetic_rows: int = 200_000):
     """:func:`open_dataset`, plus ``"synthetic"``: tfmec's generator with ``synthetic_rows`` rows (data
     seed 0; the split seed varies per run)."""
@@ -174,7 +150,7 @@ def open_dataset(name: str, side_features: bool = True):
                          names=["user_id", "movie_id", "rating", "timestamp"], label_threshold=4, drop=["timestamp"])
         return (JoinedReader(base, _ml1m_side_tables()) if side_features else base), None
     if name == "mind-small-5k":
-        return MindReader(path("mind-small-5k", "behaviors.tsv"), path("mind-small-5k", "news.tsv")), None
+        return MindReader(path("mind-small-5k", "behaviors.tsv"), news=path("mind-small-5k", "news.tsv")), None
     raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
 
 

@@ -105,3 +105,67 @@ def test_run_afm_and_mec_afm(tmp_path):
     assert METRIC_KEYS <= set(afm) and METRIC_KEYS <= set(both)
     assert afm["afm"]["layers"] and afm["params"] < base["params"]
     assert both["model_bytes"] < afm["model_bytes"] and both["stage1"]
+
+
+# --------------------------------------------------------------------------------------------------
+# every real sample through the documented `tfmec run` data flags (bench/real_data.CLI_DATA_ARGS)
+REAL_SAMPLE_ROWS = {  # rows of each file as read (SOURCE.md of each sample)
+    "criteo": 10_000, "criteo-deepctr-200": 200, "avazu": 9_999, "frappe": 86_582, "movielens-100k": 100_000,
+    "movielens-1m-part": 487_650, "mind-small-5k": 189_359,
+}
+
+
+def _cli_data_args(name, root):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    try:
+        from real_data import CLI_DATA_ARGS, cli_data_args
+    finally:
+        sys.path.pop(0)
+    assert set(CLI_DATA_ARGS) == set(REAL_SAMPLE_ROWS)
+    return cli_data_args(name, root)
+
+
+@pytest.mark.parametrize("name", sorted(REAL_SAMPLE_ROWS))
+def test_every_real_sample_loads_through_the_run_flags(name, shared_data):
+    from tfmec.cli import build_parser, run_config_from_args
+    from tfmec.experiment import load_for
+
+    argv = ["run", *_cli_data_args(name, shared_data), "--quiet"]
+    cfg = run_config_from_args(build_parser().parse_args(argv), argv[1:])
+    cfg.validate()
+    data = load_for(cfg)
+    assert sum(data.rows.values()) == REAL_SAMPLE_ROWS[name]
+    assert 0.0 < data.positive_rate < 1.0
+    assert len(data.schema.categorical) >= 2
+    features, labels = next(iter(data.train.take(1)))
+    assert len(features) == len(data.schema) and labels.shape[0] > 0
+
+
+def test_names_flag_reads_a_headerless_file(tmp_path):
+    from tfmec.cli import build_parser, run_config_from_args
+    from tfmec.experiment import load_for
+
+    path = tmp_path / "ratings.dat"
+    path.write_text("".join(f"{u % 7}::{u % 11}::{1 + u % 5}::{1000 + u}\n" for u in range(300)))
+    argv = ["run", "--data", str(path), "--format", "csv", "--sep", "::", "--names", "user,item,rating,ts",
+            "--label", "rating", "--label-threshold", "4", "--drop", "ts", "--min-count", "1", "--quiet"]
+    cfg = run_config_from_args(build_parser().parse_args(argv), argv[1:])
+    data = load_for(cfg)
+    assert data.schema.names == ["user", "item"]
+    assert sum(data.rows.values()) == 300  # no row taken as a header
+    assert abs(data.positive_rate - 120 / 300) < 1e-6  # ratings 4 and 5 are positive
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--format", "criteo", "--names", "a,b"], "--names applies to --format csv only, not criteo"),
+        (["--format", "mind", "--label", "y"], "mind format's label is always 'click'"),
+    ],
+)
+def test_data_flags_that_do_not_fit_the_format(args, message, tmp_path, capsys):
+    data = tmp_path / "f.txt"
+    data.write_text("x\n")
+    code = main(["run", "--data", str(data), "--out", str(tmp_path / "x"), "--quiet", *args])
+    assert code == 2
+    assert message in capsys.readouterr().err

@@ -19,6 +19,7 @@ from tfmec.data.readers import (
     CriteoReader,
     CSVReader,
     LibSVMReader,
+    MindReader,
     ParquetReader,
     TFRecordReader,
     open_reader,
@@ -613,6 +614,82 @@ def test_libsvm_field_map(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
+# MIND impression logs
+MIND_BEHAVIORS = (
+    "1\tU1\t11/12/2019 2:14:46 PM\tN1 N2 N3\tN10-1 N11-0\n"
+    "2\tU2\t11/13/2019 5:53:12 AM\t\tN11-0\n"
+    "3\tU1\t11/9/2019 11:00:00 PM\tN1\tN12-0 N10-0 N13-1\n"
+)
+MIND_NEWS = "N10\tsports\tgolf\ttitle\tabstract\turl\t[]\t[]\nN11\tnews\tpolitics\tt\ta\tu\t[]\t[]\n"
+
+
+def test_mind_rows_one_per_shown_article(tmp_path):
+    write(tmp_path / "behaviors.tsv", MIND_BEHAVIORS)
+    reader = MindReader(tmp_path / "behaviors.tsv")  # no news.tsv beside it: no category columns
+    assert reader.column_names == ["user_id", "news_id", "hour", "weekday", "history_len"]
+    assert reader.label == "click" and reader.news_path is None
+    feats, labels, rows, n_chunks = read_all(reader, chunk_size=2)
+    assert n_chunks == 3  # a line's impressions may straddle chunks
+    np.testing.assert_array_equal(labels, [1, 0, 0, 0, 0, 1])
+    np.testing.assert_array_equal(rows, np.arange(6))
+    assert list(feats["user_id"]) == ["U1", "U1", "U2", "U1", "U1", "U1"]
+    assert list(feats["news_id"]) == ["N10", "N11", "N11", "N12", "N10", "N13"]
+    assert list(feats["hour"]) == ["14", "14", "5", "23", "23", "23"]
+    assert list(feats["weekday"]) == ["1", "1", "2", "5", "5", "5"]  # 2019-11-12 was a Tuesday
+    assert list(feats["history_len"]) == ["2", "2", "0", "1", "1", "1"]  # floor(log2(len + 1))
+
+
+def test_mind_news_file_beside_adds_categories(tmp_path):
+    write(tmp_path / "behaviors.tsv", MIND_BEHAVIORS)
+    write(tmp_path / "news.tsv", MIND_NEWS)
+    reader = MindReader(tmp_path / "behaviors.tsv")
+    assert reader.column_names == ["user_id", "news_id", "hour", "weekday", "category", "subcategory", "history_len"]
+    assert "news.tsv" in reader.description
+    feats, _, _, _ = read_all(reader)
+    assert list(feats["category"]) == ["sports", "news", "news", "", "sports", ""]
+    assert list(feats["subcategory"]) == ["golf", "politics", "politics", "", "golf", ""]
+    assert MindReader(tmp_path / "behaviors.tsv", news=None).column_names[-1] == "history_len"
+    reader = open_reader(tmp_path / "behaviors.tsv", "MIND")
+    assert isinstance(reader, MindReader) and reader.news_path is not None
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("4\tU3\t11/12/2019 2:14:46 PM\tN1\n", "expected 5 tab-separated columns"),
+        ("4\tU3\t2019-11-12 14:14\tN1\tN10-1\n", "is not 'M/D/YYYY h:mm:ss AM/PM'"),
+        ("4\tU3\t11/12/2019 2:14:46 PM\tN1\tN10-2\n", "impression 'N10-2' is not 'NewsID-0' or 'NewsID-1'"),
+        ("4\tU3\t11/12/2019 2:14:46 PM\tN1\tN10\n", "impression 'N10' is not"),
+        ("4\tU3\t11/12/2019 2:14:46 PM\tN1\t \n", "lists no impressions"),
+    ],
+)
+def test_mind_bad_lines(tmp_path, line, message):
+    path = write(tmp_path / "behaviors.tsv", MIND_BEHAVIORS + line)
+    with pytest.raises(DataError, match="line 4: ") as info:
+        read_all(MindReader(path, news=None))
+    assert message in str(info.value)
+    reader = MindReader(path, news=None, on_error="skip")
+    _, labels, _, _ = read_all(reader)
+    assert len(labels) == 6 and reader.stats.skipped == 1
+
+
+def test_mind_news_file_errors(tmp_path):
+    write(tmp_path / "behaviors.tsv", MIND_BEHAVIORS)
+    bad = write(tmp_path / "other_news.tsv", "N10\tsports\n")
+    with pytest.raises(DataError, match="expected 'news_id<TAB>category<TAB>subcategory"):
+        MindReader(tmp_path / "behaviors.tsv", news=bad)
+    with pytest.raises(FileNotFoundError):
+        MindReader(tmp_path / "behaviors.tsv", news=tmp_path / "missing.tsv")
+
+
+def test_mind_sample(shared_data):
+    reader = MindReader(shared_data / "mind-small-5k" / "behaviors.tsv")
+    assert reader.news_path is not None  # news.tsv sits beside behaviors.tsv
+    _, labels, _, _ = read_all(reader, chunk_size=50_000)
+    assert len(labels) == 189_359 and int(labels.sum()) == 7_542  # SOURCE.md
+
+
+# --------------------------------------------------------------------------------------------------
 # open_reader
 def test_open_reader(shared_data, tmp_path):
     criteo = shared_data / "criteo" / "criteo_dac_train_first10k.txt"
@@ -625,7 +702,7 @@ def test_open_reader(shared_data, tmp_path):
     assert isinstance(csv_reader, CSVReader) and csv_reader.label == "label"
     skipping = open_reader(criteo, "criteo", on_error="skip")
     assert skipping.on_error == "skip"
-    assert set(FORMATS) == {"criteo", "avazu", "csv", "libsvm", "libfm", "parquet", "tfrecord"}
+    assert set(FORMATS) == {"criteo", "avazu", "csv", "libsvm", "libfm", "mind", "parquet", "tfrecord"}
 
     with pytest.raises(ValueError, match="unknown data format 'orc'") as info:
         open_reader(criteo, "orc")

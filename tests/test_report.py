@@ -54,10 +54,15 @@ def _metrics():
             "runs": [base, mec, int8, hashed, afm]}
 
 
-def _check_png(path):
+def _check_png(path, title=None):
     image = matplotlib.image.imread(str(path))
     assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 300
     assert image[..., :3].std() > 0.01  # something is drawn
+    if title is not None:  # the title drawn on the figure is also the PNG's Title text chunk
+        from PIL import Image
+
+        with Image.open(path) as png:
+            assert png.format == "PNG" and png.text.get("Title") == title
 
 
 def test_every_figure_is_drawn_and_linked(tmp_path):
@@ -67,7 +72,7 @@ def test_every_figure_is_drawn_and_linked(tmp_path):
     assert {f["file"][:-4]: f["title"] for f in out["figures"]} == TITLES
     text = (tmp_path / "report.md").read_text()
     for name, title in TITLES.items():
-        _check_png(tmp_path / f"{name}.png")
+        _check_png(tmp_path / f"{name}.png", title)
         assert f"### {title}" in text and f"![{title}]({name}.png)" in text
     # the table: every method, ratios against the baseline, MEC's time includes stage 1
     assert "| mec | 0.6900 | 0.5000 | 20,000 | 520,000 | 20.0x | 1.7x | 50,000 | 15.0 |" in text
@@ -139,3 +144,14 @@ def test_run_writes_report_with_figures_end_to_end(tmp_path):
 def test_report_of_empty_or_partial_metrics(tmp_path, bad):
     out = write_report(bad, str(tmp_path))
     assert out["figures"] == [] and (tmp_path / "report.md").exists()
+
+
+def test_a_mec_run_that_quantised_no_table_is_explained(tmp_path):
+    metrics = _metrics()
+    metrics["runs"] = [r if r["method"] != "mec" else dict(r, stage1={}) for r in metrics["runs"]
+                       if r["method"] in ("baseline", "mec")]
+    out = write_report(metrics, str(tmp_path))
+    assert "code_usage" in out["skipped"]
+    text = (tmp_path / "report.md").read_text()
+    assert "- `code_usage.png` left out: mec quantised no table: at M=" in text
+    assert "--codewords 16" in text and "`mec`: 0 table(s) quantised, M=" in text

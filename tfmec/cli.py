@@ -47,7 +47,9 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", default="synthetic", help="file path(s), comma-separated, or 'synthetic' (default)")
     g.add_argument("--rows", type=int, default=None, help="rows to read (synthetic: rows to generate, default 200000)")
-    g.add_argument("--format", default=None, help="criteo, avazu, csv, libsvm, parquet or tfrecord")
+    g.add_argument("--format", default=None,
+                   help="criteo, avazu, csv, libsvm (libfm), mind (MIND behaviors.tsv; news.tsv beside it adds "
+                        "category columns), parquet or tfrecord")
     g.add_argument("--label", default=None, help="label column (csv, parquet, tfrecord)")
     g.add_argument("--engine", default=None, choices=["pyarrow", "tfio"],
                    help="parquet: the reading library, pyarrow (default) or tfio (tensorflow-io's "
@@ -57,6 +59,9 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--numeric", type=_csv_list, default=[], help="csv: comma-separated numeric columns")
     g.add_argument("--drop", type=_csv_list, default=[], help="csv: comma-separated columns to ignore")
     g.add_argument("--sep", default=None, help="csv: field separator (default: sniffed)")
+    g.add_argument("--names", type=_csv_list, default=[],
+                   help="csv: comma-separated column names of a file without a header row (e.g. MovieLens "
+                        "ratings.dat: user_id,movie_id,rating,timestamp)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--min-count", type=int, default=2)
     g.add_argument("--batch-size", type=int, default=1024)

@@ -11,13 +11,14 @@ from typing import Callable, Sequence
 
 from tfmec.backend import KERAS_MODE, keras
 from tfmec.data import load
+from tfmec.data.readers import FORMATS as READER_FORMATS
 from tfmec.data.vocabulary import write_json_atomic
 from tfmec.evaluation import embedding_bytes, evaluate, model_bytes, param_count, prediction_throughput
 from tfmec.io import save_model
 from tfmec.models import MODELS, build_model
 from tfmec.training import OPTIMIZERS, compile_ctr, fit_early_stopping
 
-FORMATS = ("criteo", "avazu", "csv", "libsvm", "libfm", "parquet", "tfrecord")
+FORMATS = tuple(READER_FORMATS)  # criteo, avazu, csv, libsvm (libfm), mind, parquet, tfrecord
 PLANNED_METHODS: dict[str, int] = {}  # method -> the issue that tracks it (none pending)
 STAGE2_MODES = ("finetune", "retrain", "none")
 
@@ -35,6 +36,7 @@ class RunConfig:
     numeric: Sequence[str] = ()
     drop: Sequence[str] = ()
     sep: str | None = None
+    names: Sequence[str] = ()  # csv: column names of a file without a header row
     engine: str | None = None  # parquet: "pyarrow" (default) or "tfio" (tensorflow-io, TF 2.16.x only)
     model: str = "deepfm"
     methods: Sequence[str] = ("none",)
@@ -129,7 +131,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "RunConfig":
         """A config from ``{field name: value}`` (missing fields keep their defaults; ``methods``, ``numeric``
-        and ``drop`` may be comma-separated strings). Raises ``ValueError`` naming every unknown key
+        ``drop`` and ``names`` may be comma-separated strings). Raises ``ValueError`` naming every unknown key
         (``source`` names where they came from, e.g. the file)."""
         if not isinstance(values, dict):
             raise ValueError(f"{source}: expected a JSON object of RunConfig settings, got {type(values).__name__}")
@@ -138,7 +140,7 @@ class RunConfig:
         if unknown:
             raise ValueError(f"{source}: unknown setting(s) {unknown}; known settings: {sorted(known)}")
         values = dict(values)
-        for key in ("methods", "numeric", "drop"):
+        for key in ("methods", "numeric", "drop", "names"):
             if isinstance(values.get(key), str):
                 values[key] = [t.strip() for t in values[key].split(",") if t.strip()]
         return cls(**values)
@@ -441,7 +443,8 @@ def load_for(cfg: RunConfig):
     """Loads the data a config names (one vocabulary pass; splits by ``cfg.seed``)."""
     reader_kwargs = {}
     if cfg.format == "csv":
-        reader_kwargs.update(numeric=list(cfg.numeric), drop=list(cfg.drop), sep=cfg.sep, label_threshold=cfg.label_threshold)
+        reader_kwargs.update(numeric=list(cfg.numeric), drop=list(cfg.drop), sep=cfg.sep, label_threshold=cfg.label_threshold,
+                             names=list(cfg.names) or None)
     data_arg = "synthetic" if cfg.data == "synthetic" else (cfg.data_paths if len(cfg.data_paths) > 1 else cfg.data_paths[0])
     return load(
         data_arg,

@@ -10,7 +10,8 @@ import os
 
 MEC_METHODS = ("mec", "pq", "pq-no-retrain", "mec-no-pwr", "mec-no-contrastive", "mec+afm")
 AFM_METHODS = ("afm", "mec+afm")
-CSV_ONLY = (("numeric", "--numeric"), ("drop", "--drop"), ("sep", "--sep"), ("label_threshold", "--label-threshold"))
+CSV_ONLY = (("numeric", "--numeric"), ("drop", "--drop"), ("sep", "--sep"), ("label_threshold", "--label-threshold"),
+            ("names", "--names"))
 
 
 def _flag(name: str) -> str:

@@ -1,7 +1,8 @@
 """The figures of ``tfmec run``'s report, one function per figure, drawn with matplotlib (Agg).
 
 Each ``plot_*(runs, path)`` takes the ``runs`` list of ``metrics.json`` (one dict per method), writes a
-PNG to ``path`` and returns the figure's title (also drawn on the figure), or raises :class:`NoData`
+PNG to ``path`` and returns the figure's title (also drawn on the figure and stored as the PNG's
+``Title`` text chunk), or raises :class:`NoData`
 saying which data the figure needs when the runs do not hold it (for example no AFM run).
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _pyplot():
 def _save(fig, path: str, title: str) -> str:
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=FIGURE_DPI)
+    fig.savefig(path, dpi=FIGURE_DPI, metadata={"Title": title, "Software": "tfmec"})  # PNG tEXt chunks
     _pyplot().close(fig)
     return title
 
@@ -81,6 +82,12 @@ def plot_code_usage(runs: list, path: str, max_tables: int = 30) -> str:
     tables, the largest vocabularies first."""
     run = _stage1_run(runs)
     if run is None:
+        quantising = [r for r in runs if isinstance(r.get("mec"), dict)]
+        if quantising:
+            s = quantising[0]["mec"]
+            raise NoData(f"{', '.join(_label(r) for r in quantising)} quantised no table: at M={s.get('subspaces')}, "
+                         f"K={s.get('codewords')} no table is smaller as codes plus codebooks than as floats (every "
+                         "vocabulary is small); fewer codewords (--codewords 16) or --share-codebooks make room")
         raise NoData("no MEC-family run (mec, pq, mec+afm, ...) with stage-1 statistics")
     stats = run["stage1"]
     names = sorted(stats, key=lambda n: -int(stats[n].get("vocab_size", 0)))[:max_tables]

@@ -83,7 +83,8 @@ def method_notes(runs: list) -> list:
                          f"no training after quantisation")
         if isinstance(r.get("mec"), dict) and m != "mec+afm":
             s = r["mec"]
-            notes.append(f"`{m}`: M={s.get('subspaces')}, K={s.get('codewords')}, alpha={s.get('alpha')}, "
+            quantised = f"{len(r['stage1'])} table(s) quantised, " if isinstance(r.get("stage1"), dict) else ""
+            notes.append(f"`{m}`: {quantised}M={s.get('subspaces')}, K={s.get('codewords')}, alpha={s.get('alpha')}, "
                          f"beta={s.get('beta')}, stage 2 {s.get('stage2')}; training time includes stage 1 "
                          f"({_fmt(r.get('stage1_seconds'), '.1f')} s)")
         if isinstance(r.get("afm"), dict) and r["afm"].get("ranks"):

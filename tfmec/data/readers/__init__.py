@@ -9,7 +9,8 @@ counted in ``reader.stats``.
 Formats: ``criteo`` (:class:`CriteoReader`), ``avazu`` (:class:`AvazuReader`), ``csv``
 (:class:`CSVReader`), ``libsvm`` / ``libfm`` (:class:`LibSVMReader`), ``parquet``
 (:class:`ParquetReader`, read by pyarrow or, with ``engine="tfio"``, tensorflow-io), ``tfrecord``
-(:class:`TFRecordReader`); :func:`open_reader` picks one by name.
+(:class:`TFRecordReader`), ``mind`` (:class:`MindReader`, MIND impression logs, one row per shown
+article); :func:`open_reader` picks one by name.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from tfmec.data.readers.criteo import (
 )
 from tfmec.data.readers.csv_reader import CSVReader, sniff_separator
 from tfmec.data.readers.libsvm import LibSVMReader, load_field_map
+from tfmec.data.readers.mind import MIND_LABEL, MindReader, load_news_categories
 from tfmec.data.readers.parquet import ENGINES, ParquetReader
 from tfmec.data.readers.tfio_engine import TfioUnavailableError, tfio_status
 from tfmec.data.readers.text import resolve_paths
@@ -34,13 +36,14 @@ READERS = {
     "avazu": AvazuReader,
     "csv": CSVReader,
     "libsvm": LibSVMReader,
+    "mind": MindReader,
     "parquet": ParquetReader,
     "tfrecord": TFRecordReader,
 }
 FORMAT_ALIASES = {"libfm": "libsvm"}
 FORMATS = sorted([*READERS, *FORMAT_ALIASES])
 
-_FIXED_LABELS = {"criteo": "label", "avazu": "click", "libsvm": "label"}
+_FIXED_LABELS = {"criteo": "label", "avazu": "click", "libsvm": "label", "mind": MIND_LABEL}
 
 
 def open_reader(paths, format: str, label: str | None = None, field_map=None, engine: str | None = None,
@@ -50,9 +53,10 @@ def open_reader(paths, format: str, label: str | None = None, field_map=None, en
     Args:
         paths: one path or a list of paths (all must exist; checked before anything is read).
         format: one of :data:`FORMATS` (case-insensitive): ``criteo``, ``avazu``, ``csv``, ``libsvm``
-            (alias ``libfm``), ``parquet``, ``tfrecord``.
+            (alias ``libfm``), ``mind``, ``parquet``, ``tfrecord``.
         label: the label column for ``csv``, ``parquet`` and ``tfrecord`` (default ``"label"``). The
-            other formats have a fixed label (``label`` for criteo and libsvm, ``click`` for avazu);
+            other formats have a fixed label (``label`` for criteo and libsvm, ``click`` for avazu and
+            mind);
             passing a different name for them is an error.
         field_map: field map file, for ``libsvm`` only.
         engine: for ``parquet`` only: ``"pyarrow"`` (default) or ``"tfio"`` (tensorflow-io; see
@@ -99,6 +103,7 @@ __all__ = [
     "ENGINES",
     "FORMATS",
     "LibSVMReader",
+    "MindReader",
     "ParquetReader",
     "READERS",
     "ReadStats",
@@ -106,6 +111,7 @@ __all__ = [
     "TFRecordReader",
     "TfioUnavailableError",
     "load_field_map",
+    "load_news_categories",
     "make_chunk",
     "open_reader",
     "parse_float",
