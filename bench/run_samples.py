@@ -14,6 +14,7 @@ Usage::
 
     python bench/run_samples.py --out bench/out/samples --results bench/results/run_samples.jsonl
     python bench/run_samples.py --check-only --out bench/out/samples --results ...   # re-check, no runs
+    python bench/run_samples.py --check-only --render ...   # first redraw each report from its metrics.json
     python bench/run_samples.py --summarise bench/results/run_samples.jsonl           # the BENCHMARKS table
 
 The run folders (models, SavedModels, ONNX files) stay under ``--out``; ``--keep`` copies each report
@@ -153,7 +154,8 @@ def summarise(path: str) -> str:
         remarks = (s.get("problems") or []) + [f"(expected) {n}" for n in s.get("notes") or []]
         out.append(f"| {s['sample']} | {rows_text} | {s['rc']} | {s['seconds'] / 60:.1f} | {ok} of {len(figs)} | "
                    f"{'; '.join(remarks) or 'none'} |")
-    out += ["", "| sample | " + " | ".join(m for m in ["baseline", *METHODS.split(",")[1:]]) + " |",
+    out += ["", "Test AUC (embedding ratio / whole-model ratio against the baseline):", "",
+            "| sample | " + " | ".join(m for m in ["baseline", *METHODS.split(",")[1:]]) + " |",
             "|---|" + "---|" * len(METHODS.split(","))]
     for s in samples:
         by = {r["method"]: r for r in s.get("runs") or []}
@@ -163,8 +165,8 @@ def summarise(path: str) -> str:
             if not r or r.get("test_auc") is None:
                 cells.append("-")
                 continue
-            ratio = r.get("compression_ratio_embeddings")
-            cells.append(f"{r['test_auc']:.4f}" + (f" ({ratio:.1f}x)" if ratio and m != "baseline" else ""))
+            emb, whole = r.get("compression_ratio_embeddings"), r.get("compression_ratio_model")
+            cells.append(f"{r['test_auc']:.4f}" + (f" ({emb:.1f}x / {whole:.1f}x)" if emb and m != "baseline" else ""))
         out.append(f"| {s['sample']} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -177,6 +179,8 @@ def main(argv=None) -> int:
     p.add_argument("--results", default=os.path.join(HERE, "results", "run_samples.jsonl"))
     p.add_argument("--keep", action="store_true", help="copy each report to bench/results/samples/<sample>/")
     p.add_argument("--check-only", action="store_true", help="check existing run folders, run nothing")
+    p.add_argument("--render", action="store_true",
+                   help="with --check-only: rewrite each report.md and its figures from metrics.json first")
     p.add_argument("--summarise", metavar="JSONL")
     p.add_argument("extra", nargs="*", help="further tfmec run flags, after --")
     args = p.parse_args(argv)
@@ -197,6 +201,12 @@ def main(argv=None) -> int:
     for name in [s for s in args.samples.split(",") if s]:
         if args.check_only:
             entry = {"sample": name, "rc": None, "seconds": 0.0}
+            if args.render:
+                from tfmec.report.markdown import write_report
+
+                run_dir = os.path.join(args.out, name)
+                with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as fh:
+                    write_report(json.load(fh), run_dir)
         else:
             print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
             entry = run_sample(name, args.out, args.methods, args.extra, args.out)

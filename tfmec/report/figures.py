@@ -196,11 +196,16 @@ def plot_training_curves(runs: list, path: str) -> str:
         raise NoData("no run recorded a training history")
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
-    for method, h in curves:
+    # a marker and dash pattern per method, so that methods with equal curves (e.g. afm and mec+afm
+    # fine-tuned from the same start) stay visible on top of each other
+    markers, dashes = "osD^vPX*", ["-", "--", "-.", ":"]
+    for i, (method, h) in enumerate(curves):
+        style = dict(marker=markers[i % len(markers)], linestyle=dashes[i % len(dashes)], markersize=4,
+                     markerfacecolor="none", label=method)
         if h.get("loss"):
-            left.plot(range(1, len(h["loss"]) + 1), h["loss"], marker="o", markersize=3, label=method)
+            left.plot(range(1, len(h["loss"]) + 1), h["loss"], **style)
         if h.get("val_auc"):
-            right.plot(range(1, len(h["val_auc"]) + 1), h["val_auc"], marker="o", markersize=3, label=method)
+            right.plot(range(1, len(h["val_auc"]) + 1), h["val_auc"], **style)
     left.set_title("training loss", fontsize=9)
     right.set_title("validation AUC", fontsize=9)
     from matplotlib.ticker import MaxNLocator
