@@ -143,7 +143,15 @@ def keep_report(run_dir: str, dest: str):
 def summarise(path: str) -> str:
     """The markdown tables of a results file: one line per sample, then AUC and ratios per method."""
     lines = [json.loads(x) for x in open(path, encoding="utf-8") if x.strip()]
-    samples = [x for x in lines if x.get("kind") == "sample"]
+    # one row per sample: the last check, with rc and time of the last line that ran it (a --check-only
+    # line has rc None)
+    latest, ran = {}, {}
+    for x in lines:
+        if x.get("kind") == "sample":
+            latest[x["sample"]] = x
+            if x.get("rc") is not None:
+                ran[x["sample"]] = x
+    samples = [dict(x, rc=ran.get(n, x).get("rc"), seconds=ran.get(n, x).get("seconds", 0.0)) for n, x in latest.items()]
     out = ["| sample | rows (train / valid / test) | rc | minutes | figures (PNG, title = heading) | problems, notes |",
            "|---|---|---|---|---|---|"]
     for s in samples:

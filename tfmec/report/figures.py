@@ -49,9 +49,14 @@ def plot_auc_vs_bytes(runs: list, path: str) -> str:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    ys = [p[1] for p in points]
+    y_span = (max(ys) - min(ys)) or 1.0
+    placed = []  # labels already drawn: a label near them moves down a line, so none is drawn over another
     for i, (x, y, name) in enumerate(points):
         ax.scatter([x], [y], s=48, color=colors[i % len(colors)], zorder=3, label=name)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=9)
+        near = sum(1 for px, py in placed if abs(math.log10(x / px)) < 0.12 and abs(y - py) < 0.06 * y_span)
+        placed.append((x, y))
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4 - 11 * near), fontsize=9)
     base = [r for r in runs if r.get("method") == "baseline"]
     if base:
         ax.axhline(base[0]["test_auc"], color="grey", linestyle="--", linewidth=1, label="baseline AUC")
