@@ -37,7 +37,7 @@ def _raw_rows(reader, schema, n):
 
 @pytest.fixture(scope="module")
 def criteo_like():
-    """Criteo-shaped synthetic data (I1-I3 bucketised in-graph, C1-C5 strings) and five models."""
+    """Criteo-shaped synthetic data (I1-I3 bucketised in-graph, C1-C5 strings) and six models."""
     reader = SyntheticCTR(rows=1500, seed=0, vocab_sizes=[10, 100, 1000, 3000, 10**5], num_numeric=3)
     data = load(reader, CRITEO_LIKE, batch_size=256, progress=False)
     base = DeepFM(data.schema, embedding_dim=8, hidden_units=(32, 16), seed=0)
@@ -47,9 +47,10 @@ def criteo_like():
                         progress=False)
     mec = compress_embeddings(base, codes)
     mec4 = compress_embeddings(base, codes, bits=4)
+    mec5 = compress_embeddings(base, codes, bits=5)  # codes straddle bytes: the byte-window unpacking
     small, _ = afm.compress(base, data.train.take(2), energy=0.9)
     both, _ = afm.compress(mec4, data.train.take(2), energy=0.9)
-    models = {"baseline": base, "mec": mec, "mec_bits4": mec4, "afm": small, "mec+afm": both}
+    models = {"baseline": base, "mec": mec, "mec_bits4": mec4, "mec_bits5": mec5, "afm": small, "mec+afm": both}
     raw, columns = _raw_rows(reader, data.schema, 300)
     return data, models, raw, data.encoder.encode(columns)
 
@@ -63,7 +64,7 @@ def exported(criteo_like, tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("kind", ["baseline", "mec", "mec_bits4", "afm", "mec+afm"])
+@pytest.mark.parametrize("kind", ["baseline", "mec", "mec_bits4", "mec_bits5", "afm", "mec+afm"])
 def test_saved_model_and_onnx_match_keras(criteo_like, kind, tmp_path):
     data, models, raw, ids = criteo_like
     model = models[kind]

@@ -112,10 +112,12 @@ def unpack_codes_tf(packed_rows: tf.Tensor, bits: int, num_subspaces: int) -> tf
     """In-graph unpacking of gathered rows: ``uint8[N, ceil(M * bits / 8)]`` -> ``int32[N, M]``.
 
     For ``bits`` in ``{1, 2, 4, 8}`` it is a ``tf.bitwise.right_shift``, a mask and a reshape; other
-    widths first gather a 3-byte window per code from a constant index table. The mask is a
-    ``floormod`` by ``2**bits`` and bytes are joined with shifts and adds (not ``bitwise_and`` /
-    ``bitwise_or``, which tf2onnx cannot convert; ``RightShift``/``LeftShift`` convert to ONNX
-    ``BitShift``, opset >= 11).
+    widths gather, per code, the bytes it spans (2 for ``bits <= 9``, else 3: one column gather per
+    byte position, from constant indices), join them as ``lo + 256 * hi (+ 65536 * top)`` and take
+    ``floormod(floordiv(window, 2**shift), 2**bits)``. Arithmetic instead of ``bitwise_and`` /
+    ``bitwise_or`` (which tf2onnx cannot convert; ``RightShift`` converts to ONNX ``BitShift``,
+    opset >= 11). The byte-window form costs about half the ops of a shift per byte (bench note in
+    bench/BENCHMARKS.md, "The 8x target").
     """
     bits = check_bits(bits)
     m = int(num_subspaces)
@@ -130,11 +132,13 @@ def unpack_codes_tf(packed_rows: tf.Tensor, bits: int, num_subspaces: int) -> tf
         parts = tf.math.floormod(tf.bitwise.right_shift(x[:, :, None], shifts[None, None, :]), modulus)
         return tf.reshape(parts, [-1, width * per_byte])[:, :m]
     first, shift = _layout(m, bits)
-    x = tf.pad(x, [[0, 0], [0, 2]])
-    index = tf.constant(first[:, None] + np.arange(3)[None, :], dtype=tf.int32)  # [M, 3]
-    window = tf.gather(x, index, axis=1)  # [N, M, 3] bytes, joined below (they do not overlap)
-    window = tf.reduce_sum(tf.bitwise.left_shift(window, tf.constant([0, 8, 16], tf.int32)), axis=-1)
-    return tf.math.floormod(tf.bitwise.right_shift(window, tf.constant(shift, tf.int32)[None, :]), modulus)
+    spans = 2 if bits <= 9 else 3  # a code starts at bit shift <= 7 of its first byte
+    x = tf.pad(x, [[0, 0], [0, spans - 1]])
+    window = tf.gather(x, tf.constant(first, tf.int32), axis=1)  # [N, M]: each code's first byte
+    for j in range(1, spans):
+        window = window + tf.gather(x, tf.constant(first + j, tf.int32), axis=1) * (256**j)
+    divisor = tf.constant((1 << shift).astype(np.int32))[None, :]
+    return tf.math.floormod(tf.math.floordiv(window, divisor), modulus)
 
 
 def decode_packed_tf(packed_rows: tf.Tensor, codebooks: tf.Tensor, bits: int) -> tf.Tensor:
