@@ -124,7 +124,7 @@ def unpack_codes_tf(packed_rows: tf.Tensor, bits: int, num_subspaces: int) -> tf
     width = packed_width(m, bits)
     x = tf.cast(packed_rows, tf.int32)
     modulus = tf.constant(1 << bits, tf.int32)
-    if bits == 8:
+    if bits == 8 or (m == 1 and bits < 8):  # one code per byte, stored as the byte's value
         return x[:, :m]
     if 8 % bits == 0:
         per_byte = 8 // bits
