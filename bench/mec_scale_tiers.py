@@ -42,7 +42,7 @@ def main(argv=None):
     p.add_argument("--results", default=os.path.join(HERE, "results", "mec_scale_tiers.jsonl"))
     args = p.parse_args(argv)
 
-    from tfmec.backend import keras
+    from tfmec.backend import keras, tf_variable
     from tfmec.evaluation import embedding_layers, evaluate
     from tfmec.mec import CodeSet
     from tfmec.models import build_model
@@ -59,23 +59,35 @@ def main(argv=None):
     low = CodeSet.load(os.path.join(args.out, "codes_M4_K16_bits4"))
     high = CodeSet.load(os.path.join(args.out, "codes_M4_K256_bits0"))
     layers = {layer.name: layer for layer in embedding_layers(model)}
+    # bytes per row of the largest table: float32 rows, K=256 codes (one byte per sub-space), 4-bit codes
+    float_row = 4 * scale.dim
+    head_code_row, tail_code_row = low.config["num_subspaces"], low.config["num_subspaces"] / 2
 
     def layer_of(field):
         return layers[field if field.startswith("linear_") else "embedding_" + field]
 
-    floats = {field: np.asarray(layer_of(field).embeddings.numpy()) for field in low}
-    for share in [float(s) for s in args.shares.split(",")]:
+    shares = [float(s) for s in args.shares.split(",")]
+    # decoded once per table: the K=16 rows, and the head rows for the largest share (K=256 decoding, or
+    # the float rows of a table K=256 left whole); each share then writes its own prefix of the head
+    tail_rows, head_rows = {}, {}
+    for field, fc in low.items():
+        tail_rows[field] = fc.decode().astype(np.float32)
+        most = int(round(max(shares) * fc.codes.shape[0]))
+        head_rows[field] = (high[field].decode(np.arange(most)) if field in high
+                            else layer_of(field).embeddings.numpy()[:most]).astype(np.float32)
+    for share in shares:
         t0 = time.perf_counter()
         for field, fc in low.items():
-            table = fc.decode()
-            head = int(round(share * table.shape[0]))
+            variable = tf_variable(layer_of(field).embeddings)
+            variable.assign(tail_rows[field])
+            head = int(round(share * fc.codes.shape[0]))
             if head:
-                table[:head] = high[field].decode(np.arange(head)) if field in high else floats[field][:head]
-            layer_of(field).embeddings.assign(table.astype(np.float32))
+                variable[:head].assign(head_rows[field][:head])
         auc = evaluate(model, test_ds)["auc"]
         row = {"head_share_k256": share, "test_auc": auc, "baseline_test_auc": baseline_auc,
                "auc_delta_no_training": auc - baseline_auc,
-               "ratio_largest": 160.0 / (4 * share + 2 * (1 - share)), "seconds": time.perf_counter() - t0}
+               "ratio_largest": float_row / (head_code_row * share + tail_code_row * (1 - share)),
+               "seconds": time.perf_counter() - t0}
         print(json.dumps(row), flush=True)
         with open(args.results, "a") as fh:
             fh.write(json.dumps(row) + "\n")

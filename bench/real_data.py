@@ -89,7 +89,7 @@ def _ml100k_side_tables():
 
 
 #: ``tfmec run`` data flags for each real sample file (paths relative to the shared data folder): the
-#: commands a user types; ``bench/run_samples.sh`` runs every method on each.
+#: commands a user types; ``bench/run_samples.py`` runs every method on each.
 CLI_DATA_ARGS = {
     "criteo": ["--data", "criteo/criteo_dac_train_first10k.txt", "--format", "criteo"],
     "criteo-deepctr-200": ["--data", "criteo/deepctr_criteo_sample.csv", "--format", "csv", "--label", "label",
@@ -106,16 +106,13 @@ CLI_DATA_ARGS = {
 
 
 def cli_data_args(name: str, root: str | None = None) -> list[str]:
-    """The ``tfmec run`` data flags of :data:`CLI_DATA_ARGS` ``[name]`` with absolute paths under
-    ``root`` (default: the shared data folder); raises FileNotFoundError when a file is missing."""
+    """The ``tfmec run`` data flags of :data:`CLI_DATA_ARGS` ``[name]`` with paths under ``root``
+    (default: the shared data folder); the command itself reports a missing file."""
     if name not in CLI_DATA_ARGS:
         raise ValueError(f"unknown sample {name!r}; choose one of {sorted(CLI_DATA_ARGS)}")
     args = list(CLI_DATA_ARGS[name])
     k = args.index("--data") + 1
-    if root is None:
-        args[k] = ",".join(path(*p.split("/")) for p in args[k].split(","))
-    else:
-        args[k] = ",".join(os.path.join(str(root), p) for p in args[k].split(","))
+    args[k] = ",".join(os.path.join(str(root or SHARED_DATA), p) for p in args[k].split(","))
     return args
 
 

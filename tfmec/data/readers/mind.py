@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime
-import math
 import os
 from typing import Iterator
 
@@ -86,7 +85,7 @@ class MindReader(FileReader):
         if not shown:
             raise DataError("the line lists no impressions", path, lineno)
         hist = len(history.split())
-        return (user, str(t.hour), str(t.weekday()), str(int(math.log2(hist + 1)))), shown
+        return (user, str(t.hour), str(t.weekday()), str((hist + 1).bit_length() - 1)), shown  # floor(log2(hist + 1))
 
     def _chunks(self, chunk_size: int) -> Iterator[Chunk]:
         buf = RowBuffer(self.columns)
