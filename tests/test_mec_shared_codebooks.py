@@ -9,7 +9,7 @@ from tfmec.data.schema import Field, Schema
 from tfmec.layers import QuantizedEmbedding, SharedQuantizedEmbedding
 from tfmec.layers.bitpack import pack_codes
 from tfmec.mec import CodeSet, FieldCodes, compress_embeddings, learn_codes, memory_report
-from tfmec.mec.graph import rebuild_functional
+from tfmec.graph.functional import rebuild_functional
 from tfmec.mec.stage1 import default_share_max_vocab, share_groups
 from tfmec.evaluation import embedding_bytes
 from tfmec.models import DeepFM

@@ -18,7 +18,7 @@ import numpy as np
 
 from tfmec.backend import keras
 from tfmec.layers.int8_embedding import Int8Embedding
-from tfmec.mec.graph import rebuild_functional
+from tfmec.graph.functional import rebuild_functional
 
 ROW_SCALE_MIN_DIM = 8
 """Tables at least this wide get one step per row; narrower ones one step per table."""

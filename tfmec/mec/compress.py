@@ -9,7 +9,7 @@ loss on the batch's looked-up ids through ``add_loss``.
 Shared codebooks (codes learned with ``learn_codes(..., share_codebooks=True)``): the fields of one
 sharing group become ONE :class:`~tfmec.layers.SharedQuantizedEmbedding` named after the group (for
 example ``shared_d16``), called once per field with ``field=i`` where the field's ``Embedding`` was
-called; the graph is rewired with :func:`tfmec.mec.graph.rebuild_functional` (both Keras modes).
+called; the graph is rewired with :func:`tfmec.graph.functional.rebuild_functional` (both Keras modes).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from tfmec.backend import keras
 from tfmec.distribute import local_integer_variables
 from tfmec.layers import QuantizedEmbedding, SharedQuantizedEmbedding
 from tfmec.mec.codes import CodeSet
-from tfmec.mec.graph import rebuild_functional
+from tfmec.graph.functional import rebuild_functional
 from tfmec.mec.model import MECModel
 from tfmec.towers import is_tower_model, require_functional
 

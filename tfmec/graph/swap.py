@@ -1,0 +1,367 @@
+"""The clone-and-swap of tfmec: a copy of any Keras model with some layers replaced.
+
+``swap_layers(model, replace)`` returns a new model computing what ``model`` computes, where every
+layer ``L`` for which ``replace(L)`` returns something is replaced by that (a layer, or for a
+functional graph any callable), and every other layer is a fresh copy holding the same weights
+and, for lookup layers (``StringLookup``, ``IntegerLookup``), the same vocabulary. The input model
+is never modified (unless ``inplace=True``). A layer called from several places (a shared table) is
+replaced once and stays shared: ``replace`` is asked once per layer object.
+
+How each kind of container is copied:
+
+* functional models (``keras.Model(inputs, outputs)``, functional subclasses such as ``MECModel``)
+  and ``Sequential`` models: the graph is replayed (:func:`tfmec.graph.functional.rebuild_functional`)
+  with each layer copied or replaced; nested models are handled recursively;
+* subclassed models and custom layers (layers held as attributes, in lists or dicts): a new
+  instance is constructed from the layer's config, its sub-layers are paired with the original's (same
+  classes, same order), each pair's state is transferred (weights, vocabularies) and replaced
+  sub-layers are set in place of the new instance's own. Under Keras 3 the automatic config of a
+  subclassed ``keras.Model`` holds the constructor's defaults, not the arguments it was called with,
+  so such a model needs its own ``get_config`` (or a constructor without arguments), or
+  ``inplace=True``; the error says so.
+
+MEC (:func:`tfmec.mec.compress_embeddings`), AFM (:func:`tfmec.afm.compress`), int8
+(:func:`tfmec.baselines.quantize_embeddings`) and hashing (:func:`tfmec.baselines.hash_embeddings`)
+all rewrite models through :func:`swap_layers`.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+from typing import Callable
+
+import numpy as np
+
+from tfmec.backend import IS_LEGACY_KERAS, keras
+from tfmec.graph.functional import rebuild_functional
+from tfmec.graph.walk import child_layers
+
+
+class CopyError(ValueError):
+    """A layer or model that tfmec cannot copy; the message says what to change."""
+
+
+def is_functional(model) -> bool:
+    """True for a functional Keras model or a ``Sequential`` with a graph (built with an input)."""
+    try:
+        return isinstance(model, keras.Model) and bool(model.inputs) and model.input is not None
+    except Exception:  # noqa: BLE001 - subclassed models raise on .inputs / .input
+        return False
+
+
+def is_sequential(layer) -> bool:
+    return isinstance(layer, keras.Sequential)
+
+
+def _lookup_types() -> tuple:
+    names = ("StringLookup", "IntegerLookup")
+    return tuple(getattr(keras.layers, n) for n in names if hasattr(keras.layers, n))
+
+
+def transfer_state(old, new) -> None:
+    """Gives ``new`` (a fresh layer of ``old``'s class and config) ``old``'s build, weights and
+    vocabulary. Leaf layers only (sub-layers are paired by the caller)."""
+    if isinstance(old, _lookup_types()):
+        if getattr(old, "output_mode", "int") == "int" and not _same_vocabulary(old, new):
+            new.set_vocabulary(old.get_vocabulary(include_special_tokens=False))
+    weights = old.get_weights()
+    if not weights:
+        return
+    if not new.built:
+        build_config = old.get_build_config() if hasattr(old, "get_build_config") else None
+        if not build_config:
+            raise CopyError(f"layer {old.name!r} ({type(old).__name__}) holds weights but records no build shape; "
+                            f"tfmec cannot copy it")
+        new.build_from_config(build_config)
+    new.set_weights(weights)
+
+
+def _same_vocabulary(a, b) -> bool:
+    try:
+        return list(a.get_vocabulary()) == list(b.get_vocabulary())
+    except Exception:  # noqa: BLE001 - an uninitialised table
+        return False
+
+
+def _is_auto_config_untrustworthy(layer) -> bool:
+    """Keras 3 records a subclassed Model's constructor defaults, not its arguments (Model.__new__
+    does not pass them on), so its automatic config is only right for a constructor without
+    parameters."""
+    if IS_LEGACY_KERAS or not isinstance(layer, keras.Model):
+        return False
+    if "get_config" in _own_methods(type(layer)):
+        return False
+    params = [p for name, p in inspect.signature(type(layer).__init__).parameters.items()
+              if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return bool(params)
+
+
+def _own_methods(cls) -> set:
+    names = set()
+    for klass in cls.__mro__:
+        if klass.__module__.startswith(("keras.", "tf_keras.", "tensorflow.")) or klass is object:
+            break
+        names.update(vars(klass))
+    return names
+
+
+def copy_hint(layer) -> str:
+    cls = type(layer).__name__
+    return (f"tfmec copies {cls!r} by constructing a new one from its config; give the class a get_config that "
+            f"returns its constructor arguments (two lines:\n"
+            f"    def get_config(self):\n"
+            f"        return {{**super().get_config(), \"embedding_dim\": self.embedding_dim}}  # every __init__ argument\n"
+            f"and let __init__ accept **kwargs), or pass inplace=True to swap the layers of this very object "
+            f"(as keras's Model.quantize does)")
+
+
+def new_instance(layer):
+    """A new, unbuilt layer of ``layer``'s class constructed from its config (``CopyError`` naming the
+    change to make when that is impossible or would be wrong)."""
+    if _is_auto_config_untrustworthy(layer):
+        raise CopyError(f"{type(layer).__name__!r} is a subclassed keras.Model whose constructor takes arguments and "
+                        f"which defines no get_config, so Keras cannot tell the arguments it was built with. "
+                        + copy_hint(layer))
+    if not IS_LEGACY_KERAS and isinstance(layer, keras.Model) and "get_config" not in _own_methods(type(layer)):
+        try:
+            return type(layer)()
+        except Exception as err:  # noqa: BLE001
+            raise CopyError(f"cannot construct a new {type(layer).__name__!r}: {err}. " + copy_hint(layer)) from err
+    try:
+        return type(layer).from_config(layer.get_config())
+    except Exception as err:  # noqa: BLE001 - any failure of user code or Keras
+        raise CopyError(f"cannot copy layer {layer.name!r} ({type(layer).__name__}) from its config: "
+                        f"{type(err).__name__}: {err}. " + copy_hint(layer)) from err
+
+
+class _Swapper:
+    def __init__(self, replace: Callable, inplace: bool = False):
+        self.replace = replace
+        self.inplace = inplace
+        self.memo: dict = {}
+        self.replaced: dict = {}  # id(old) -> new, only the replaced layers
+
+    # ------------------------------------------------------------------ entry points
+    def layer(self, old):
+        """The copy (or replacement) of ``old``, memoised by identity."""
+        key = id(old)
+        if key in self.memo:
+            return self.memo[key]
+        new = self.replace(old)
+        if new is not None:
+            self.replaced[key] = new
+        elif is_sequential(old):
+            new = self._sequential(old)
+        elif is_functional(old):
+            new = self._functional(old)
+        elif child_layers(old):
+            new = self._container(old)
+        else:
+            new = new_instance(old)
+            transfer_state(old, new)
+        self.memo[key] = new
+        return new
+
+    # ------------------------------------------------------------------ containers
+    def _functional(self, model):
+        new = rebuild_functional(model, clone_function=self.layer)
+        return keep_class(model, new)
+
+    def _sequential(self, model):
+        layers = [self.layer(layer) for layer in child_layers(model)]
+        not_layers = [type(x).__name__ for x in layers if not isinstance(x, keras.layers.Layer)]
+        if not_layers:
+            raise CopyError(f"Sequential {model.name!r}: a replacement of type {not_layers[0]} is not a layer")
+        inputs = []
+        if is_functional(model):
+            x = model.inputs[0]
+            inputs = [keras.Input(batch_shape=tuple(x.shape), dtype=x.dtype)]
+        return keras.Sequential(inputs + layers, name=model.name)
+
+    def _container(self, old):
+        """A subclassed model / custom layer: construct a new one, pair sub-layers, transfer or replace."""
+        new = new_instance(old)
+        self.memo[id(old)] = new
+        self._pair(old, new)
+        return new
+
+    def _pair(self, old, new):
+        """Gives ``new`` (a fresh instance of ``old``'s class) ``old``'s state, sub-layer by sub-layer."""
+        old_children, new_children = child_layers(old), child_layers(new)
+        if [type(c) for c in old_children] != [type(c) for c in new_children]:
+            raise CopyError(
+                f"a new {type(old).__name__!r} built from its config holds the sub-layers "
+                f"{[type(c).__name__ for c in new_children]}, the original "
+                f"{[type(c).__name__ for c in old_children]}: tfmec cannot pair them. " + copy_hint(old))
+        for o, n in zip(old_children, new_children):
+            r = self.memo.get(id(o))
+            if r is None:
+                r = self.replace(o)
+                if r is not None:
+                    self.replaced[id(o)] = r
+                    self.memo[id(o)] = r
+            if r is None and (is_sequential(o) or is_functional(o)):
+                r = self.layer(o)
+            if r is not None:
+                if not isinstance(r, keras.layers.Layer):
+                    raise CopyError(f"{o.name!r} inside {type(old).__name__!r} can only be replaced by a layer, not "
+                                    f"a {type(r).__name__} (a call with extra arguments needs a functional model)")
+                set_child(new, n, r)
+            elif child_layers(o):
+                self.memo[id(o)] = n
+                self._pair(o, n)
+            else:
+                transfer_state(o, n)
+                self.memo[id(o)] = n
+        _transfer_own_weights(old, new)
+        new.built = old.built
+
+    def _inplace_children(self, layer):
+        for child in child_layers(layer):
+            replacement = self.replace(child) if id(child) not in self.memo else self.memo[id(child)]
+            if replacement is not None:
+                self.memo[id(child)] = replacement
+                self.replaced.setdefault(id(child), replacement)
+                set_child(layer, child, replacement)
+            elif needs_rebuild(child, self):
+                set_child(layer, child, self.layer(child))
+            else:
+                self._inplace_children(child)
+
+
+def needs_rebuild(layer, swapper) -> bool:
+    """True when a functional / Sequential ``layer`` contains a layer to replace (its graph must be
+    replayed: a graph cannot be edited in place)."""
+    if not (is_sequential(layer) or is_functional(layer)):
+        return False
+    from tfmec.graph.walk import iter_layers
+
+    return any(swapper.replace(ref.layer) is not None for ref in iter_layers(layer))
+
+
+def _own_weights(layer) -> list:
+    inner = {id(w) for child in child_layers(layer) for w in child.weights}
+    return [w for w in layer.weights if id(w) not in inner]
+
+
+def _transfer_own_weights(old, new) -> None:
+    """Variables a container creates itself (not through sub-layers): copied by position."""
+    if old is new:
+        return
+    own_old = _own_weights(old)
+    if not own_old:
+        return
+    own_new = _own_weights(new)
+    if len(own_new) != len(own_old):
+        raise CopyError(f"{type(old).__name__!r} creates its own variables in build(); tfmec cannot rebuild them. "
+                        + copy_hint(old))
+    for a, b in zip(own_old, own_new):
+        b.assign(np.asarray(a.numpy()))
+
+
+_INTERNAL_PREFIXES = ("__", "_self_", "_keras", "_inbound", "_outbound", "_tracker", "_trackable")
+_INTERNAL_NAMES = {"_layers", "_metrics", "_loss_ids", "_losses", "_functional", "_compiled_trainable_state"}
+
+
+@contextlib.contextmanager
+def _unlocked(layer):
+    tracker = getattr(layer, "_tracker", None)
+    locked = bool(getattr(tracker, "locked", False))
+    if locked:
+        tracker.unlock()
+    try:
+        yield
+    finally:
+        if locked:
+            tracker.lock()
+
+
+def set_child(parent, old, new) -> None:
+    """Replaces sub-layer ``old`` of ``parent`` by ``new`` wherever ``parent`` holds it (an attribute,
+    a list or tuple element, a dict value), keeping Keras's tracking right (``old``'s weights leave
+    ``parent.weights``, ``new``'s join)."""
+    if isinstance(parent, keras.Sequential):
+        raise CopyError(f"Sequential {parent.name!r}: layers are replaced by rebuilding it")
+    found = False
+    with _unlocked(parent):
+        for name, value in list(vars(parent).items()):
+            if name.startswith(_INTERNAL_PREFIXES) or name in _INTERNAL_NAMES:
+                continue  # Keras's own tracking stores (fixed by _untrack below)
+            if value is old:
+                object.__getattribute__(parent, "__delattr__")(name)
+                setattr(parent, name, new)
+                found = True
+            elif isinstance(value, (list, tuple)) or _is_list_wrapper(value):
+                items = list(value)
+                if any(item is old for item in items):
+                    items = [new if item is old else item for item in items]
+                    object.__getattribute__(parent, "__delattr__")(name)
+                    setattr(parent, name, type(value)(items) if isinstance(value, tuple) else items)
+                    found = True
+            elif isinstance(value, dict) or _is_dict_wrapper(value):
+                if any(item is old for item in value.values()):
+                    items = {k: (new if v is old else v) for k, v in value.items()}
+                    object.__getattribute__(parent, "__delattr__")(name)
+                    setattr(parent, name, items)
+                    found = True
+    if not found:
+        raise CopyError(f"cannot find where {type(parent).__name__!r} holds its sub-layer {old.name!r} "
+                        f"(tfmec replaces attributes, list and dict entries)")
+    _untrack(parent, old)
+
+
+def _untrack(parent, old) -> None:
+    for store in ("_layers", "_self_tracked_trackables"):
+        items = getattr(parent, store, None)
+        if isinstance(items, list) and any(x is old for x in items):
+            with _unlocked(parent):
+                items[:] = [x for x in items if x is not old]
+
+
+def _is_list_wrapper(value) -> bool:
+    return type(value).__name__ in ("ListWrapper", "TrackedList")
+
+
+def _is_dict_wrapper(value) -> bool:
+    return type(value).__name__ in ("_DictWrapper", "TrackedDict")
+
+
+def keep_class(original, new):
+    """``new`` (a plain functional model) as ``original``'s functional subclass (e.g. ``MECModel``)
+    when that class can be built from ``inputs=``/``outputs=``."""
+    cls = type(original)
+    if type(new) is cls or cls.__module__.startswith(("keras.", "tf_keras.")):
+        return new
+    try:
+        return cls(inputs=new.inputs if isinstance(new.input, list) else new.input,
+                   outputs=new.outputs if isinstance(new.output, list) else new.output, name=new.name)
+    except Exception:  # noqa: BLE001 - a subclass with another constructor: a plain functional model
+        return new
+
+
+def swap_layers(model, replace: Callable, *, inplace: bool = False):
+    """A copy of ``model`` (module docstring) with the layers ``replace`` picks replaced.
+
+    Args:
+        model: any Keras model or layer: functional, ``Sequential``, subclassed, nested.
+        replace: ``fn(layer) -> replacement or None``, asked once per layer object; a replacement is
+            a layer (any callable inside a functional graph).
+        inplace: swap inside ``model`` itself where it is a subclassed model (its functional
+            sub-models are still rebuilt, and set in place of the old ones).
+    Returns:
+        ``(new_model, replaced)``: the copy, and ``{id(old layer): replacement}`` of what was replaced.
+    Raises:
+        CopyError: a layer that cannot be copied, with the change that makes it possible.
+    """
+    swapper = _Swapper(replace, inplace=inplace)
+    if inplace and not (is_functional(model) or is_sequential(model)):
+        swapper.memo[id(model)] = model
+        swapper._inplace_children(model)
+        new = model
+    else:
+        new = swapper.layer(model)
+    return new, swapper.replaced
+
+
+__all__ = ["swap_layers", "transfer_state", "set_child", "keep_class", "new_instance", "is_functional",
+           "is_sequential", "CopyError", "copy_hint"]
