@@ -105,7 +105,7 @@ def test_user_functional_model_with_mapping():
     small = compress_embeddings(user, codes, mapping={"item_table": "item"})
     assert isinstance(small.get_layer("item_table"), QuantizedEmbedding)
     assert small(np.arange(5, dtype="int32")).shape == (5, 1)
-    with pytest.raises(ValueError, match="no Embedding layer found"):
+    with pytest.raises(ValueError, match="the codes .item. name no embedding table.*item_table"):
         compress_embeddings(user, codes)
 
 

@@ -56,6 +56,8 @@ def variable_bytes(variables) -> int:
     """Bytes of a list of variables at their stored dtypes."""
     total = 0
     for v in variables:
+        if not hasattr(v, "dtype") or not hasattr(v, "shape"):
+            continue  # a tf-keras lookup table's weight handler: no array of its own
         dtype = tf.as_dtype(v.dtype)
         total += int(np.prod(v.shape)) * dtype.size
     return total
@@ -63,19 +65,11 @@ def variable_bytes(variables) -> int:
 
 def embedding_layers(model) -> list:
     """Every embedding-table layer of ``model`` (Keras ``Embedding`` and layers that declare
-    ``is_embedding_table = True``), searched through nested models."""
-    found = []
-    for layer in _walk(model):
-        if isinstance(layer, keras.layers.Embedding) or getattr(layer, "is_embedding_table", False):
-            found.append(layer)
-    return found
+    ``is_embedding_table = True``), found by structure wherever it sits (nested, subclassed, custom
+    layers; :func:`tfmec.graph.find_tables`), each layer once however many inputs share it."""
+    from tfmec.graph import find_tables
 
-
-def _walk(model):
-    for layer in getattr(model, "layers", []):
-        yield layer
-        if hasattr(layer, "layers") and layer is not model:
-            yield from _walk(layer)
+    return [ref.layer for ref in find_tables(model)]
 
 
 def embedding_bytes(model) -> int:

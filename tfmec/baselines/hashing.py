@@ -140,4 +140,50 @@ def hashed_embedding_factory(buckets: dict, seed: int | None = None):
     return factory
 
 
-__all__ = ["TableShape", "probe_tables", "table_bytes", "allocate_buckets", "hashed_embedding_factory", "field_salt"]
+def hash_embeddings(model, budget_bytes: int | None = None, *, buckets: dict | None = None, seed: int | None = None,
+                    inplace: bool = False):
+    """A copy of ``model`` whose embedding tables use the hashing trick, sized to a byte budget.
+
+    The user's own model, whatever its kind (:func:`tfmec.graph.swap.swap_layers`): every
+    ``keras.layers.Embedding`` (found by structure, a shared table once) with more rows than its
+    bucket count becomes a :class:`~tfmec.layers.HashedEmbedding` of ``B`` rows (salted by the table's
+    key, ``mask_zero`` copied), freshly initialised: the hashing trick trains the model again.
+
+    Args:
+        model: any Keras model with ``keras.layers.Embedding`` tables.
+        budget_bytes: bytes for all tables together (float32); the bucket cap from :func:`allocate_buckets`.
+        buckets: ``{table key: B}`` instead of a budget (tables not named keep their rows).
+        seed: seed of the new tables' initialisers.
+        inplace: swap inside a subclassed ``model`` itself.
+    Returns:
+        ``(new_model, buckets)``: the copy (uncompiled) and ``{table key: B}`` of the hashed tables.
+    Raises:
+        ValueError: neither or both of ``budget_bytes`` and ``buckets``, or a budget no table fits.
+    """
+    from tfmec.backend import keras
+    from tfmec.graph import find_tables, keyed_by_table
+    from tfmec.graph.swap import swap_layers
+
+    if (budget_bytes is None) == (buckets is None):
+        raise ValueError("hash_embeddings: give exactly one of budget_bytes and buckets")
+    refs = [r for r in find_tables(model) if isinstance(r.layer, keras.layers.Embedding)]
+    if buckets is None:
+        shapes = [TableShape(r.key, r.key, r.input_dim, r.output_dim) for r in refs]
+        buckets = allocate_buckets(shapes, int(budget_bytes))["buckets"]
+    else:
+        buckets = keyed_by_table(refs, buckets, "buckets")
+    by_layer = {id(r.layer): r for r in refs if r.key in buckets and int(buckets[r.key]) < r.input_dim}
+
+    def replace(layer):
+        ref = by_layer.get(id(layer))
+        if ref is None:
+            return None
+        return HashedEmbedding(ref.input_dim, int(buckets[ref.key]), ref.output_dim, salt=field_salt(ref.key),
+                               seed=derive_seed(seed, field_salt(ref.key) % 100_003), name=layer.name,
+                               mask_zero=bool(getattr(layer, "mask_zero", False)))
+
+    new, _ = swap_layers(model, replace, inplace=inplace)
+    return new, {ref.key: int(buckets[ref.key]) for ref in by_layer.values()}
+
+
+__all__ = ["TableShape", "probe_tables", "table_bytes", "allocate_buckets", "hashed_embedding_factory", "field_salt", "hash_embeddings"]

@@ -333,8 +333,7 @@ def keep_class(original, new):
     if type(new) is cls or cls.__module__.startswith(("keras.", "tf_keras.")):
         return new
     try:
-        return cls(inputs=new.inputs if isinstance(new.input, list) else new.input,
-                   outputs=new.outputs if isinstance(new.output, list) else new.output, name=new.name)
+        return cls(inputs=new.input, outputs=new.output, name=new.name)
     except Exception:  # noqa: BLE001 - a subclass with another constructor: a plain functional model
         return new
 

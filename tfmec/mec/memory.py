@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from tfmec.backend import keras
 from tfmec.evaluation import embedding_layers, model_bytes, variable_bytes
+from tfmec.graph import table_dims
 
 
 @dataclasses.dataclass
@@ -28,8 +30,9 @@ def _table_bytes(layer) -> TableBytes:
     if getattr(layer, "num_subspaces", None) is not None and hasattr(layer, "storage_bytes"):
         v, d = int(layer.vocab_size), int(layer.output_dim)
         return TableBytes(layer.name, "quantized", v, d, int(layer.storage_bytes), v * d * 4)
-    v, d = int(layer.input_dim), int(layer.output_dim)
-    return TableBytes(layer.name, "embedding", v, d, variable_bytes(layer.weights), v * d * 4)
+    v, d = table_dims(layer)
+    kind = "embedding" if isinstance(layer, keras.layers.Embedding) else type(layer).__name__
+    return TableBytes(layer.name, kind, v, d, variable_bytes(layer.weights), v * d * 4)
 
 
 def memory_report(model) -> dict:
@@ -40,7 +43,7 @@ def memory_report(model) -> dict:
     (every table as float32 ``[V, d]``), ``model_bytes`` / ``original_model_bytes`` (all weights) and
     the two ratios ``compression_ratio_embeddings`` and ``compression_ratio_model``.
     """
-    tables = [_table_bytes(layer) for layer in embedding_layers(model)]
+    tables = [_table_bytes(layer) for layer in embedding_layers(model)]  # by structure, shared tables once
     emb = sum(t.bytes for t in tables)
     orig = sum(t.original_bytes for t in tables)
     total = model_bytes(model)

@@ -201,29 +201,47 @@ def code_statistics(fc: FieldCodes, table: np.ndarray, counts: np.ndarray | None
 
 
 def tables_from(source) -> dict:
-    """``{name: float32[V, d]}`` from a dict of tables or from a Keras model's tables: its
-    ``embedding_<field>`` Embedding layers (keyed by field) and its first-order ``linear_<field>``
-    tables (keyed by layer name). A model following the tower protocol (:mod:`tfmec.towers`, e.g. a
-    TFRS :class:`~tfmec.integrations.tfrs.TowerRankingModel`) gives its tower's tables."""
+    """``{key: float32[V, d]}`` from a dict of tables or from a Keras model's embedding tables, found by
+    structure wherever they sit (:func:`tfmec.graph.find_tables`: keyed ``<field>`` for tfmec's
+    ``embedding_<field>`` layers, the layer name or path otherwise; a shared table once). A model
+    following the tower protocol (:mod:`tfmec.towers`) gives its tower's tables. Only float
+    ``keras.layers.Embedding`` tables are taken (tables tfmec already compressed are not)."""
     if isinstance(source, Mapping):
         return {str(k): np.asarray(v, dtype=np.float32) for k, v in source.items()}
     from tfmec.backend import keras
+    from tfmec.graph import find_tables
     from tfmec.towers import is_tower_model
 
     if is_tower_model(source):
         source = source.tower
-
-    tables = {}
-    for layer in source.layers:
-        if not isinstance(layer, keras.layers.Embedding):
-            continue
-        if layer.name.startswith("embedding_"):
-            tables[layer.name[len("embedding_"):]] = np.asarray(layer.get_weights()[0], dtype=np.float32)
-        elif layer.name.startswith("linear_"):
-            tables[layer.name] = np.asarray(layer.get_weights()[0], dtype=np.float32)
+    tables = {ref.key: np.asarray(ref.layer.get_weights()[0], dtype=np.float32)
+              for ref in find_tables(source) if isinstance(ref.layer, keras.layers.Embedding) and ref.layer.weights}
     if not tables:
-        raise ValueError("the model has no Embedding layers named 'embedding_<field>'; pass {field: table} instead")
+        raise ValueError(f"model {getattr(source, 'name', source)!r} has no trained keras.layers.Embedding tables "
+                         f"(searched every nested model and layer); pass {{name: float32[V, d]}} instead")
     return tables
+
+
+def frequencies_by_table(source, tables: Mapping, frequencies: Mapping | None) -> dict:
+    """``frequencies`` keyed like ``tables``: keys may be table keys, layer names or paths of a model
+    ``source``; a mapping that names none of the tables raises ``ValueError`` listing them (never
+    silently all-ones weights)."""
+    if not frequencies:
+        return {}
+    if isinstance(source, Mapping):
+        unknown = [k for k in frequencies if k not in tables]
+        known = {k: v for k, v in frequencies.items() if k in tables}
+        for name in tables:  # first-order linear_<field> tables read <field>'s ids
+            if name not in known and name.startswith("linear_") and name[len("linear_"):] in frequencies:
+                known[name] = frequencies[name[len("linear_"):]]
+        if unknown and not known:
+            raise ValueError(f"frequencies: no key names a table (keys {sorted(unknown)[:10]}); tables: {sorted(tables)}")
+        return known
+    from tfmec.graph import find_tables, keyed_by_table
+    from tfmec.towers import is_tower_model
+
+    model = source.tower if is_tower_model(source) else source
+    return keyed_by_table(find_tables(model), frequencies, "frequencies")
 
 
 def subspaces_for(dim: int, num_subspaces: int) -> int:
@@ -330,11 +348,14 @@ def learn_codes(
     """Learns PQ codes for the embedding tables of ``source`` (MEC stage 1).
 
     Args:
-        source: a trained Keras model (its ``embedding_<field>`` tables, keyed by field, and its
-            first-order ``linear_<field>`` tables, keyed by layer name and scalar-quantised with one
-            sub-space) or ``{name: float32[V, d]}``.
-        frequencies: ``{field: int[V]}`` training counts per id (``CTRData.frequencies``); popularity
-            weights come from them (all 1 when missing).
+        source: a trained Keras model of any kind (its ``keras.layers.Embedding`` tables, found by
+            structure: :func:`tables_from`; one-column tables are scalar-quantised with one sub-space)
+            or ``{name: float32[V, d]}``.
+        frequencies: ``{table: int[V]}`` training counts per row, keyed by table key, layer name or
+            path (:func:`tfmec.mec.count_ids` measures them through the model's own preprocessing;
+            ``CTRData.frequencies`` is keyed by field, the key of tfmec's own tables); popularity
+            weights come from them (all 1 without). A mapping naming none of the tables raises
+            ``ValueError``.
         num_subspaces, num_codewords: M and K; d must be divisible by M.
         alpha, beta: weights of PWR and of the contrastive term (0 disables a term).
         temperature: tau of the soft assignment in PWR; contrastive_temperature: tau of InfoNCE.
@@ -391,6 +412,7 @@ def learn_codes(
 
         checkpointing = Stage1Checkpointing(checkpoint_dir, checkpoint_every, on_step)
     tables = tables_from(source)
+    frequencies = frequencies_by_table(source, tables, frequencies)
     chosen = select_fields(tables, num_subspaces, num_codewords, rotation, fields, min_vocab)
     groups = {}
     if share_codebooks:
@@ -409,8 +431,7 @@ def learn_codes(
     group_of = {n: g for g, names in groups.items() for n in names}
 
     def counts_of(name):
-        field = name[len("linear_"):] if name.startswith("linear_") and name not in (frequencies or {}) else name
-        return None if frequencies is None or field not in frequencies else np.asarray(frequencies[field])
+        return np.asarray(frequencies[name]) if name in frequencies else None
 
     for i, name in enumerate(chosen):
         if name in result:
