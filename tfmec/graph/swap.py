@@ -147,6 +147,8 @@ class _Swapper:
         key = id(old)
         if key in self.memo:
             return self.memo[key]
+        if not isinstance(old, keras.layers.Layer):
+            return old  # a stateless operation of a Keras 3 graph (e.g. the NotEqual of a mask)
         new = self.replace(old)
         if new is not None:
             self.replaced[key] = new
@@ -276,12 +278,24 @@ def _unlocked(layer):
             tracker.lock()
 
 
+def build_like(new, old) -> None:
+    """Builds an unbuilt replacement ``new`` with the input shape ``old`` was built with, so that its
+    weights exist (and count in its parent's ``weights``) before the model is next called."""
+    if getattr(new, "built", True) or not getattr(old, "built", False):
+        return
+    config = old.get_build_config() if hasattr(old, "get_build_config") else None
+    if config:
+        new.build_from_config(config)
+
+
 def set_child(parent, old, new) -> None:
     """Replaces sub-layer ``old`` of ``parent`` by ``new`` wherever ``parent`` holds it (an attribute,
     a list or tuple element, a dict value), keeping Keras's tracking right (``old``'s weights leave
-    ``parent.weights``, ``new``'s join)."""
+    ``parent.weights``, ``new``'s join; an unbuilt ``new`` is built like ``old``)."""
     if isinstance(parent, keras.Sequential):
         raise CopyError(f"Sequential {parent.name!r}: layers are replaced by rebuilding it")
+    if isinstance(new, keras.layers.Layer):
+        build_like(new, old)
     found = False
     with _unlocked(parent):
         for name, value in list(vars(parent).items()):

@@ -11,7 +11,8 @@ subclasses) and tfmec's own table layers (``is_embedding_table = True``). A tabl
 tfmec's dict-shaped results (codes, frequencies, reports) name it:
 
 * ``<field>`` for a table named ``embedding_<field>`` (the convention of the models tfmec builds,
-  kept as a convenience), and the layer name for the first-order ``linear_<field>`` tables;
+  kept as a convenience; not Keras's automatic names ``embedding_1``, ``embedding_2``...), and the
+  layer name for the first-order ``linear_<field>`` tables;
 * otherwise the layer's own name when no other table has that name, else its full path.
 
 Every public function accepts a table by key, by layer name or by path (:func:`resolve_table`).
@@ -115,7 +116,8 @@ def find_tables(model) -> list[TableRef]:
     tables, keys = [], set()
     for ref in refs:
         name = ref.layer.name
-        if name.startswith(FIELD_TABLE_PREFIX) and name_count[name] == 1 and len(name) > len(FIELD_TABLE_PREFIX):
+        suffix = name[len(FIELD_TABLE_PREFIX):]
+        if name.startswith(FIELD_TABLE_PREFIX) and name_count[name] == 1 and suffix and not suffix.isdigit():
             key = name[len(FIELD_TABLE_PREFIX):]
         elif name_count[name] == 1:
             key = name
