@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfmec.backend import keras
+from tfmec.backend import IS_LEGACY_KERAS, keras
 
 
 def as_shape(shape) -> tuple:
@@ -79,3 +79,15 @@ def array_initializer(array: np.ndarray):
         return tf.constant(array, dtype=dtype)
 
     return init
+
+
+def zero_mask(inputs, mask_zero: bool):
+    """The mask ``keras.layers.Embedding(mask_zero=...)`` computes for ids ``inputs [...]``: None when
+    ``mask_zero`` is False, else bool ``inputs != 0`` of the ids' own shape (``[batch]``, ``[batch, 1]``,
+    ``[batch, length]``...). Symbolic inputs work in both modes (``keras.ops`` under Keras 3, whose
+    KerasTensors refuse TensorFlow ops; ``tf`` under tf-keras)."""
+    if not mask_zero:
+        return None
+    if IS_LEGACY_KERAS:
+        return tf.not_equal(inputs, 0)
+    return keras.ops.not_equal(inputs, 0)

@@ -28,6 +28,7 @@ from tfmec.layers._utils import (
     make_initializer,
     map_out_of_range_ids,
     serialize_initializer,
+    zero_mask,
 )
 
 _MAX_VOCAB = 2**31 - 1
@@ -267,11 +268,16 @@ class LowRankEmbedding(keras.layers.Layer):
         seed: optional integer seed of the default initializers.
         embeddings, up_kernel, up_bias: optional initial ``T [V, k]``, ``P [k, d]``, ``mu [d]``
             (not part of the config).
+        mask_zero: as in ``keras.layers.Embedding``: when True, :meth:`compute_mask` returns
+            ``ids != 0`` (bool, the ids' shape) so that masked layers downstream (pooling, attention,
+            RNNs) skip id 0 as padding; the output is unchanged (id 0 still reads its row). Default False.
 
     Weights (created in ``build``): ``embeddings [V, k]``, ``up_kernel [k, d]``, ``up_bias [d]``.
 
     Shapes:
-        integer ids ``[...]`` (typically ``[batch]``) -> ``[..., d]``.
+        integer ids ``[...]`` (``[batch]``, ``[batch, 1]``, ``[batch, length]``, ...) -> ``[..., d]``,
+        i.e. ``ids.shape + [d]`` as ``keras.layers.Embedding``; the mask (with ``mask_zero``) is bool
+        ``[...]``, the ids' shape.
     """
 
     is_embedding_table = True
@@ -287,9 +293,12 @@ class LowRankEmbedding(keras.layers.Layer):
         embeddings=None,
         up_kernel=None,
         up_bias=None,
+        mask_zero: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.mask_zero = bool(mask_zero)
+        self.supports_masking = self.mask_zero  # as keras.layers.Embedding
         name = type(self).__name__
         self.input_dim = int(input_dim)
         self.output_dim = int(output_dim)
@@ -323,8 +332,8 @@ class LowRankEmbedding(keras.layers.Layer):
             U_k: ``[d, k]`` orthonormal columns (top-k eigenvectors of the covariance of the looked-up
                 rows over calibration data).
             mu: ``[d]`` mean of the looked-up rows.
-            **kwargs: other constructor arguments; ``name``, ``dtype`` and ``trainable`` default to
-                the Embedding's.
+            **kwargs: other constructor arguments; ``name``, ``dtype``, ``trainable`` and
+                ``mask_zero`` default to the Embedding's.
 
         Returns:
             an unbuilt :class:`LowRankEmbedding` with ``T = (E - mu) U_k``, ``P = U_k^T``, ``mu``.
@@ -334,7 +343,8 @@ class LowRankEmbedding(keras.layers.Layer):
         table = _numpy(embedding.embeddings)
         v, d = table.shape
         u, m = _check_basis(U_k, mu, d, "LowRankEmbedding.from_embedding")
-        params = dict(name=embedding.name, dtype=embedding.dtype_policy, trainable=embedding.trainable)
+        params = dict(name=embedding.name, dtype=embedding.dtype_policy, trainable=embedding.trainable,
+                      mask_zero=bool(getattr(embedding, "mask_zero", False)))
         params.update(kwargs)
         return cls(
             input_dim=v, output_dim=d, rank=u.shape[1], embeddings=(table - m) @ u, up_kernel=u.T, up_bias=m, **params
@@ -371,11 +381,17 @@ class LowRankEmbedding(keras.layers.Layer):
         return map_out_of_range_ids(inputs, self.input_dim, self.oov_id, self.name)
 
     def call(self, inputs):
+        """Integer ids ``[...]`` -> ``[..., d]`` (see the class docstring)."""
         ids = self._sanitize_ids(inputs)
         dtype = self.compute_dtype
         rows = tf.gather(tf.cast(self.embeddings, dtype), tf.reshape(ids, [-1]))  # [N, k]
         out = tf.matmul(rows, tf.cast(self.up_kernel, dtype)) + tf.cast(self.up_bias, dtype)  # [N, d]
         return tf.reshape(out, tf.concat([tf.shape(ids), [self.output_dim]], axis=0))
+
+    def compute_mask(self, inputs, mask=None):
+        """None without ``mask_zero``; else bool ``inputs != 0`` (``[...]``, the ids' shape), as
+        ``keras.layers.Embedding``. An incoming ``mask`` is ignored, as there."""
+        return zero_mask(inputs, self.mask_zero)
 
     def compute_output_shape(self, input_shape):
         return as_shape(input_shape) + (self.output_dim,)
@@ -389,6 +405,7 @@ class LowRankEmbedding(keras.layers.Layer):
             oov_id=self.oov_id,
             embeddings_initializer=self.embeddings_initializer,
             seed=self.seed,
+            mask_zero=self.mask_zero,
         )
         return config
 

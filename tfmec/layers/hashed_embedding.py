@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmec.backend import keras, register
-from tfmec.layers._utils import as_shape, make_initializer, map_out_of_range_ids, serialize_initializer
+from tfmec.layers._utils import as_shape, make_initializer, map_out_of_range_ids, serialize_initializer, zero_mask
 
 _MAX_VOCAB = 2**31 - 1
 HASH_PRIME = 2**31 - 1
@@ -86,12 +86,18 @@ class HashedEmbedding(keras.layers.Layer):
         oov_id: the id that out-of-range ids become.
         embeddings_initializer: initializer of the table (Keras's Embedding default: ``"uniform"``).
         seed: optional integer seed of the initializer.
+        mask_zero: as in ``keras.layers.Embedding``: when True, :meth:`compute_mask` returns
+            ``ids != 0`` (bool, the ids' shape) so that masked layers downstream (pooling, attention,
+            RNNs) skip id 0 as padding (the raw id, before hashing); the output is unchanged (id 0
+            still reads its row). Default False.
 
     Weights (created in ``build``): ``embeddings float32[B, d]`` (trainable: the hashing trick trains
     the model from scratch).
 
     Shapes:
-        integer ids ``[...]`` (typically ``[batch]``) -> ``[..., d]``.
+        integer ids ``[...]`` (``[batch]``, ``[batch, 1]``, ``[batch, length]``, ...) -> ``[..., d]``,
+        i.e. ``ids.shape + [d]`` as ``keras.layers.Embedding``; the mask (with ``mask_zero``) is bool
+        ``[...]``, the ids' shape.
 
     Storage: ``4 B d`` bytes (``storage_bytes``), whatever ``V``.
     """
@@ -107,9 +113,12 @@ class HashedEmbedding(keras.layers.Layer):
         oov_id: int = 0,
         embeddings_initializer="uniform",
         seed: int | None = None,
+        mask_zero: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.mask_zero = bool(mask_zero)
+        self.supports_masking = self.mask_zero  # as keras.layers.Embedding
         name = type(self).__name__
         self.vocab_size = int(vocab_size)
         self.num_buckets = int(num_buckets)
@@ -145,10 +154,16 @@ class HashedEmbedding(keras.layers.Layer):
         return hash_buckets(ids, self.num_buckets, self.salt)
 
     def call(self, inputs):
+        """Integer ids ``[...]`` -> ``[..., d]`` (see the class docstring)."""
         rows = self.bucket_of(inputs)
         out = tf.gather(self.embeddings, tf.reshape(rows, [-1]))  # [N, d] (sparse gradient rows)
         out = tf.reshape(out, tf.concat([tf.shape(rows), [self.output_dim]], axis=0))
         return tf.cast(out, self.compute_dtype)
+
+    def compute_mask(self, inputs, mask=None):
+        """None without ``mask_zero``; else bool ``inputs != 0`` (``[...]``, the ids' shape), as
+        ``keras.layers.Embedding``. An incoming ``mask`` is ignored, as there."""
+        return zero_mask(inputs, self.mask_zero)
 
     def compute_output_shape(self, input_shape):
         return as_shape(input_shape) + (self.output_dim,)
@@ -157,7 +172,7 @@ class HashedEmbedding(keras.layers.Layer):
         config = super().get_config()
         config.update(vocab_size=self.vocab_size, num_buckets=self.num_buckets, output_dim=self.output_dim,
                       salt=self.salt, oov_id=self.oov_id, embeddings_initializer=self.embeddings_initializer,
-                      seed=self.seed)
+                      seed=self.seed, mask_zero=self.mask_zero)
         return config
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmec.backend import keras, register
-from tfmec.layers._utils import array_initializer, as_shape, map_out_of_range_ids
+from tfmec.layers._utils import array_initializer, as_shape, map_out_of_range_ids, zero_mask
 
 _MAX_VOCAB = 2**31 - 1
 INT8_MAX = 127
@@ -71,13 +71,18 @@ class Int8Embedding(keras.layers.Layer):
             zoo's id 0 is the OOV bucket).
         embeddings: optional initial ``int8[V, d]`` values (not part of the config); default zeros.
         scales: optional initial ``float32[V]`` (or ``[1]``) steps (not part of the config); default ones.
+        mask_zero: as in ``keras.layers.Embedding``: when True, :meth:`compute_mask` returns
+            ``ids != 0`` (bool, the ids' shape) so that masked layers downstream (pooling, attention,
+            RNNs) skip id 0 as padding; the output is unchanged (id 0 still reads its row). Default False.
 
     Weights (created in ``build``, both non-trainable: this is post-training quantisation; the rest
     of a model that holds the layer still trains):
         ``embeddings``: ``int8[V, d]``; ``scales``: ``float32[V]`` or ``float32[1]``.
 
     Shapes:
-        integer ids ``[...]`` (typically ``[batch]``) -> ``[..., d]`` float (compute dtype).
+        integer ids ``[...]`` (``[batch]``, ``[batch, 1]``, ``[batch, length]``, ...) -> ``[..., d]``
+        float (compute dtype), i.e. ``ids.shape + [d]`` as ``keras.layers.Embedding``; the mask (with
+        ``mask_zero``) is bool ``[...]``, the ids' shape.
 
     Storage: ``V d`` bytes plus ``4 V`` (or 4) bytes of steps: ``storage_bytes``, equal to the bytes of
     ``layer.weights``; about 4x smaller than the float32 table when ``d`` is large against 4.
@@ -93,9 +98,12 @@ class Int8Embedding(keras.layers.Layer):
         oov_id: int = 0,
         embeddings=None,
         scales=None,
+        mask_zero: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.mask_zero = bool(mask_zero)
+        self.supports_masking = self.mask_zero  # as keras.layers.Embedding
         name = type(self).__name__
         self.input_dim = int(input_dim)
         self.output_dim = int(output_dim)
@@ -130,16 +138,18 @@ class Int8Embedding(keras.layers.Layer):
     @classmethod
     def from_table(cls, table, per_row_scale: bool = True, **kwargs) -> "Int8Embedding":
         """An unbuilt layer holding :func:`quantize_int8` of a float ``[V, d]`` table; ``kwargs`` are the
-        other constructor arguments (``name``, ``oov_id``, ...)."""
+        other constructor arguments (``name``, ``oov_id``, ``mask_zero``, ...)."""
         q, step = quantize_int8(table, per_row=per_row_scale)
         return cls(q.shape[0], q.shape[1], per_row_scale=per_row_scale, embeddings=q, scales=step, **kwargs)
 
     @classmethod
     def from_embedding(cls, embedding, per_row_scale: bool = True, **kwargs) -> "Int8Embedding":
-        """The int8 form of a built ``keras.layers.Embedding`` (``name`` and ``dtype`` default to its)."""
+        """The int8 form of a built ``keras.layers.Embedding`` (``name``, ``dtype`` and ``mask_zero``
+        default to its; ``kwargs`` override them)."""
         if not getattr(embedding, "built", False):
             raise ValueError(f"Int8Embedding.from_embedding: layer {embedding.name!r} is not built")
-        params = dict(name=embedding.name, dtype=embedding.dtype_policy)
+        params = dict(name=embedding.name, dtype=embedding.dtype_policy,
+                      mask_zero=bool(getattr(embedding, "mask_zero", False)))
         params.update(kwargs)
         return cls.from_table(np.asarray(embedding.get_weights()[0]), per_row_scale=per_row_scale, **params)
 
@@ -168,6 +178,7 @@ class Int8Embedding(keras.layers.Layer):
 
     # ------------------------------------------------------------------ computation
     def call(self, inputs):
+        """Integer ids ``[...]`` -> ``[..., d]`` (see the class docstring)."""
         ids = map_out_of_range_ids(inputs, self.input_dim, self.oov_id, self.name)
         flat = tf.reshape(ids, [-1])
         rows = tf.cast(tf.gather(self.embeddings, flat), tf.float32)  # [N, d]
@@ -184,13 +195,18 @@ class Int8Embedding(keras.layers.Layer):
         s = np.asarray(self.scales.numpy(), dtype=np.float32)
         return q * (s[:, None] if self.per_row_scale else s[0])
 
+    def compute_mask(self, inputs, mask=None):
+        """None without ``mask_zero``; else bool ``inputs != 0`` (``[...]``, the ids' shape), as
+        ``keras.layers.Embedding``. An incoming ``mask`` is ignored, as there."""
+        return zero_mask(inputs, self.mask_zero)
+
     def compute_output_shape(self, input_shape):
         return as_shape(input_shape) + (self.output_dim,)
 
     def get_config(self):
         config = super().get_config()
         config.update(input_dim=self.input_dim, output_dim=self.output_dim, per_row_scale=self.per_row_scale,
-                      oov_id=self.oov_id)
+                      oov_id=self.oov_id, mask_zero=self.mask_zero)
         return config
 
 

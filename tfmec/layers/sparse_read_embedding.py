@@ -20,8 +20,10 @@ class SparseReadEmbedding(keras.layers.Embedding):
     """``keras.layers.Embedding`` with a lookup that reads only the rows it returns (module docstring).
 
     Same arguments, weights, serialisation and outputs as ``keras.layers.Embedding``: ids ``[...]``
-    (int) -> ``[..., output_dim]``. LoRA and Keras's quantised modes take Keras's own path; so does
-    tf-keras, whose lookup already reads rows sparsely. tfmec's zoo models use it for every table
+    (int; ``[batch]``, ``[batch, 1]``, ``[batch, length]``...) -> ``[..., output_dim]``, and Keras's own
+    ``mask_zero`` / ``compute_mask`` (bool ``ids != 0``, the ids' shape) / ``supports_masking``. LoRA
+    and Keras's quantised modes take Keras's own path; so does tf-keras, whose lookup already reads
+    rows sparsely. tfmec's zoo models use it for every table
     (:func:`tfmec.models.embedding.default_embedding_factory`); every ``isinstance(layer,
     keras.layers.Embedding)`` check still holds.
     """
