@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmec.backend import IS_LEGACY_KERAS, keras, register
-from tfmec.layers._utils import array_initializer, as_shape, map_out_of_range_ids
+from tfmec.layers._utils import array_initializer, as_shape, map_out_of_range_ids, zero_mask
 from tfmec.layers.bitpack import check_bits, decode_packed_tf, pack_codes, packed_width, unpack_codes_tf
 
 _MAX_VOCAB = 2**31 - 1
@@ -120,6 +120,7 @@ def contrastive_loss(
     seed=None,
     projection=None,
     stop_anchor_gradient: bool = True,
+    row_weights=None,
 ):
     """MEC contrastive loss on semi-synthetic negatives (InfoNCE with one positive).
 
@@ -140,6 +141,10 @@ def contrastive_loss(
         seed: see :func:`semi_synthetic_negative_codes`.
         projection: optional ``[d, d]`` applied to positives and negatives after decoding.
         stop_anchor_gradient: apply ``tf.stop_gradient`` to the anchor (default True).
+        row_weights: optional ``[N]`` weights (bool or float) of the rows: the loss is then
+            ``sum(w * loss_row) / sum(w)`` (0 when every weight is 0). ``QuantizedEmbedding(mask_zero=True)``
+            passes ``ids != 0`` so that padding does not count. Static shapes: XLA-compatible, unlike
+            dropping the rows with ``tf.boolean_mask``.
 
     Returns:
         A float32 scalar (0 for an empty batch).
@@ -160,6 +165,9 @@ def contrastive_loss(
     s_neg = tf.reduce_sum(a[:, None, :] * tf.math.l2_normalize(negative, axis=-1, epsilon=1e-12), axis=-1)
     logits = tf.concat([s_pos[:, None], s_neg], axis=1) / float(temperature)  # [N, 1 + n]
     per_row = tf.reduce_logsumexp(logits, axis=1) - logits[:, 0]
+    if row_weights is not None:
+        weights = tf.cast(tf.reshape(row_weights, [-1]), tf.float32)
+        return tf.math.divide_no_nan(tf.reduce_sum(weights * per_row), tf.reduce_sum(weights))
     rows = tf.cast(tf.shape(per_row)[0], tf.float32)
     return tf.math.divide_no_nan(tf.reduce_sum(per_row), rows)
 
@@ -195,6 +203,10 @@ class QuantizedEmbedding(keras.layers.Layer):
             frequent ids; ``H * d * 4`` bytes buy back the accuracy PQ loses on them.
         head: optional ``float32[H, d]`` initial head rows (default: the PQ decoding of rows
             ``0 .. H-1``, so that a layer built without them starts from its codes).
+        mask_zero: as in ``keras.layers.Embedding``: when True, :meth:`compute_mask` returns
+            ``ids != 0`` (bool, the ids' shape) so that masked layers downstream (pooling, attention,
+            RNNs) skip id 0 as padding, and id 0 does not count in the contrastive term. The output
+            itself is unchanged (id 0 still reads its row). Default False (no mask).
 
     Weights (created in ``build``):
         ``codes``: non-trainable ``uint8[V, M]`` (``K <= 256``) or ``uint16[V, M]``, or
@@ -202,7 +214,9 @@ class QuantizedEmbedding(keras.layers.Layer):
         ``projection``: ``float32[d, d]`` when enabled.
 
     Shapes:
-        integer ids ``[...]`` (typically ``[batch]``) -> ``[..., d]`` float (compute dtype).
+        integer ids ``[...]`` (``[batch]``, ``[batch, 1]``, ``[batch, length]``, ...) -> ``[..., d]``
+        float (compute dtype), i.e. ``ids.shape + [d]`` as ``keras.layers.Embedding``; the mask (with
+        ``mask_zero``) is bool ``[...]``, the ids' shape.
 
     Storage: the integer ``codes`` weight keeps 1 (or 2) bytes per code everywhere: in memory, in
     ``.keras`` files (HDF5 ``uint8``/``uint16`` datasets) and in SavedModel checkpoints, under
@@ -233,9 +247,12 @@ class QuantizedEmbedding(keras.layers.Layer):
         seed: int | None = None,
         head_rows: int = 0,
         head=None,
+        mask_zero: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.mask_zero = bool(mask_zero)
+        self.supports_masking = self.mask_zero  # as keras.layers.Embedding
         self.vocab_size = int(vocab_size)
         self.num_subspaces = int(num_subspaces)
         self.num_codewords = int(num_codewords)
@@ -315,7 +332,8 @@ class QuantizedEmbedding(keras.layers.Layer):
     @classmethod
     def from_codes(cls, field_codes, **kwargs) -> "QuantizedEmbedding":
         """A layer initialised from a :class:`tfmec.mec.codes.FieldCodes` (codes, codebooks and
-        projection); ``kwargs`` are the other constructor arguments (bits, contrastive_weight, name...)."""
+        projection); ``kwargs`` are the other constructor arguments (bits, contrastive_weight, name,
+        ``mask_zero`` to copy the setting of the ``Embedding`` the layer replaces...)."""
         m, k, sub = field_codes.codebooks.shape
         return cls(
             vocab_size=field_codes.codes.shape[0],
@@ -457,11 +475,25 @@ class QuantizedEmbedding(keras.layers.Layer):
         return tf.cast(rows, tf.int32)
 
     def call(self, inputs, training=None):
-        return self._embed_rows(self._sanitize_ids(inputs), training)
+        """Integer ids ``[...]`` -> ``[..., d]`` (see the class docstring)."""
+        return self._embed_rows(self._sanitize_ids(inputs), training, self._counted(inputs))
 
-    def _embed_rows(self, ids, training):
+    def compute_mask(self, inputs, mask=None):
+        """None without ``mask_zero``; else bool ``inputs != 0`` (``[...]``, the ids' shape), as
+        ``keras.layers.Embedding``. An incoming ``mask`` is ignored, as there."""
+        return zero_mask(inputs, self.mask_zero)
+
+    def _counted(self, inputs):
+        """Bool ``[...]``: the ids that count in the contrastive term (``inputs != 0`` with
+        ``mask_zero``), or None (every id counts). Computed on the raw ids, like :meth:`compute_mask`."""
+        if not (self.mask_zero and self.contrastive_weight > 0):
+            return None
+        return tf.not_equal(tf.convert_to_tensor(inputs), 0)
+
+    def _embed_rows(self, ids, training, counted=None):
         """Embeddings ``[..., d]`` of in-range table rows ``ids [...]`` (int32), adding the contrastive
-        term when training."""
+        term when training, over the rows where ``counted [...]`` (bool, the ids' shape) is True (all
+        rows when None)."""
         codebooks = tf.cast(self.codebooks, tf.float32)
         projection = None if self.projection is None else tf.cast(self.projection, tf.float32)
         contrastive = bool(training) and self.contrastive_weight > 0
@@ -484,6 +516,7 @@ class QuantizedEmbedding(keras.layers.Layer):
                 self.temperature,
                 seed=self._next_negatives_seed(),
                 projection=projection,
+                row_weights=None if counted is None else tf.reshape(counted, [-1]),
             )
             self._last_contrastive_loss = loss
             self.add_loss(self.contrastive_weight * loss)
@@ -513,6 +546,7 @@ class QuantizedEmbedding(keras.layers.Layer):
             temperature=self.temperature,
             seed=self.seed,
             head_rows=self.head_rows,
+            mask_zero=self.mask_zero,
         )
         return config
 

@@ -36,16 +36,20 @@ class SharedQuantizedEmbedding(QuantizedEmbedding):
         num_subspaces, num_codewords, subspace_dim: ``M``, ``K`` and ``d / M``, common to every field.
         codes: optional integer ``[sum_f V_f, M]``: the fields' codes concatenated in field order.
         codebooks, projection, trainable_codebooks, bits, contrastive_weight, num_negatives,
-            temperature, seed: as in :class:`~tfmec.layers.QuantizedEmbedding` (one of each, shared).
+            temperature, seed, mask_zero: as in :class:`~tfmec.layers.QuantizedEmbedding` (one of each,
+            shared).
         field_names: optional names of the fields (then ``field="name"`` works in calls).
         oov_ids: per-field OOV row (default 0 for every field), in the field's own id space.
 
     Weights: ``codes`` (non-trainable, ``[sum_f V_f, M]`` or packed), ``codebooks``
     ``float32[M, K, d / M]``, ``projection`` ``[d, d]`` when enabled; ``storage_bytes`` is their size.
 
-    Call: ``layer(ids, field=f)``: integer ids ``[...]`` of field ``f`` (an int index or a name in
-    ``field_names``) -> ``[..., d]``. With ``training=True`` and ``contrastive_weight > 0`` each call adds
-    ``beta * contrastive_loss`` on its looked-up ids (as one private layer per field would).
+    Call: ``layer(ids, field=f)``: integer ids ``[...]`` (``[batch]``, ``[batch, 1]``,
+    ``[batch, length]``...) of field ``f`` (an int index or a name in ``field_names``) -> ``[..., d]``;
+    with ``mask_zero=True`` the mask is bool ``ids != 0`` (the ids' shape) whatever the field (id 0 of
+    every field is padding) and id 0 does not count in the contrastive term. With ``training=True`` and
+    ``contrastive_weight > 0`` each call adds ``beta * contrastive_loss`` on its looked-up ids (as one
+    private layer per field would).
     """
 
     is_embedding_table = True
@@ -73,8 +77,8 @@ class SharedQuantizedEmbedding(QuantizedEmbedding):
     @classmethod
     def from_codes(cls, field_codes, **kwargs) -> "SharedQuantizedEmbedding":
         """A layer for a list of :class:`tfmec.mec.codes.FieldCodes` that hold the same codebooks (a
-        sharing group of stage 1), in field order; ``kwargs`` as in the constructor. ``field_names``
-        defaults to the fields' names."""
+        sharing group of stage 1), in field order; ``kwargs`` as in the constructor (``mask_zero``
+        included). ``field_names`` defaults to the fields' names."""
         field_codes = list(field_codes)
         if not field_codes:
             raise ValueError("SharedQuantizedEmbedding.from_codes needs at least one FieldCodes")
@@ -124,7 +128,8 @@ class SharedQuantizedEmbedding(QuantizedEmbedding):
         return self._codes_of_rows(self._sanitize_ids(ids, field))
 
     def call(self, inputs, field=0, training=None):
-        return self._embed_rows(self._sanitize_ids(inputs, field), training)
+        """Integer ids ``[...]`` of ``field`` -> ``[..., d]``."""
+        return self._embed_rows(self._sanitize_ids(inputs, field), training, self._counted(inputs))
 
     def get_config(self):
         config = super().get_config()
