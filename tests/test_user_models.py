@@ -16,7 +16,7 @@ import tensorflow as tf
 import tfmec
 import user_models  # tests/ is on sys.path
 from tfmec.backend import IS_LEGACY_KERAS, keras
-from tfmec.graph import find_tables
+from tfmec.graph import find_tables, table_dims
 from tfmec.graph.swap import CopyError, swap_layers
 from tfmec.layers import QuantizedEmbedding
 
@@ -48,8 +48,9 @@ def float_twin(model):
     def replace(layer):
         if not isinstance(layer, QuantizedEmbedding):
             return None
-        rows = np.asarray(layer(np.arange(layer.input_dim, dtype="int32"), training=False))
-        table = keras.layers.Embedding(layer.input_dim, layer.output_dim, mask_zero=layer.mask_zero, name=layer.name)
+        v, d = table_dims(layer)
+        rows = np.asarray(layer(np.arange(v, dtype="int32"), training=False))
+        table = keras.layers.Embedding(v, d, mask_zero=layer.mask_zero, name=layer.name)
         table.build((None,))
         table.set_weights([rows])
         return table

@@ -41,6 +41,8 @@ def capturing(layers: Sequence):
             def hooked(*args, _i=i, _original=original, **kwargs):
                 out = _original(*args, **kwargs)
                 x = args[0] if args else kwargs.get("inputs")
+                if any(seen is x for seen in capture.inputs[_i]):
+                    return out  # the same tensor looked up again (e.g. twice in one expression): once
                 capture.inputs[_i].append(x)
                 capture.outputs[_i].append(out)
                 return out

@@ -73,6 +73,10 @@ def transfer_state(old, new) -> None:
             raise CopyError(f"layer {old.name!r} ({type(old).__name__}) holds weights but records no build shape; "
                             f"tfmec cannot copy it")
         new.build_from_config(build_config)
+        if IS_LEGACY_KERAS and getattr(new, "_build_input_shape", None) is None:
+            # tf-keras records the build shape in Layer.build; a build() not calling it would leave the copy
+            # without one, and a copy of the copy impossible
+            keras.layers.Layer.build(new, build_config.get("input_shape"))
     new.set_weights(weights)
 
 
@@ -83,15 +87,16 @@ def _same_vocabulary(a, b) -> bool:
         return False
 
 
-def _is_auto_config_untrustworthy(layer) -> bool:
+def _is_auto_config_untrustworthy(layer, cls=None) -> bool:
     """Keras 3 records a subclassed Model's constructor defaults, not its arguments (Model.__new__
     does not pass them on), so its automatic config is only right for a constructor without
     parameters."""
-    if IS_LEGACY_KERAS or not isinstance(layer, keras.Model):
+    cls = cls or type(layer)
+    if IS_LEGACY_KERAS or not issubclass(cls, keras.Model):
         return False
-    if "get_config" in _own_methods(type(layer)):
+    if "get_config" in _own_methods(cls):
         return False
-    params = [p for name, p in inspect.signature(type(layer).__init__).parameters.items()
+    params = [p for name, p in inspect.signature(cls.__init__).parameters.items()
               if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     return bool(params)
 
@@ -117,20 +122,34 @@ def copy_hint(layer) -> str:
 
 def new_instance(layer):
     """A new, unbuilt layer of ``layer``'s class constructed from its config (``CopyError`` naming the
-    change to make when that is impossible or would be wrong)."""
-    if _is_auto_config_untrustworthy(layer):
-        raise CopyError(f"{type(layer).__name__!r} is a subclassed keras.Model whose constructor takes arguments and "
+    change to make when that is impossible or would be wrong). A container whose sub-layers tfmec
+    replaced before (:mod:`tfmec.graph.swapped`) comes back with fresh copies of the replacements."""
+    from tfmec.graph.swapped import SwappedMixin, get_slot
+
+    if not isinstance(layer, SwappedMixin):
+        return _construct(layer, type(layer))
+    new = _construct(layer, type(layer)._tfmec_base_class)
+    for slot in getattr(layer, "_tfmec_swaps", []):
+        current = get_slot(layer, slot)
+        fresh = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(current))
+        set_child(new, get_slot(new, slot), fresh, build=False)
+    return new
+
+
+def _construct(layer, cls):
+    if _is_auto_config_untrustworthy(layer, cls):
+        raise CopyError(f"{cls.__name__!r} is a subclassed keras.Model whose constructor takes arguments and "
                         f"which defines no get_config, so Keras cannot tell the arguments it was built with. "
                         + copy_hint(layer))
-    if not IS_LEGACY_KERAS and isinstance(layer, keras.Model) and "get_config" not in _own_methods(type(layer)):
+    if not IS_LEGACY_KERAS and issubclass(cls, keras.Model) and "get_config" not in _own_methods(cls):
         try:
-            return type(layer)()
+            return cls()
         except Exception as err:  # noqa: BLE001
-            raise CopyError(f"cannot construct a new {type(layer).__name__!r}: {err}. " + copy_hint(layer)) from err
+            raise CopyError(f"cannot construct a new {cls.__name__!r}: {err}. " + copy_hint(layer)) from err
     try:
-        return type(layer).from_config(layer.get_config())
+        return cls.from_config(cls.get_config(layer))
     except Exception as err:  # noqa: BLE001 - any failure of user code or Keras
-        raise CopyError(f"cannot copy layer {layer.name!r} ({type(layer).__name__}) from its config: "
+        raise CopyError(f"cannot copy layer {layer.name!r} ({cls.__name__}) from its config: "
                         f"{type(err).__name__}: {err}. " + copy_hint(layer)) from err
 
 
@@ -188,21 +207,27 @@ class _Swapper:
         return new
 
     def _pair(self, old, new):
-        """Gives ``new`` (a fresh instance of ``old``'s class) ``old``'s state, sub-layer by sub-layer."""
-        old_children, new_children = child_layers(old), child_layers(new)
-        if [type(c) for c in old_children] != [type(c) for c in new_children]:
+        """Gives ``new`` (a fresh instance of ``old``'s class) ``old``'s state, sub-layer by sub-layer;
+        sub-layers are paired by where their parent holds them (attribute name, list index, dict key)."""
+        old_slots, new_slots = child_slots(old), child_slots(new)
+        if set(old_slots) != set(new_slots) or any(type(old_slots[k]) is not type(new_slots[k])
+                                                     and self.memo.get(id(old_slots[k])) is None
+                                                     and not _replaced_kind(old_slots[k], new_slots[k])
+                                                     for k in old_slots):
             raise CopyError(
                 f"a new {type(old).__name__!r} built from its config holds the sub-layers "
-                f"{[type(c).__name__ for c in new_children]}, the original "
-                f"{[type(c).__name__ for c in old_children]}: tfmec cannot pair them. " + copy_hint(old))
-        for o, n in zip(old_children, new_children):
+                f"{ {'.'.join(map(str, k)): type(c).__name__ for k, c in new_slots.items()} }, the original "
+                f"{ {'.'.join(map(str, k)): type(c).__name__ for k, c in old_slots.items()} }: tfmec cannot pair "
+                f"them. " + copy_hint(old))
+        for slot, o in old_slots.items():
+            n = new_slots[slot]
             r = self.memo.get(id(o))
             if r is None:
                 r = self.replace(o)
                 if r is not None:
                     self.replaced[id(o)] = r
                     self.memo[id(o)] = r
-            if r is None and (is_sequential(o) or is_functional(o)):
+            if r is None and (is_sequential(o) or is_functional(o) or type(o) is not type(n)):
                 r = self.layer(o)
             if r is not None:
                 if not isinstance(r, keras.layers.Layer):
@@ -216,7 +241,7 @@ class _Swapper:
                 transfer_state(o, n)
                 self.memo[id(o)] = n
         _transfer_own_weights(old, new)
-        new.built = old.built
+        _copy_build_record(old, new)
 
     def _inplace_children(self, layer):
         for child in child_layers(layer):
@@ -229,6 +254,41 @@ class _Swapper:
                 set_child(layer, child, self.layer(child))
             else:
                 self._inplace_children(child)
+
+
+def _replaced_kind(old, new) -> bool:
+    """True when ``old`` is a tfmec table standing where the class puts a Keras ``Embedding`` (a model
+    compressed before, copied again): the slot is filled by copying ``old``."""
+    return bool(getattr(old, "is_embedding_table", False)) and isinstance(new, keras.layers.Layer)
+
+
+def child_slots(layer) -> dict:
+    """``{slot: sub-layer}`` where a slot says where ``layer`` holds it: ``(attribute,)``,
+    ``(attribute, index)`` or ``(attribute, key)``; Keras's own tracking stores are skipped."""
+    slots = {}
+    for name, value in list(vars(layer).items()):
+        if name.startswith(_INTERNAL_PREFIXES) or name in _INTERNAL_NAMES:
+            continue
+        if isinstance(value, keras.layers.Layer):
+            slots[(name,)] = value
+        elif isinstance(value, (list, tuple)) or _is_list_wrapper(value):
+            for i, item in enumerate(value):
+                if isinstance(item, keras.layers.Layer):
+                    slots[(name, i)] = item
+        elif isinstance(value, dict) or _is_dict_wrapper(value):
+            for k, item in value.items():
+                if isinstance(item, keras.layers.Layer):
+                    slots[(name, k)] = item
+    return slots
+
+
+def _copy_build_record(old, new) -> None:
+    """Marks ``new`` built as ``old`` is and copies the input shapes Keras recorded when ``old`` was
+    built (saved as its ``build_config``, which loading needs to create the weights before filling them)."""
+    for attr in ("_build_shapes_dict", "_build_input_shape"):
+        if getattr(old, attr, None) is not None:
+            object.__setattr__(new, attr, getattr(old, attr))
+    new.built = old.built
 
 
 def needs_rebuild(layer, swapper) -> bool:
@@ -288,15 +348,18 @@ def build_like(new, old) -> None:
         new.build_from_config(config)
 
 
-def set_child(parent, old, new) -> None:
+def set_child(parent, old, new, build: bool = True) -> None:
     """Replaces sub-layer ``old`` of ``parent`` by ``new`` wherever ``parent`` holds it (an attribute,
     a list or tuple element, a dict value), keeping Keras's tracking right (``old``'s weights leave
-    ``parent.weights``, ``new``'s join; an unbuilt ``new`` is built like ``old``)."""
+    ``parent.weights``, ``new``'s join; with ``build`` an unbuilt ``new`` is built like ``old``) and
+    recording the slot so that ``parent`` still saves and loads (:mod:`tfmec.graph.swapped`)."""
+    from tfmec.graph.swapped import mark_swapped
+
     if isinstance(parent, keras.Sequential):
         raise CopyError(f"Sequential {parent.name!r}: layers are replaced by rebuilding it")
-    if isinstance(new, keras.layers.Layer):
+    if build and isinstance(new, keras.layers.Layer):
         build_like(new, old)
-    found = False
+    slots = []
     with _unlocked(parent):
         for name, value in list(vars(parent).items()):
             if name.startswith(_INTERNAL_PREFIXES) or name in _INTERNAL_NAMES:
@@ -304,24 +367,26 @@ def set_child(parent, old, new) -> None:
             if value is old:
                 object.__getattribute__(parent, "__delattr__")(name)
                 setattr(parent, name, new)
-                found = True
+                slots.append((name,))
             elif isinstance(value, (list, tuple)) or _is_list_wrapper(value):
                 items = list(value)
                 if any(item is old for item in items):
+                    slots += [(name, i) for i, item in enumerate(items) if item is old]
                     items = [new if item is old else item for item in items]
                     object.__getattribute__(parent, "__delattr__")(name)
                     setattr(parent, name, type(value)(items) if isinstance(value, tuple) else items)
-                    found = True
             elif isinstance(value, dict) or _is_dict_wrapper(value):
                 if any(item is old for item in value.values()):
+                    slots += [(name, k) for k, v in value.items() if v is old]
                     items = {k: (new if v is old else v) for k, v in value.items()}
                     object.__getattribute__(parent, "__delattr__")(name)
                     setattr(parent, name, items)
-                    found = True
-    if not found:
+    if not slots:
         raise CopyError(f"cannot find where {type(parent).__name__!r} holds its sub-layer {old.name!r} "
                         f"(tfmec replaces attributes, list and dict entries)")
     _untrack(parent, old)
+    for slot in slots:
+        mark_swapped(parent, slot)
 
 
 def _untrack(parent, old) -> None:
