@@ -66,6 +66,8 @@ def array_bytes(model) -> int:
 
 def expected_lookups(name, style) -> dict | None:
     """Lookups per table the data implies, where the style makes it easy to say."""
+    if name not in ("own_names", "shared_table", "masked_history"):
+        return None
     x = {k: np.concatenate([np.asarray(b[0][k]) for b in style.data]) for k in style.eval_x}
     if name == "own_names":
         return {"user_embedding": np.bincount(x["uid"], minlength=150),

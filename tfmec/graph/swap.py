@@ -137,6 +137,19 @@ def new_instance(layer):
 
 
 def _construct(layer, cls):
+    new = _construct_unnamed(layer, cls)
+    keep_name(layer, new)
+    return new
+
+
+def keep_name(old, new) -> None:
+    """Gives ``new`` the name of ``old`` (automatic configs and sub-layers created by a constructor get
+    fresh automatic names, which would change every path of the copy)."""
+    if new.name != old.name:
+        object.__setattr__(new, "_name" if IS_LEGACY_KERAS else "name", old.name)
+
+
+def _construct_unnamed(layer, cls):
     if _is_auto_config_untrustworthy(layer, cls):
         raise CopyError(f"{cls.__name__!r} is a subclassed keras.Model whose constructor takes arguments and "
                         f"which defines no get_config, so Keras cannot tell the arguments it was built with. "
@@ -221,6 +234,7 @@ class _Swapper:
                 f"them. " + copy_hint(old))
         for slot, o in old_slots.items():
             n = new_slots[slot]
+            keep_name(o, n)
             r = self.memo.get(id(o))
             if r is None:
                 r = self.replace(o)
@@ -257,9 +271,14 @@ class _Swapper:
 
 
 def _replaced_kind(old, new) -> bool:
-    """True when ``old`` is a tfmec table standing where the class puts a Keras ``Embedding`` (a model
-    compressed before, copied again): the slot is filled by copying ``old``."""
-    return bool(getattr(old, "is_embedding_table", False)) and isinstance(new, keras.layers.Layer)
+    """True when ``old`` stands where the class puts a layer of another kind because tfmec replaced it
+    before (a model compressed before, copied again): a tfmec table, a replaced Dense, a container with
+    replacements of its own. The slot is filled by copying ``old``."""
+    from tfmec.graph.swapped import SwappedMixin
+
+    if isinstance(old, SwappedMixin):
+        return issubclass(type(old), type(new))
+    return type(old).__module__.startswith("tfmec.") and isinstance(new, keras.layers.Layer)
 
 
 def child_slots(layer) -> dict:
