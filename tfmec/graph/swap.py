@@ -223,6 +223,9 @@ class _Swapper:
         """Gives ``new`` (a fresh instance of ``old``'s class) ``old``'s state, sub-layer by sub-layer;
         sub-layers are paired by where their parent holds them (attribute name, list index, dict key)."""
         old_slots, new_slots = child_slots(old), child_slots(new)
+        if set(old_slots) != set(new_slots) and getattr(old, "built", False) and not getattr(new, "built", True):
+            build_like(new, old)  # a layer that creates its sub-layers in build() (e.g. tfrs's Cross)
+            new_slots = child_slots(new)
         if set(old_slots) != set(new_slots) or any(type(old_slots[k]) is not type(new_slots[k])
                                                      and self.memo.get(id(old_slots[k])) is None
                                                      and not _replaced_kind(old_slots[k], new_slots[k])
