@@ -49,6 +49,11 @@ def predict_dataset(model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.nda
 def evaluate(model, dataset: tf.data.Dataset) -> dict:
     """``{"auc", "logloss", "rows"}`` of ``model`` on ``dataset`` (exact, over every row)."""
     y, p = predict_dataset(model, dataset)
+    bad = int(np.count_nonzero(~np.isfinite(p)))
+    if bad:
+        raise ValueError(f"model {getattr(model, 'name', '?')!r} predicts NaN or infinite scores for {bad} of {p.size} "
+                         f"rows; an AUC of such scores would mean nothing (the weights hold NaN: lower the learning "
+                         f"rate or the loss weights)")
     return {"auc": roc_auc(y, p), "logloss": log_loss(y, p), "rows": int(y.size)}
 
 

@@ -1,6 +1,7 @@
 """Training a CTR model with early stopping on validation AUC."""
 from __future__ import annotations
 
+import math
 import time
 
 import tensorflow as tf
@@ -26,6 +27,35 @@ def compile_ctr(model, learning_rate: float = 1e-3, optimizer: str = "adam"):
         opt = keras.optimizers.Adam(learning_rate=learning_rate)
     model.compile(optimizer=opt, loss="binary_crossentropy", metrics=[keras.metrics.AUC(name="auc")])
     return model
+
+
+class NonFiniteLossError(ValueError):
+    """Training produced a NaN or infinite loss: the weights are garbage from then on."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raises :class:`NonFiniteLossError` at the first batch whose loss is NaN or infinite (Keras's own
+    ``TerminateOnNaN`` only stops, leaving a model of NaN weights that then "evaluates" to a number).
+    The message names the epoch and batch and the likely causes."""
+
+    def __init__(self, what: str = "training"):
+        super().__init__()
+        self.what = what
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        value = float(loss)
+        if not math.isfinite(value):
+            raise NonFiniteLossError(
+                f"{self.what}: the loss became {value} at epoch {self._epoch + 1}, batch {batch + 1}; the run is "
+                f"stopped (its weights would be garbage). Lower --learning-rate or the loss weights "
+                f"(--alpha, --beta), or check the data for extreme numeric values")
 
 
 class EarlyStoppingOnAUC(keras.callbacks.Callback):
@@ -127,7 +157,8 @@ def fit_early_stopping(
     if keep_start:
         start = float(model.evaluate(valid, verbose=0, return_dict=True)["auc"])
     stop = EarlyStoppingOnAUC(patience=patience, start_score=start)
-    history = model.fit(train, validation_data=valid, epochs=epochs, callbacks=[stop] + list(callbacks or []),
+    history = model.fit(train, validation_data=valid, epochs=epochs,
+                        callbacks=[StopOnNonFiniteLoss(), stop] + list(callbacks or []),
                         verbose=verbose, **fit_kwargs)
     seconds = time.perf_counter() - t0
     return {"history": history.history, "train_seconds": seconds, "epochs": len(history.history.get("loss", [])),

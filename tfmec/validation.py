@@ -6,6 +6,8 @@ flag) after minutes of training.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 
 MEC_METHODS = ("mec", "pq", "pq-no-retrain", "mec-no-pwr", "mec-no-contrastive", "mec+afm")
@@ -79,14 +81,68 @@ def check_ranges(cfg) -> None:
                  f"--label-threshold must be a finite number, got {cfg.label_threshold}")
 
 
+def _kind(annotation: str) -> tuple[str, bool]:
+    """``("int" | "float" | "bool" | "str" | "seq_str" | "seq_float" | "", optional)`` of a field's
+    annotation text (``from __future__ import annotations`` keeps annotations as strings)."""
+    text = str(annotation).replace(" ", "")
+    optional = "|None" in text or "Optional[" in text
+    text = text.replace("|None", "").replace("Optional[", "").rstrip("]") if optional else text
+    return {"int": "int", "float": "float", "bool": "bool", "str": "str", "Sequence[str]": "seq_str",
+            "Sequence[float]": "seq_float"}.get(text, ""), optional
+
+
+def _number_problem(value, kind: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must be {'an integer' if kind == 'int' else 'a number'}, got {value!r} ({type(value).__name__})"
+    if kind == "int" and not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            return ""
+        return f"must be an integer, got {value!r}"
+    if not math.isfinite(value):
+        return f"must be a finite number, got {value!r}"
+    return ""
+
+
+def check_types(cfg) -> None:
+    """Every setting of the type its field declares: integers are integers, numbers are finite
+    (``inf`` and ``nan`` are refused everywhere), flags are booleans, names are strings, lists hold
+    the right items; whether the value came from a flag or from a ``--config`` file. Integral floats
+    of an integer setting (``16.0`` from JSON) are turned into ints."""
+    for field in dataclasses.fields(cfg):
+        kind, optional = _kind(field.type)
+        value = getattr(cfg, field.name)
+        if not kind or (optional and value is None):
+            continue
+        where = f"{_flag(field.name)} (setting {field.name!r})"
+        if kind in ("int", "float"):
+            problem = _number_problem(value, kind)
+            _require(not problem, f"{where} {problem}")
+            if kind == "int" and isinstance(value, float):
+                object.__setattr__(cfg, field.name, int(value))
+        elif kind == "bool":
+            _require(isinstance(value, bool), f"{where} must be true or false, got {value!r} ({type(value).__name__})")
+        elif kind == "str":
+            _require(isinstance(value, str), f"{where} must be a string, got {value!r} ({type(value).__name__})")
+        else:
+            _require(isinstance(value, (list, tuple)), f"{where} must be a list, got {value!r}")
+            for item in value:
+                if kind == "seq_str":
+                    _require(isinstance(item, str), f"{where} must hold strings, got {item!r}")
+                else:
+                    problem = _number_problem(item, "float")
+                    _require(not problem, f"{where}: every entry {problem}")
+
+
 def check_run_settings(cfg) -> None:
     """Raises ``ValueError`` naming the first setting of ``cfg`` (a :class:`~tfmec.experiment.RunConfig`)
     that is out of range, names a folder as a data file (or a file as a folder), or contradicts
     another setting (a csv-only flag with another format, ``--format`` with synthetic data,
-    ``--hash-bytes`` without ``--method hash``, an embedding width M does not divide)."""
+    ``--hash-bytes`` without ``--method hash``, an embedding width M does not divide) or has the wrong
+    type (:func:`check_types`: a string where a number belongs, ``inf`` or ``nan``)."""
+    check_types(cfg)
     check_paths(cfg)
     check_contradictions(cfg)
     check_ranges(cfg)
 
 
-__all__ = ["check_run_settings", "check_paths", "check_contradictions", "check_ranges", "MEC_METHODS"]
+__all__ = ["check_run_settings", "check_types", "check_paths", "check_contradictions", "check_ranges", "MEC_METHODS"]

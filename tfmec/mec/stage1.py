@@ -568,6 +568,13 @@ def _train_pq(label, table, table_t, weights, M, K, alpha, beta, tau, tau_c, num
                 if step % checkpointing.every == 0 and step < steps:
                     ckpt.save(LoopState(epoch, step, sums.numpy(), best, bad_epochs, best_state, history))
         mean = sums.numpy() / steps
+        if not np.all(np.isfinite(mean)):
+            if bar is not None:
+                bar.close()
+            raise ValueError(f"MEC stage 1, table {label!r}: the loss became {mean[0]} (reconstruction {mean[1]}, PWR "
+                             f"{mean[2]}, contrastive {mean[3]}) in epoch {epoch + 1}; stopped, the codebooks would be "
+                             f"garbage. Lower the stage-1 learning rate, --alpha or --beta, or check the table for "
+                             f"NaN or huge values")
         history.append({"loss": mean[0], "reconstruction": mean[1], "pwr": mean[2], "contrastive": mean[3]})
         if bar is not None:
             bar.set_postfix(loss=f"{mean[0]:.4g}", rec=f"{mean[1]:.4g}")
