@@ -1,19 +1,29 @@
 """The exported object: a ``tf.Module`` around a trained Keras model with two serving signatures.
 
-* ``ids``: ``{field.name: int32[batch] (categorical) | float32[batch] (numeric, standardised)}`` ->
-  ``{"probability": float32[batch, 1]}``: the model's own inputs (with a vocabulary, an id outside
-  ``[0, vocab_size)`` is answered as the OOV id 0);
-* ``serving_default``: ``{field.name: tf.string[batch] | tf.float32[batch]}`` raw values ->
-  :class:`~tfmec.export.preprocessing.RawPreprocessor` -> the model -> ``{"probability": ...}``.
+* ``ids``: the model's own inputs as it declares them (:func:`~tfmec.export.signature.input_specs`:
+  any structure, ``[batch]`` / ``[batch, 1]`` / ``[batch, length]``, int ids, strings or floats; for a
+  tfmec model ``{field.name: int32[batch] | float32[batch]}``) -> ``{"probability": float32[batch, 1]}``
+  (with a vocabulary, an id outside ``[0, vocab_size)`` is answered as the OOV id 0);
+* ``serving_default``: with an encoder, ``{field.name: tf.string[batch] | tf.float32[batch]}`` raw
+  values -> :class:`~tfmec.export.preprocessing.RawPreprocessor` -> the model; without one, the same
+  function as ``ids`` (a model with ``StringLookup`` / ``IntegerLookup`` / ``Hashing`` layers inside
+  then takes raw values itself).
 
-The module tracks the model's weights as plain ``tf.Variable`` objects (not the Keras model, whose
-optimizer state would be saved too), so the SavedModel holds the variables at their stored dtypes
-(bit-packed ``uint8`` MEC codes stay packed) and the graph reads them; nothing is folded into
-constants. Works with Keras 3 and tf-keras models alike.
+Both signatures refuse, in-graph, an input whose shape does not fit the signature or inputs of
+different batch sizes (:func:`~tfmec.export.signature.enforce_shapes`).
+
+The module tracks the model's weights as plain ``tf.Variable`` objects and the TensorFlow resources
+of its layers (the lookup tables of ``StringLookup`` / ``IntegerLookup`` / ``TextVectorization``,
+with their vocabulary files as assets), not the Keras model, whose optimizer state would be saved
+too; so the SavedModel holds the variables at their stored dtypes (bit-packed ``uint8`` MEC codes
+stay packed) and the graph reads them; nothing is folded into constants. Works with Keras 3 and
+tf-keras models alike.
 """
 from __future__ import annotations
 
 import tensorflow as tf
+
+from tfmec.export.signature import describe_shape, enforce_shapes, input_specs, model_caller, single_output
 
 OUTPUT_KEY = "probability"
 
@@ -39,22 +49,31 @@ def variable_dict(model) -> dict:
 
 
 def model_input_specs(model) -> dict:
-    """``{name: tf.TensorSpec([None], dtype, name=name)}`` of a model with one ``[batch]`` input per field.
+    """``{name: tf.TensorSpec([None, *declared], dtype, name=name)}`` of the model's inputs as it declares
+    them (see :func:`tfmec.export.signature.input_specs`)."""
+    return input_specs(model)
 
-    Raises ``ValueError`` for a model whose inputs are not rank-1 named tensors.
-    """
-    specs = {}
-    for t in model.inputs:
-        name = t.name.split(":")[0]
-        shape = tuple(t.shape)
-        if len(shape) != 1:
-            raise ValueError(f"export needs one [batch] input per field; input {name!r} has shape {shape}")
-        specs[name] = tf.TensorSpec([None], tf.as_dtype(t.dtype), name=name)
-    return specs
+
+def model_resources(model) -> list:
+    """The TensorFlow resources held by the model's layers, nested models included: the lookup tables of
+    ``StringLookup`` / ``IntegerLookup`` / ``TextVectorization`` (a SavedModel must track every resource
+    its functions use, or saving fails with an "untracked resource" error)."""
+    layers = (model._flatten_layers(include_self=True, recursive=True) if hasattr(model, "_flatten_layers")
+              else [model, *getattr(model, "layers", [])])
+    out, seen = [], set()
+    for layer in layers:
+        for value in list(vars(layer).values()):
+            items = list(value.values()) if isinstance(value, dict) else list(value) if isinstance(value, (list, tuple)) else [value]
+            for item in items:
+                if isinstance(item, tf.saved_model.experimental.TrackableResource) and id(item) not in seen:
+                    seen.add(id(item))
+                    out.append(item)
+    return out
 
 
 def check_schema_matches(model_specs: dict, schema) -> None:
-    """Raises ``ValueError`` when the schema's fields are not the model's inputs (names and dtypes)."""
+    """Raises ``ValueError`` when the schema's fields are not the model's inputs (names, dtypes, and
+    shapes ``[batch]`` or ``[batch, 1]``)."""
     want = {f.name: (tf.int32 if f.is_categorical else tf.float32) for f in schema}
     have = {name: spec.dtype for name, spec in model_specs.items()}
     if set(want) != set(have):
@@ -62,6 +81,14 @@ def check_schema_matches(model_specs: dict, schema) -> None:
     bad = [(n, have[n].name, want[n].name) for n in want if have[n] != want[n]]
     if bad:
         raise ValueError(f"model inputs with unexpected dtypes (name, model, schema): {bad}")
+    shapes = {n: describe_shape(s) for n, s in model_specs.items() if s.shape.as_list() not in ([None], [None, 1])}
+    if shapes:
+        raise ValueError(f"with an encoder, every model input must be [batch] or [batch, 1]; these are not: {shapes}")
+
+
+def fit_to_specs(inputs: dict, specs: dict) -> dict:
+    """``[batch]`` tensors reshaped to the ``[batch, 1]`` the model declares where it does."""
+    return {name: (tf.expand_dims(x, -1) if specs[name].shape.rank == 2 else x) for name, x in inputs.items()}
 
 
 def oov_sizes(schema, specs: dict) -> dict:
@@ -87,40 +114,46 @@ class ServingModule(tf.Module):
     signatures (see the module docstring).
 
     Args:
-        model: a Keras model ``{field: [batch]} -> [batch, 1]`` probability (every tfmec model).
+        model: a Keras model with declared inputs (any structure and shapes, see
+            :func:`~tfmec.export.signature.input_specs`) and one output, the probability
+            ``[batch]`` or ``[batch, 1]`` (every tfmec model).
         preprocessor: a :class:`~tfmec.export.preprocessing.RawPreprocessor`, or None: then
             ``serving_default`` is the ``ids`` signature.
     """
 
     def __init__(self, model, preprocessor=None):
         super().__init__(name="tfmec_serving")
-        self.model_variables = variable_dict(model)
-        self.preprocessor = preprocessor
         specs = model_input_specs(model)
+        single_output(model)
+        self.model_variables = variable_dict(model)
+        self.model_resources = model_resources(model)
+        self.preprocessor = preprocessor
         if preprocessor is not None:
             check_schema_matches(specs, preprocessor.schema)
+        call = model_caller(model)
 
         # the model's graph lives in ONE function that both signatures call (not traced twice: a
         # SavedModel stores each traced graph in full, and a MEC model's graph is large)
         @tf.function(input_signature=[specs], autograph=False)
         def predict(inputs):
-            probability = model(inputs, training=False)
+            probability = call(inputs)
             return {OUTPUT_KEY: tf.cast(tf.reshape(probability, [-1, 1]), tf.float32)}
 
         sizes = oov_sizes(preprocessor.schema, specs) if preprocessor is not None else {}
 
         def predict_ids(**inputs):
-            return predict(map_unknown_ids(inputs, sizes))
+            return predict(map_unknown_ids(enforce_shapes(inputs, specs), sizes))
 
         self.ids = tf.function(predict_ids, autograph=False).get_concrete_function(**specs)
         if preprocessor is None:
             self.serving_default = self.ids
         else:
-            def predict_raw(**raw):
-                return predict(preprocessor(raw))
+            raw_specs = preprocessor.input_specs()
 
-            self.serving_default = tf.function(predict_raw, autograph=False).get_concrete_function(
-                **preprocessor.input_specs())
+            def predict_raw(**raw):
+                return predict(fit_to_specs(preprocessor(enforce_shapes(raw, raw_specs)), specs))
+
+            self.serving_default = tf.function(predict_raw, autograph=False).get_concrete_function(**raw_specs)
 
     @property
     def signatures(self) -> dict:
@@ -129,4 +162,4 @@ class ServingModule(tf.Module):
 
 
 __all__ = ["ServingModule", "map_unknown_ids", "oov_sizes", "tf_variables", "variable_dict", "model_input_specs",
-           "check_schema_matches", "OUTPUT_KEY"]
+           "model_resources", "check_schema_matches", "fit_to_specs", "OUTPUT_KEY"]

@@ -19,9 +19,15 @@ OOV_STRING = "\x00tfmec-oov"
 
 
 def keras_probabilities(model, inputs: dict, batch_size: int = 8192) -> np.ndarray:
-    """``model(x, training=False)`` as ``float32[n]`` on ``{field: array[n]}``, in batches."""
+    """``model(x, training=False)`` as ``float32[n]`` on ``{name: array[n, ...]}`` (named as the model's
+    inputs, see :func:`~tfmec.export.signature.input_specs`), in batches; the model is called with
+    the structure it was built with (a dict, a list or one tensor)."""
+    from tfmec.export.signature import model_caller
+
+    call = model_caller(model)
+
     def batch(start, stop):
-        return model({k: tf.constant(np.asarray(v[start:stop])) for k, v in inputs.items()}, training=False)
+        return call({k: tf.constant(np.asarray(v[start:stop])) for k, v in inputs.items()})
 
     return predict_in_batches(batch, inputs, batch_size)
 

@@ -21,6 +21,7 @@ import tensorflow as tf
 from tfmec.export.batching import predict_in_batches
 from tfmec.export.module import OUTPUT_KEY, ServingModule, model_input_specs
 from tfmec.export.preprocessing import RawPreprocessor, raw_dtype
+from tfmec.export.signature import check_input_arrays
 from tfmec.export.versions import atomic_directory, resolve_version
 from tfmec.export.vocab_assets import KEY_ENCODING
 
@@ -59,7 +60,7 @@ def as_encoder(model, vocabulary):
 def _metadata(encoder, module) -> dict:
     def describe(fn):
         inputs = fn.structured_input_signature[1]
-        return {name: {"dtype": spec.dtype.name, "shape": [None]} for name, spec in inputs.items()}
+        return {name: {"dtype": spec.dtype.name, "shape": spec.shape.as_list()} for name, spec in inputs.items()}
 
     meta = {
         "format": "tfmec-saved-model",
@@ -82,7 +83,14 @@ def write_saved_model(model, path: str, encoder=None) -> None:
     with tempfile.TemporaryDirectory(prefix="tfmec-vocab-") as staging:
         preprocessor = RawPreprocessor(encoder, staging) if encoder is not None else None
         module = ServingModule(model, preprocessor)
-        tf.saved_model.save(module, path, signatures=module.signatures)
+        try:
+            tf.saved_model.save(module, path, signatures=module.signatures)
+        except (AssertionError, ValueError) as err:
+            if "untracked resource" not in str(err).lower():
+                raise
+            raise ValueError(f"the model uses a TensorFlow resource (a lookup table?) that none of its layers holds as "
+                             f"an attribute, so the SavedModel cannot carry it; keep tables on a Keras layer of the "
+                             f"model ({err})") from err
     os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
     with open(os.path.join(path, METADATA_FILE), "w", encoding="utf-8") as fh:
         json.dump(_metadata(encoder, module), fh, indent=1)
@@ -92,21 +100,29 @@ def saved_model(model, base_dir: str, vocabulary=None, version: int | None = Non
     """Exports ``model`` to ``base_dir/<version>/`` for TF Serving, atomically.
 
     Args:
-        model: a trained tfmec (or any functional Keras) CTR model ``{field: [batch]} -> [batch, 1]``,
-            Keras 3 or tf-keras.
+        model: a trained tfmec model, or any functional Keras model with one probability output, Keras 3
+            or tf-keras, taking its inputs as it declares them: a dict, a list or one input; ``[batch]``,
+            ``[batch, 1]`` or ``[batch, length]``; int ids, ``tf.string`` raw values or floats.
+            Preprocessing layers inside (``StringLookup``, ``IntegerLookup``, ``Hashing``) are exported
+            with it (their tables and vocabularies travel in the SavedModel).
         base_dir: the model's folder that TF Serving watches (created if missing).
         vocabulary: the :class:`~tfmec.data.FeatureEncoder` the model was trained with (schema,
             vocabularies, numeric statistics: ``CTRData.encoder``), or a ``{field: Vocabulary}`` dict
-            (see :func:`as_encoder`), or None (then ``serving_default`` takes the ids, like ``ids``).
+            (see :func:`as_encoder`), or None (then ``serving_default`` takes the model's own inputs,
+            like ``ids``).
         version: the version number; default one more than the newest existing (1 for a new folder).
             An existing version is never overwritten (``FileExistsError``).
         encoder: alias of ``vocabulary`` (give one of them).
 
-    Signatures (every input ``[batch]``, output ``{"probability": float32[batch, 1]}``):
-        ``serving_default``: raw values, one input per field named ``field.name``: ``tf.string`` for
-        categorical fields, ``tf.float32`` for numeric ones (NaN = missing); unknown values go to the
-        OOV id 0. ``ids``: the model's own inputs, ``int32`` ids / standardised ``float32`` (with a
-        vocabulary, an id outside ``[0, vocab_size)`` is answered as the OOV id 0).
+    Signatures (output ``{"probability": float32[batch, 1]}``):
+        ``serving_default``: with a vocabulary, raw values, one ``[batch]`` input per field named
+        ``field.name``: ``tf.string`` for categorical fields, ``tf.float32`` for numeric ones (NaN =
+        missing); unknown values go to the OOV id 0. Without one, the model's own inputs.
+        ``ids``: the model's own inputs: names from its input layers (or its dict's keys), batch
+        dimension None, the rest and the dtype as declared (with a vocabulary, an id outside
+        ``[0, vocab_size)`` is answered as the OOV id 0).
+        Both refuse in-graph an input of another rank or declared dimension, and inputs of
+        different batch sizes (``InvalidArgumentError`` naming the input).
 
     Returns:
         the path of the new version folder.
@@ -136,19 +152,29 @@ def load_signature(path: str, signature: str = "serving_default"):
     return fn
 
 
-def predict_saved_model(path_or_fn, inputs: dict, signature: str = "serving_default",
+def predict_saved_model(path_or_fn, inputs, signature: str = "serving_default",
                         batch_size: int = 8192) -> np.ndarray:
-    """Probabilities ``float32[n]`` of a SavedModel signature on ``inputs`` (``{name: array[n]}``),
-    in batches of ``batch_size``. ``path_or_fn`` is a folder or a :func:`load_signature` result."""
+    """Probabilities ``float32[n]`` of a SavedModel signature on ``inputs``, in batches of ``batch_size``.
+
+    ``path_or_fn`` is a version folder or a signature (:func:`load_signature`, ``loaded.signatures[...]``).
+    ``inputs``: ``{name: array[n, ...]}`` named as the signature's inputs (or the one array of a
+    one-input signature). Raises ``ValueError`` before calling for missing or unknown inputs, an
+    input whose shape does not fit the signature (rank and declared dimensions), or inputs of
+    different batch sizes; the signature itself refuses the same in-graph.
+    """
     fn = load_signature(path_or_fn, signature) if isinstance(path_or_fn, (str, os.PathLike)) else path_or_fn
     specs = fn.structured_input_signature[1]
+    if not isinstance(inputs, dict):
+        if len(specs) != 1:
+            raise ValueError(f"the {signature!r} signature takes inputs {sorted(specs)}; give them as a dict")
+        inputs = {next(iter(specs)): inputs}
     missing, unknown = [k for k in specs if k not in inputs], [k for k in inputs if k not in specs]
     if missing or unknown:
         raise ValueError(f"the {signature!r} signature takes inputs {sorted(specs)}; missing {missing}, "
                          f"unknown {unknown}")
-    sizes = {k: len(inputs[k]) for k in specs}
-    if len(set(sizes.values())) > 1:
-        raise ValueError(f"the inputs have different lengths {sizes}")
+    inputs = {k: (v if hasattr(v, "shape") else np.asarray(v, dtype=object if specs[k].dtype == tf.string else None))
+              for k, v in inputs.items()}
+    check_input_arrays(inputs, specs)
 
     def batch(start, stop):
         return fn(**{k: tf.constant(np.asarray(inputs[k][start:stop]), dtype=specs[k].dtype) for k in specs})[OUTPUT_KEY]
