@@ -159,27 +159,30 @@ def keyed_by_table(tables: list[TableRef], mapping, what: str) -> dict:
     """
     import warnings
 
-    out, unknown = {}, []
+    out, unknown, fields = {}, [], {}
+    linear = {ref.layer.name[len("linear_"):]: ref for ref in tables if ref.layer.name.startswith("linear_")}
     for name, value in (mapping or {}).items():
         try:
             ref = resolve_table(tables, str(name), what)
         except ValueError:
+            if str(name) in linear:  # a field of a zoo model whose only table is its first-order weight
+                fields[str(name)] = value
+                continue
             unknown.append(str(name))
             continue
         out[ref.key] = value
+        fields[str(name)] = value
     if unknown:
         listing = ", ".join(f"{r.key!r} ({r.path})" for r in tables) or "none"
-        if not out:
+        if not out and not fields:
             raise ValueError(f"{what}: no key names an embedding table of the model (keys {sorted(unknown)[:10]}"
                              f"{' ...' if len(unknown) > 10 else ''}); its tables are: {listing}. Key the mapping by "
                              f"these names, or count with tfmec.mec.count_ids(model, dataset)")
         warnings.warn(f"{what}: keys {sorted(unknown)} name no embedding table of the model and are ignored; "
                       f"its tables are: {listing}", stacklevel=3)
-    for ref in tables:
-        if ref.key not in out and ref.layer.name.startswith("linear_"):
-            field = ref.layer.name[len("linear_"):]
-            if field in out:
-                out[ref.key] = out[field]
+    for field, ref in linear.items():
+        if ref.key not in out and field in fields:
+            out[ref.key] = fields[field]
     return out
 
 
