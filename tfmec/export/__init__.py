@@ -18,7 +18,7 @@ of ONNX graphs), :mod:`~tfmec.export.serving` (TF Serving REST requests), :mod:`
 """
 from tfmec.export.lookups import apply_lookups
 from tfmec.export.module import OUTPUT_KEY, ServingModule
-from tfmec.export.onnx_export import onnx, onnx_session, predict_onnx, read_lookups, vocabulary_path
+from tfmec.export.onnx_export import onnx, onnx_available, onnx_session, predict_onnx, read_lookups, vocabulary_path
 from tfmec.export.parity import check_parity, encode_raw, keras_probabilities, max_abs_diff, raw_from_ids
 from tfmec.export.savedmodel import load_signature, predict_saved_model, saved_model
 from tfmec.export.signature import input_specs
@@ -27,7 +27,7 @@ from tfmec.export.versions import directory_bytes, existing_versions, next_versi
 
 __all__ = [
     "saved_model", "load_signature", "predict_saved_model", "ServingModule", "OUTPUT_KEY",
-    "onnx", "onnx_session", "predict_onnx", "vocabulary_path", "apply_lookups", "read_lookups", "input_specs",
+    "onnx", "onnx_available", "onnx_session", "predict_onnx", "vocabulary_path", "apply_lookups", "read_lookups", "input_specs",
     "check_parity", "raw_from_ids", "encode_raw", "keras_probabilities", "max_abs_diff",
     "request_to_inputs", "format_response", "predict_request", "RequestError",
     "existing_versions", "next_version", "directory_bytes",
