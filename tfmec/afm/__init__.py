@@ -1,9 +1,11 @@
 """tfmec.afm: AFM low-rank compression (Atomic Feature Mimicking, arXiv 2405.18146).
 
-:func:`compress` replaces a functional model's Dense layers by :class:`~tfmec.layers.AFMDense`
-(first to last, each calibrated on the partly compressed model) and, optionally, its embedding tables
-by :class:`~tfmec.layers.LowRankEmbedding`, and factors DCNv2's cross network
-(:mod:`tfmec.afm.cross`); it returns ``(new_model, report)``. The streaming
+:func:`compress` replaces the Dense layers of a Keras model of any kind (functional, nested,
+``Sequential``, subclassed, Dense sub-layers of custom layers; found by :mod:`tfmec.graph`) by
+:class:`~tfmec.layers.AFMDense` (first to last in forward order, each calibrated on what it receives
+in the partly compressed model) and, optionally, its embedding tables by
+:class:`~tfmec.layers.LowRankEmbedding`, and factors DCNv2's cross network (:mod:`tfmec.afm.cross`);
+it returns ``(new_model, report)``. The streaming
 statistics, PCA and rank rules live in :mod:`tfmec.afm.stats`.
 """
 from tfmec.afm.compress import AFMReport, LayerReport, compress, replace_layers

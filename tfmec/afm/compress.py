@@ -1,33 +1,52 @@
-"""AFM compression of a functional Keras model: low-rank Dense layers and embedding tables.
+"""AFM compression of a Keras model of any kind: low-rank Dense layers and embedding tables.
 
-:func:`compress` follows DESIGN.md section 1.2:
+:func:`compress` follows DESIGN.md section 1.2 on functional models (nested ones included),
+``Sequential`` models, subclassed models and custom layers alike:
 
-1. **MLP step.** The selected Dense layers are replaced first to last (``model.layers`` order). For
-   each one, the calibration data runs through the *current*, partly compressed model up to the
-   layer's input (``keras.Model(model.input, layer.input)``), the pre-activations ``z = x W + b``
-   are accumulated in one streaming float64 pass (:mod:`tfmec.afm.stats`), ``k`` is chosen from the
-   eigenvalues, and the layer becomes an :class:`~tfmec.layers.AFMDense` (the model is cloned with
-   the new layer before the next layer is calibrated). Dense layers with ``n_out == 1`` (logits)
-   and layers the rank rule refuses are left as they are and reported.
-2. Optional fine-tuning (one epoch by default).
-3. **Embedding step** (``embeddings=...``). Every ``keras.layers.Embedding`` named
-   ``embedding_<field>`` (or those named) becomes a :class:`~tfmec.layers.LowRankEmbedding`
-   ``(E - mu) U_k`` plus the up-projection ``(U_k^T, mu)``, calibrated on the field's looked-up rows
-   (all tables in one pass: they do not depend on each other). The following layers still see
-   ``[batch, d]``.
-4. Optional fine-tuning again.
+1. **Finding the layers.** The Dense layers (exact type ``keras.layers.Dense``) and DCNv2 cross
+   networks (:class:`~tfmec.layers.CrossNetV2`) are found by structure wherever they sit
+   (:func:`tfmec.graph.walk.iter_layers`: nested functional sub-models, ``Sequential``, attributes,
+   lists and dicts of subclassed models and custom layers such as DeepCTR's ``DNN``). One forward
+   pass on the first calibration batch records the order in which the model calls them (the order
+   they are compressed in) and how often (a layer called more than once, or never, is left and
+   reported). Layers holding their own 2-D kernels instead of Dense sub-layers (a custom MLP written
+   with ``add_weight``) cannot be reached: they are listed in the report, and a warning names them
+   when no Dense layer could be reached at all. The Dense kernel inside a TFRS ``dcn.Cross`` layer
+   is left unless named in ``layers=``.
+2. **MLP step.** First to last in forward order, each selected layer is calibrated on what it really
+   receives in the *partly compressed* model: the model runs over the calibration data with every
+   layer already factored computing its replacement (its ``call`` temporarily routed to the
+   ``AFMDense``) while the layer's inputs are captured (:func:`tfmec.graph.capture.run_capturing`);
+   the pre-activations ``z = x W + b`` are accumulated in one streaming float64 pass
+   (:mod:`tfmec.afm.stats`), ``k`` is chosen from the eigenvalues and the layer's
+   :class:`~tfmec.layers.AFMDense` is built. Dense layers with ``n_out == 1`` (logits) and layers the
+   rank rule refuses are left as they are and reported. Then ONE copy of the model is made with all
+   replacements (:func:`tfmec.graph.swap.swap_layers`, the clone-and-swap every tfmec method uses).
+3. Optional fine-tuning (one epoch by default).
+4. **Embedding step** (``embeddings=...``). Every selected ``keras.layers.Embedding`` table (found
+   by :func:`tfmec.graph.walk.find_tables`) becomes a :class:`~tfmec.layers.LowRankEmbedding`
+   ``(E - mu) U_k`` plus the up-projection ``(U_k^T, mu)``, calibrated on the rows of the ids it
+   really receives (all tables in one pass; a table shared by several fields over all its calls;
+   ``mask_zero`` tables keep their mask and are calibrated without the padding id 0). The following
+   layers still see ``[..., d]``.
+5. Optional fine-tuning again.
 
-Every swap clones the model with ``keras.models.clone_model`` and a ``clone_function`` and copies the
-weights of every untouched layer, as :func:`tfmec.mec.compress_embeddings` does. The input model is
-never modified.
+The input model is never modified (unless ``inplace=True`` for a subclassed model); while the MLP
+step calibrates, the ``call`` of its layers already factored is routed to their replacements, and
+restored when each pass ends.
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
+import math
 import sys
+import warnings
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from tfmec.afm.cross import cross_network_params, cross_refusal, factor_cross_network
 from tfmec.afm.stats import (
@@ -38,9 +57,12 @@ from tfmec.afm.stats import (
 )
 from tfmec.backend import keras
 from tfmec.evaluation import embedding_bytes, model_bytes, param_count
+from tfmec.graph.capture import features_of
+from tfmec.graph.swap import CopyError, new_instance, swap_layers, transfer_state
+from tfmec.graph.walk import child_layers, find_tables, is_table, iter_layers, resolve_table
 from tfmec.layers.afm_dense import AFMDense, LowRankEmbedding, dense_params, embedding_params
 from tfmec.layers.cross import CrossNetV2
-from tfmec.towers import PROTOCOL_HINT, is_tower_model
+from tfmec.towers import is_tower_model
 from tfmec.training import check_fit_supported, fit_early_stopping
 
 FINE_TUNE_KEYS = ("train", "valid", "epochs", "learning_rate", "loss", "verbose", "steps_per_epoch", "patience",
@@ -53,8 +75,11 @@ class LayerReport:
     """What AFM did with one layer.
 
     Attributes:
-        name: layer name.
-        kind: ``"dense"``, ``"cross"`` (one cross layer of a ``CrossNetV2``) or ``"embedding"``.
+        name: the layer's path in the model (``/``-joined layer names, :func:`tfmec.graph.walk.iter_layers`;
+            its name for a top-level layer), ``<path>[<index>]`` for one cross layer of a ``CrossNetV2``.
+        kind: ``"dense"``, ``"cross"`` (one cross layer of a ``CrossNetV2``), ``"embedding"``, or
+            ``"custom"``: a layer holding Dense-like kernels of its own that AFM cannot reach (never
+            compressed; ``n_in``, ``n_out`` are its first kernel's shape).
         n_in, n_out: input and output widths (for a table: ``V`` and ``d``).
         rank: the chosen ``k``, or None when the layer was left as it is.
         kept_energy: share of the output variance held by the top ``k`` components (None when not
@@ -87,13 +112,14 @@ class AFMReport:
     """The outcome of :func:`compress`.
 
     Attributes:
-        layers: one :class:`LayerReport` per Dense layer and embedding table considered, in order.
+        layers: one :class:`LayerReport` per Dense / cross layer (in forward order), unreachable custom
+            layer and embedding table considered.
         settings: the rank rule and options used.
         params_before, params_after: scalars in all weights of the model.
-        dense_params_before, dense_params_after: scalars in the model's top-level ``Dense`` and
-            ``AFMDense`` layers (the MLP and logit layers).
-        cross_params_before, cross_params_after: scalars in the model's top-level ``CrossNetV2``
-            layers (DCNv2's cross network).
+        dense_params_before, dense_params_after: scalars in the model's ``Dense`` and ``AFMDense`` layers
+            wherever they sit (the MLP and logit layers).
+        cross_params_before, cross_params_after: scalars in the model's ``CrossNetV2`` layers (DCNv2's
+            cross network).
         embedding_bytes_before, embedding_bytes_after: bytes of the embedding tables
             (:func:`tfmec.evaluation.embedding_bytes`).
         model_bytes_before, model_bytes_after: bytes of all weights.
@@ -116,7 +142,7 @@ class AFMReport:
 
     @property
     def ranks(self) -> dict:
-        """``{layer name: k}`` of the replaced layers."""
+        """``{layer path: k}`` of the replaced layers."""
         return {r.name: r.rank for r in self.layers if r.compressed}
 
     @property
@@ -149,80 +175,220 @@ class AFMReport:
         return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------------------- cloning
-def replace_layers(model, replacements: Mapping[str, object]):
-    """A copy of functional ``model`` with the layers named in ``replacements`` swapped for the given
-    (unbuilt or built) layers; every other layer is rebuilt from its config and gets the original's
-    weights. The class of a functional subclass (e.g. ``MECModel``) is kept when it can be rebuilt
-    from ``inputs=``/``outputs=``."""
-    replacements = dict(replacements)
-
-    def clone(layer):
-        if layer.name in replacements:
-            return replacements[layer.name]
-        return layer.__class__.from_config(layer.get_config())
-
-    new = keras.models.clone_model(model, clone_function=clone)
-    for layer in model.layers:
-        if layer.name in replacements or not layer.weights:
-            continue
-        new.get_layer(layer.name).set_weights(layer.get_weights())
-    return _keep_class(model, new)
+# --------------------------------------------------------------------------------------- swapping
+def _swap(model, by_id: Mapping[int, object], inplace: bool = False):
+    """:func:`tfmec.graph.swap.swap_layers` of ``model`` with ``{id(layer): replacement}``; every
+    replacement must have been placed."""
+    new, replaced = swap_layers(model, lambda layer: by_id.get(id(layer)), inplace=inplace)
+    missing = [key for key in by_id if key not in replaced]
+    if missing:
+        names = [layer.name for layer in by_id.values() if id(layer) in set(missing)]
+        raise CopyError(f"afm: the copy of {model.name!r} did not reach the layers to replace ({len(missing)}) "
+                        f"{names}")
+    if new is model:  # swapped in place: traced functions still hold the old layers
+        for attr in ("train_function", "test_function", "predict_function"):
+            if getattr(model, attr, None) is not None:
+                setattr(model, attr, None)
+    return new
 
 
-def _keep_class(original, new):
-    cls = type(original)
-    if type(new) is cls or cls.__module__.startswith(("keras.", "tf_keras.")):
-        return new
+def replace_layers(model, replacements: Mapping[str, object], *, inplace: bool = False):
+    """A copy of ``model`` (any kind) with the layers named in ``replacements`` (by name or by path,
+    :func:`tfmec.graph.walk.iter_layers`) swapped for the given layers; everything else is copied with
+    its weights (:func:`tfmec.graph.swap.swap_layers`). A thin wrapper kept for callers of the
+    name-keyed API; ``ValueError`` for a name that matches no layer or several."""
+    refs = list(iter_layers(model))
+    by_id = {}
+    for key, new in dict(replacements).items():
+        layer = _resolve_layer(refs, key, "replace_layers")
+        by_id[id(layer)] = new
+    return _swap(model, by_id, inplace=inplace)
+
+
+def _resolve_layer(refs, name: str, what: str):
+    """The layer that ``name`` (a path, else a layer name) names among ``refs``."""
+    matches = [ref for ref in refs if ref.path == name] or [ref for ref in refs if ref.layer.name == name]
+    if not matches:
+        raise ValueError(f"{what}: the model has no layer named {name!r} (layers: "
+                         f"{[ref.path for ref in refs][:30]})")
+    if len(matches) > 1:
+        raise ValueError(f"{what}: {name!r} names several layers {[ref.path for ref in matches]}; use a path")
+    return matches[0].layer
+
+
+@contextlib.contextmanager
+def _substituted(pairs):
+    """Within the block, each ``old`` of ``pairs`` (layer, replacement) computes ``replacement`` when
+    called: the partly compressed model, without copying it."""
+    patched = []
     try:
-        return cls(inputs=new.input, outputs=new.output, name=new.name)
-    except Exception:  # noqa: BLE001 - a subclass with another constructor: a plain functional model
-        return new
+        for old, new in pairs:
+            def routed(*args, _new=new, **kwargs):
+                return _new(args[0] if args else kwargs["inputs"])
+
+            object.__setattr__(old, "call", routed)
+            patched.append(old)
+        yield
+    finally:
+        for layer in patched:
+            try:
+                object.__delattr__(layer, "call")
+            except AttributeError:
+                pass
 
 
-# --------------------------------------------------------------------------------------- helpers
-def _is_functional(model) -> bool:
+def _copy_layer(layer):
+    """A fresh copy of leaf ``layer`` with its weights (config + state)."""
+    new = new_instance(layer)
+    transfer_state(layer, new)
+    return new
+
+
+# --------------------------------------------------------------------------------------- finding layers
+def _forward_calls(model, layers: Sequence, calibration) -> list[int]:
+    """The indices of ``layers`` in the order ``model`` calls them in one forward pass over the first
+    calibration batch (a layer called ``n`` times appears ``n`` times; never called: absent)."""
+    first = next(iter(calibration), None)
+    if first is None:
+        raise ValueError("the calibration data yielded no rows: AFM needs a non-empty calibration dataset")
+    calls, graphs, patched = [], [], []
     try:
-        return isinstance(model, keras.Model) and bool(model.inputs) and hasattr(model, "layers") and \
-            model.input is not None
-    except Exception:  # noqa: BLE001 - subclassed models raise on .inputs / .input
-        return False
+        for i, layer in enumerate(layers):
+            original = layer.call
+
+            def hooked(*args, _i=i, _original=original, **kwargs):
+                calls.append((_i, tf.compat.v1.get_default_graph()))
+                return _original(*args, **kwargs)
+
+            object.__setattr__(layer, "call", hooked)
+            patched.append(layer)
+
+        @tf.function
+        def forward(features):
+            calls.clear()
+            graphs.append(tf.compat.v1.get_default_graph())
+            model(features, training=False)
+            return tf.constant(0)
+
+        forward(features_of(first))
+    finally:
+        for layer in patched:
+            try:
+                object.__delattr__(layer, "call")
+            except AttributeError:
+                pass
+    graph = graphs[-1] if graphs else None
+    return [i for i, g in calls if g is graph]  # tf-keras may also call layers in scratch graphs
 
 
-def _dense_candidates(model, layers, cross: bool = True) -> list:
-    """Names of the Dense (and, with ``cross``, CrossNetV2) layers to factor, in ``model.layers`` order."""
-    dense_cls = keras.layers.Dense
+def _foreign_cross_refusal(ref) -> str:
+    """Why the Dense of ``ref`` is left by default: the kernel of a TFRS ``dcn.Cross`` layer (a cross
+    network, which AFM factors as :class:`~tfmec.layers.CrossNetV2` only); '' otherwise."""
+    parent = type(ref.parent)
+    if parent.__name__ == "Cross" and parent.__module__.startswith("tensorflow_recommenders"):
+        return ("the kernel of a TFRS dcn.Cross layer: AFM factors cross networks as tfmec.layers.CrossNetV2; "
+                "name it in layers= to factor it as a Dense layer")
+    return ""
+
+
+def _is_dense(layer) -> bool:
+    return type(layer) is keras.layers.Dense
+
+
+def _select_dense(refs, layers, cross: bool) -> list:
+    """The Dense / CrossNetV2 layers to consider (``LayerRef``s, walk order)."""
     if layers is None:
-        return [layer.name for layer in model.layers
-                if type(layer) is dense_cls or (cross and isinstance(layer, CrossNetV2))]
+        return [ref for ref in refs if _is_dense(ref.layer) or (cross and isinstance(ref.layer, CrossNetV2))]
     names = [layers] if isinstance(layers, str) else list(layers)
+    chosen = {}
     for name in names:
-        try:
-            layer = model.get_layer(name)
-        except ValueError as err:
-            raise ValueError(f"layers: the model has no layer named {name!r}") from err
-        if not isinstance(layer, (dense_cls, CrossNetV2)):
-            raise ValueError(f"layers: {name!r} is a {type(layer).__name__}, not a Dense or CrossNetV2 layer")
-    order = {layer.name: i for i, layer in enumerate(model.layers)}
-    return sorted(dict.fromkeys(names), key=order.__getitem__)
+        layer = _resolve_layer(refs, str(name), "layers")
+        if isinstance(layer, (keras.layers.Dense, CrossNetV2)):
+            chosen[id(layer)] = True
+            continue
+        inside = [ref for ref in refs if ref.path.startswith(_path_of(refs, layer) + "/")
+                  and (_is_dense(ref.layer) or isinstance(ref.layer, CrossNetV2))]
+        if not inside:
+            raise ValueError(f"layers: {name!r} is a {type(layer).__name__}, not a Dense or CrossNetV2 layer "
+                             f"(nor a model or layer holding one)")
+        chosen.update((id(ref.layer), True) for ref in inside)
+    return [ref for ref in refs if id(ref.layer) in chosen]
 
 
-def _embedding_candidates(model, embeddings) -> list:
-    tables = [layer for layer in model.layers if isinstance(layer, keras.layers.Embedding)]
+def _path_of(refs, layer) -> str:
+    return next(ref.path for ref in refs if ref.layer is layer)
+
+
+def _select_tables(model, embeddings) -> list:
+    """The tables (``TableRef``s) ``embeddings`` names: all of them for True, none for False."""
+    if not embeddings:
+        return []
+    tables = find_tables(model)
     if embeddings is True:
-        return [layer.name for layer in tables if layer.name.startswith("embedding_")]
+        return tables
     names = [embeddings] if isinstance(embeddings, str) else list(embeddings)
-    by_name = {layer.name: layer for layer in tables}
-    chosen = []
+    chosen = {}
     for name in names:
-        key = name if name in by_name else f"embedding_{name}"
-        if key not in by_name:
-            raise ValueError(f"embeddings: no keras Embedding layer named {name!r} or 'embedding_{name}'")
-        chosen.append(key)
-    return list(dict.fromkeys(chosen))
+        ref = resolve_table(tables, str(name), "embeddings")
+        chosen[id(ref.layer)] = ref
+    return [ref for ref in tables if id(ref.layer) in chosen]
 
 
-def _dense_refusal(layer) -> str:
+def _own_weights(layer) -> list:
+    """The weights ``layer`` creates itself, not through sub-layers."""
+    inner = {id(w) for child in child_layers(layer) for w in child.weights}
+    return [w for w in layer.weights if id(w) not in inner]
+
+
+def _own_kernels(layer) -> list:
+    """The shapes of the 2-D float weights (both sides >= 2) ``layer`` creates itself."""
+    out = []
+    for w in _own_weights(layer):
+        shape = tuple(int(x) for x in w.shape)
+        if len(shape) != 2 or min(shape) < 2:
+            continue
+        if not np.issubdtype(np.dtype(getattr(w.dtype, "as_numpy_dtype", w.dtype)), np.floating):
+            continue
+        out.append(shape)
+    return out
+
+
+def _unreachable(refs) -> list:
+    """``[(ref, kernel shapes, own parameters, reason)]`` of the layers holding Dense-like weights AFM
+    cannot reach: a layer (not a Dense, table, CrossNetV2 or another tfmec layer) with its own 2-D
+    kernels."""
+    out = []
+    for ref in refs:
+        layer = ref.layer
+        if _is_dense(layer) or is_table(layer) or isinstance(layer, (AFMDense, CrossNetV2)):
+            continue
+        if type(layer).__module__.startswith("tfmec."):
+            continue  # tfmec's own layers (attention, numeric embeddings, gated cross): not an MLP to factor
+        kernels = _own_kernels(layer)
+        if not kernels:
+            continue
+        cls = type(layer).__name__
+        if isinstance(layer, keras.layers.Dense):
+            reason = (f"a subclass of Dense ({cls}), whose call may differ from Dense's: not factored unless "
+                      f"named in layers=")
+        else:
+            reason = (f"unreachable: {cls} holds its own kernels {kernels} instead of keras.layers.Dense "
+                      f"sub-layers; AFM factors Dense layers only")
+        params = int(sum(int(np.prod(w.shape)) for w in _own_weights(layer)))
+        out.append((ref, kernels, params, reason))
+    return out
+
+
+# --------------------------------------------------------------------------------------- refusals and counts
+def _call_refusal(calls: int) -> str:
+    if calls == 0:
+        return "not called when the model runs on the calibration data: nothing to calibrate on"
+    if calls > 1:
+        return f"shared layer (called {calls} times in one forward pass): no single input to calibrate on"
+    return ""
+
+
+def _dense_refusal(layer, calls: int) -> str:
     """Why a Dense layer cannot be factored ('' when it can)."""
     if not layer.built:
         return "layer is not built"
@@ -232,35 +398,43 @@ def _dense_refusal(layer) -> str:
         return "LoRA-enabled Dense layers are not supported"
     if getattr(layer, "quantization_mode", None):
         return f"quantized Dense layer ({layer.quantization_mode}) is not supported"
-    if len(getattr(layer, "_inbound_nodes", [])) > 1:
-        return "shared layer (called more than once): no single input to calibrate on"
-    return ""
+    return _call_refusal(calls)
 
 
-def _embedding_refusal(layer) -> str:
+def _embedding_refusal(layer, calls: int) -> str:
+    if not isinstance(layer, keras.layers.Embedding):
+        return f"a {type(layer).__name__} table: AFM factors keras.layers.Embedding tables"
     if not layer.built:
         return "layer is not built"
+    if getattr(layer, "quantization_mode", None) or getattr(layer, "lora_enabled", False):
+        return "quantized or LoRA-enabled Embedding tables are not supported"
     if int(layer.output_dim) < 2:
         return "table of dim 1: nothing to reduce"
-    if getattr(layer, "mask_zero", False):
-        return "mask_zero tables are not supported"
-    if len(getattr(layer, "_inbound_nodes", [])) > 1:
-        return "shared layer (called more than once)"
+    if calls == 0:
+        return "not called when the model runs on the calibration data: nothing to calibrate on"
     return ""
+
+
+def _weights_size(layer) -> int:
+    return int(sum(int(np.prod(w.shape)) for w in layer.weights))
 
 
 def _cross_layer_params(model) -> int:
-    return sum(cross_network_params(layer) for layer in model.layers if isinstance(layer, CrossNetV2))
+    return sum(cross_network_params(ref.layer) for ref in iter_layers(model) if isinstance(ref.layer, CrossNetV2))
 
 
 def _dense_layer_params(model) -> int:
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, (keras.layers.Dense, AFMDense)):
-            total += int(sum(int(np.prod(w.shape)) for w in layer.weights))
-    return total
+    return sum(_weights_size(ref.layer) for ref in iter_layers(model)
+               if isinstance(ref.layer, (keras.layers.Dense, AFMDense)))
 
 
+def _built_by_a_call(layer, shape, dtype):
+    """``layer`` built by an eager call on zeros (tf-keras then records its build shape for saving)."""
+    layer(tf.zeros(shape, dtype=dtype))
+    return layer
+
+
+# --------------------------------------------------------------------------------------- fine-tuning
 def _check_fine_tune(fine_tune):
     if fine_tune is None or callable(fine_tune):
         return
@@ -309,7 +483,8 @@ def _run_fine_tune(model, fine_tune, stage: str, report: AFMReport):
     return model
 
 
-def _settings(rank, energy, param_budget, embedding_rank, embedding_energy, embeddings, allow_larger, fine_tune):
+def _settings(rank, energy, param_budget, embedding_rank, embedding_energy, embeddings, allow_larger, fine_tune,
+              layers, cross):
     """The options of a run, JSON-able (datasets are left out)."""
     if isinstance(embeddings, bool):
         tables = embeddings
@@ -319,8 +494,10 @@ def _settings(rank, energy, param_budget, embedding_rank, embedding_energy, embe
         tune = None if fine_tune is None else "callable"
     else:
         tune = {key: value for key, value in fine_tune.items() if key not in ("train", "valid")}
+    chosen = None if layers is None else ([layers] if isinstance(layers, str) else [str(x) for x in layers])
     return dict(rank=rank, energy=energy, param_budget=param_budget, embedding_rank=embedding_rank,
-                embedding_energy=embedding_energy, embeddings=tables, allow_larger=bool(allow_larger), fine_tune=tune)
+                embedding_energy=embedding_energy, embeddings=tables, allow_larger=bool(allow_larger), fine_tune=tune,
+                layers=chosen, cross=bool(cross))
 
 
 def _log(verbose: bool, entry: LayerReport):
@@ -334,29 +511,103 @@ def _log(verbose: bool, entry: LayerReport):
         print(f"[afm] {entry.name}: left as it is ({entry.reason})", file=sys.stderr, flush=True)
 
 
-def _factor_cross(model, layer, calibration, report: AFMReport, verbose: bool, **rule):
+def _add(report: AFMReport, entry: LayerReport, verbose: bool):
+    report.layers.append(entry)
+    _log(verbose, entry)
+
+
+def _factor_cross(model, path, layer, calls, calibration, report: AFMReport, verbose: bool, **rule):
     """:func:`tfmec.afm.cross.factor_cross_network` on ``layer``, one report line per cross layer
-    (named ``<layer>[<index>]``, kind ``"cross"``)."""
-    refusal = cross_refusal(layer)
+    (named ``<path>[<index>]``, kind ``"cross"``)."""
+    refusal = cross_refusal(layer) or _call_refusal(calls)
     if refusal:
         params = cross_network_params(layer) if layer.built else 0
-        entry = LayerReport(layer.name, "cross", 0, 0, None, None, params, params, False, refusal)
-        report.layers.append(entry)
-        _log(verbose, entry)
+        _add(report, LayerReport(path, "cross", 0, 0, None, None, params, params, False, refusal), verbose)
         return None
 
     def add(index, dim, choice):
-        name = f"{layer.name}[{index}]"
+        name = f"{path}[{index}]"
         if choice is None:
             params = 2 * dim * int(layer.layer_ranks[index]) + dim
             entry = LayerReport(name, "cross", dim, dim, None, None, params, params, False, "already factored")
         else:
             entry = LayerReport(name, "cross", dim, dim, choice.rank, choice.kept_energy, choice.params_before,
                                 choice.params_after, choice.rank is not None, choice.reason)
-        report.layers.append(entry)
-        _log(verbose, entry)
+        _add(report, entry, verbose)
 
     return factor_cross_network(model, layer, calibration, report_entry=add, **rule)
+
+
+def _factor_dense(model, path, layer, calls, calibration, report: AFMReport, verbose: bool, refusal: str = "",
+                  **rule):
+    """The :class:`AFMDense` of Dense ``layer`` (built), or None when it is left (``refusal``: why, when
+    the caller already knows); one report line."""
+    n_in = int(layer.kernel.shape[0]) if layer.built else 0
+    n_out = int(layer.units)
+    before = dense_params(n_in, n_out, use_bias=layer.bias is not None) if layer.built else 0
+    refusal = refusal or _dense_refusal(layer, calls)
+    if refusal:
+        _add(report, LayerReport(path, "dense", n_in, n_out, None, None, before, before, False, refusal), verbose)
+        return None
+    moments = dense_preactivation_moments(model, layer, calibration)
+    values, vectors = _pca(moments, path)
+    choice = select_rank(values, before, lambda k: dense_params(n_in, n_out, k), **rule)
+    _add(report, LayerReport(path, "dense", n_in, n_out, choice.rank, choice.kept_energy, choice.params_before,
+                             choice.params_after, choice.rank is not None, choice.reason,
+                             eigenvalues=[float(x) for x in values]), verbose)
+    if choice.rank is None:
+        return None
+    new = AFMDense.from_dense(layer, vectors[:, : choice.rank], moments.mean)
+    return _built_by_a_call(new, (1, n_in), "float32")
+
+
+def _pca(moments, path: str):
+    covariance = moments.covariance()
+    if not (np.all(np.isfinite(covariance)) and np.all(np.isfinite(moments.mean))):
+        raise ValueError(f"afm.compress: what layer {path!r} computes on the calibration data holds NaN or inf "
+                         f"(the model's own outputs do too); AFM needs finite activations")
+    return pca(covariance)
+
+
+def _nothing_reached_warning(model, unreachable) -> None:
+    if unreachable:
+        listing = "; ".join(f"{ref.path} ({type(ref.layer).__name__}, kernels {kernels})"
+                            for ref, kernels, _, _ in unreachable)
+        warnings.warn(f"afm.compress reached no Dense layer it could factor in {model.name!r}, which holds Dense-like "
+                      f"weights in layers AFM cannot reach: {listing}. AFM factors keras.layers.Dense layers (called "
+                      f"once each, anywhere in the model); build the MLP from Dense sub-layers to compress it",
+                      stacklevel=3)
+    else:
+        warnings.warn(f"afm.compress found no Dense or CrossNetV2 layer it could factor in {model.name!r}: the MLP "
+                      f"step replaces nothing (see the report for the layers it left and why)", stacklevel=3)
+
+
+def _relocate(model, layers: list, paths: list) -> list:
+    """``layers`` as found in ``model`` (a callable ``fine_tune`` may hand back another model): the
+    same objects where ``model`` holds them, else the layers at the same paths."""
+    refs = list(iter_layers(model))
+    present = {id(ref.layer) for ref in refs}
+    out = []
+    for layer, path in zip(layers, paths):
+        if id(layer) in present:
+            out.append(layer)
+            continue
+        matches = [ref.layer for ref in refs if ref.path == path]
+        if len(matches) != 1:
+            raise ValueError(f"afm.compress: the model fine_tune returned holds no table at {path!r}; return the "
+                             f"model it was given (trained in place) or one with the same layers")
+        out.append(matches[0])
+    return out
+
+
+def _check_model(model) -> None:
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"afm.compress needs a Keras model (functional, Sequential or subclassed), got a "
+                         f"{type(model).__name__}")
+    if not model.built:
+        raise ValueError(f"afm.compress: model {model.name!r} ({type(model).__name__}) is not built: call it once on a "
+                         f"batch of features first (AFM factors trained weights); a model tfmec cannot copy can also "
+                         f"hand its layers over through the tower protocol (tfmec.towers)")
 
 
 # --------------------------------------------------------------------------------------- compress
@@ -368,36 +619,42 @@ def compress(
     param_budget: float | int | None = None,
     embeddings: bool | str | Sequence[str] = False,
     fine_tune: Mapping | Callable | None = None,
-    layers: Sequence[str] | None = None,
+    layers: str | Sequence[str] | None = None,
     *,
     cross: bool = True,
     embedding_rank: int | None = None,
     embedding_energy: float | None = None,
     allow_larger: bool = False,
+    inplace: bool = False,
     verbose: bool = False,
 ):
-    """AFM-compresses a functional Keras model (DESIGN.md 1.2).
+    """AFM-compresses a Keras model (DESIGN.md 1.2; the module docstring says how).
 
     Args:
-        model: a functional Keras model (every zoo model of :data:`tfmec.models.MODELS`, a
-            :class:`~tfmec.mec.MECModel`, or a user model; a built ``Sequential`` is treated as the
-            equivalent functional model) whose Dense layers / embedding tables are top-level layers;
-            it is not modified. A model following the tower protocol of :mod:`tfmec.towers` (e.g. a
-            TFRS :class:`~tfmec.integrations.tfrs.TowerRankingModel`) has its tower compressed and is
+        model: a built Keras model of any kind: functional (every zoo model of
+            :data:`tfmec.models.MODELS`, a :class:`~tfmec.mec.MECModel`, a user model, with nested
+            functional sub-models), ``Sequential``, or subclassed (its layers held as attributes, in
+            lists or dicts, or inside custom layers). It is copied with
+            :func:`tfmec.graph.swap.swap_layers` (a subclassed model and custom layers need a
+            ``get_config`` returning their constructor arguments; see there) and not modified. A
+            model following the tower protocol of :mod:`tfmec.towers` (e.g. a TFRS
+            :class:`~tfmec.integrations.tfrs.TowerRankingModel`) has its tower compressed and is
             returned as ``model.with_tower(compressed tower)``; a callable ``fine_tune`` then receives
             that wrapped model (so TFRS fine-tunes with its own task), a dict ``fine_tune`` fits the
             tower with the dict's loss.
-        calibration: a ``tf.data.Dataset`` (or iterable) of ``(features, label)`` batches (or bare
-            features) fed to the model; it is iterated once per compressed Dense layer plus once for
-            all tables, so keep it finite (e.g. ``train.take(200)``).
+        calibration: a ``tf.data.Dataset`` (or re-iterable) of ``(features, label)`` batches (or bare
+            features) fed to the model; it is iterated once per compressed Dense / cross layer plus once
+            for all tables (and its first batch once more to find the layers' order), so keep it
+            finite (e.g. ``train.take(200)``).
         rank: fixed ``k`` for every layer (capped at ``n_out``).
         energy: choose per layer the smallest ``k`` whose components hold this share of the
             pre-activation variance (``0 < energy <= 1``). Exclusive with ``rank``.
         param_budget: upper bound on each factored layer's parameters: ``0 < float <= 1`` is a share of
             the original layer's, an int an absolute count. Alone it picks the largest ``k`` that
             fits; with ``rank``/``energy`` it caps their ``k``.
-        embeddings: False (MLP only), True (every ``keras.layers.Embedding`` named
-            ``embedding_<field>``), or a list of layer / field names.
+        embeddings: False (MLP only), True (every table :func:`tfmec.graph.walk.find_tables` finds;
+            those that are not ``keras.layers.Embedding``, or of dim 1, are reported and left), or
+            table keys / layer names / paths (:func:`tfmec.graph.walk.resolve_table`).
         fine_tune: None; a callable ``f(model)`` called after the MLP step and after the embedding
             step (it compiles and fits the model itself; if it returns a ``keras.Model`` that model
             is used from then on); or a dict with keys ``train`` (dataset, required), ``valid``
@@ -408,41 +665,46 @@ def compress(
             on validation AUC restores the best epoch, and with ``keep_start`` the weights before
             fine-tuning count as a candidate (fine-tuning never makes validation AUC worse).
             A step that replaced nothing is not fine-tuned.
-        layers: names of the Dense / CrossNetV2 layers to consider (default: every top-level layer of
-            exact type ``keras.layers.Dense``, and every ``CrossNetV2`` when ``cross``; layers with
-            ``n_out == 1`` are always left alone).
+        layers: names or paths (``"mlp/dense_1"``) of the Dense / CrossNetV2 layers to consider, or of
+            models / layers holding them (all theirs are taken). Default: every layer of exact type
+            ``keras.layers.Dense`` anywhere in the model, and every ``CrossNetV2`` when ``cross``.
+            Layers with ``n_out == 1`` are always left alone.
         cross: factor DCNv2's cross network too (:mod:`tfmec.afm.cross`: each cross layer's
             ``x_l W_l + b_l`` by the PCA of its outputs, with the same rank rule); default True.
         embedding_rank, embedding_energy: the rank rule of the tables (default: ``rank`` / ``energy``;
             ``param_budget`` applies to the tables too).
         allow_larger: replace layers even when the factored form is not smaller (exactness checks
             at full rank); default False.
+        inplace: swap the layers inside ``model`` itself when it is a subclassed model (no copy: for
+            a class that cannot be rebuilt from its config; recompile it before training). Functional
+            and ``Sequential`` models are always copied.
         verbose: print one line per layer to stderr.
 
     Returns:
-        ``(new_model, report)``: a new functional model (same inputs and outputs; the class of a
-        functional subclass such as ``MECModel`` is kept; compiled only if a dict ``fine_tune`` ran),
-        or ``model.with_tower(...)`` for a tower model (uncompiled), and an :class:`AFMReport` (``report.to_dict()`` is JSON-able; ``report.ranks`` maps layer
-        names to ``k``).
+        ``(new_model, report)``: a new model of the same kind (same inputs and outputs; the class of a
+        functional subclass such as ``MECModel`` or of a subclassed model is kept; compiled only if a
+        dict ``fine_tune`` ran last), ``model`` itself with ``inplace=True`` (subclassed), or
+        ``model.with_tower(...)`` for a tower model (uncompiled); and an :class:`AFMReport`
+        (``report.to_dict()`` is JSON-able; ``report.ranks`` maps layer paths to ``k``). The report
+        lists every considered layer, those left with the reason: logits, refused ranks, layers called
+        more than once or never, and layers holding Dense-like kernels AFM cannot reach (kind
+        ``"custom"``; a warning names them when no Dense layer could be factored at all).
 
     Raises:
-        ValueError: no rank rule, ``rank`` with ``energy``, an unknown layer name, a non-functional
-            model or empty calibration data.
+        ValueError: no rank rule, ``rank`` with ``energy``, an unknown layer or table name, an unbuilt
+            model or empty calibration data; :class:`tfmec.graph.swap.CopyError` (a ``ValueError``)
+            when a layer of the model cannot be copied, with the change that makes it possible.
 
     Notes:
-        An ``AFMDense`` drops a Dense layer's kernel regulariser and constraint. Dense layers inside
-        nested models are not visited.
+        An ``AFMDense`` drops a Dense layer's kernel regulariser and constraint, a ``LowRankEmbedding``
+        an Embedding's. A Dense layer called more than once (a shared MLP) is left as it is.
     """
     if is_tower_model(model):
         return _compress_tower(model, calibration, rank=rank, energy=energy, param_budget=param_budget,
                                embeddings=embeddings, fine_tune=fine_tune, layers=layers, cross=cross,
                                embedding_rank=embedding_rank, embedding_energy=embedding_energy,
-                               allow_larger=allow_larger, verbose=verbose)
-    if isinstance(model, keras.Sequential) and getattr(model, "inputs", None):
-        model = keras.Model(model.inputs, model.outputs, name=model.name)  # a functional view of its layers
-    if not _is_functional(model):
-        raise ValueError(f"afm.compress needs a functional Keras model (built with keras.Model(inputs, outputs)), "
-                         f"got a {type(model).__name__}. {PROTOCOL_HINT}.")
+                               allow_larger=allow_larger, inplace=inplace, verbose=verbose)
+    _check_model(model)
     if rank is None and energy is None and param_budget is None:
         raise ValueError("afm.compress: give one of rank, energy or param_budget")
     if rank is not None and energy is not None:
@@ -452,101 +714,118 @@ def compress(
     _check_fine_tune(fine_tune)
     if embedding_rank is None and embedding_energy is None:
         embedding_rank, embedding_energy = rank, energy
-    # validate the rules before any (slow) calibration pass
+    # validate the rules and the names before any (slow) calibration pass
     select_rank(np.ones(2), 10**9, lambda k: k, rank=rank, energy=energy, param_budget=param_budget, allow_larger=True)
     if embeddings:
         select_rank(np.ones(2), 10**9, lambda k: k, rank=embedding_rank, energy=embedding_energy,
                     param_budget=param_budget, allow_larger=True)
+    refs = list(iter_layers(model))
+    dense_refs = _select_dense(refs, layers, cross)
+    table_refs = _select_tables(model, embeddings)
+    unreachable = _unreachable(refs) if layers is None else []
+    watched = [ref.layer for ref in dense_refs] + [ref.layer for ref in table_refs]
+    order = _forward_calls(model, watched, calibration)
+    calls = collections.Counter(order)
+    first = {}
+    for position, i in enumerate(order):
+        first.setdefault(i, position)
 
     report = AFMReport(
         settings=_settings(rank, energy, param_budget, embedding_rank, embedding_energy, embeddings, allow_larger,
-                           fine_tune),
+                           fine_tune, layers, cross),
         params_before=param_count(model),
         dense_params_before=_dense_layer_params(model),
         cross_params_before=_cross_layer_params(model),
         embedding_bytes_before=embedding_bytes(model),
         model_bytes_before=model_bytes(model),
     )
+    rule = dict(rank=rank, energy=energy, param_budget=param_budget, allow_larger=allow_larger)
 
-    current = model
-    # ---- MLP step: first to last, each layer calibrated on the partly compressed model
-    replaced_dense = 0
-    for name in _dense_candidates(model, layers, cross):
-        layer = current.get_layer(name)
+    # ---- MLP step: first to last in forward order, each calibrated on the partly compressed model
+    done = []  # (original layer, its replacement), in forward order
+    reachable = 0
+    for i in sorted(range(len(dense_refs)), key=lambda j: (first.get(j, math.inf), j)):
+        ref = dense_refs[i]
+        layer = ref.layer
         if isinstance(layer, CrossNetV2):
-            new_layer = _factor_cross(current, layer, calibration, report, verbose, rank=rank, energy=energy,
-                                      param_budget=param_budget, allow_larger=allow_larger)
-            if new_layer is not None:
-                current = replace_layers(current, {name: new_layer})
-                replaced_dense += 1
-            continue
-        n_in = int(layer.kernel.shape[0]) if layer.built else 0
-        n_out = int(layer.units)
-        before = dense_params(n_in, n_out, use_bias=layer.bias is not None) if layer.built else 0
-        refusal = _dense_refusal(layer)
-        if refusal:
-            entry = LayerReport(name, "dense", n_in, n_out, None, None, before, before, False, refusal)
+            factor, extra = _factor_cross, {}
         else:
-            moments = dense_preactivation_moments(current, layer, calibration)
-            values, vectors = pca(moments.covariance())
-            choice = select_rank(values, before, lambda k: dense_params(n_in, n_out, k), rank=rank,
-                                 energy=energy, param_budget=param_budget, allow_larger=allow_larger)
-            entry = LayerReport(name, "dense", n_in, n_out, choice.rank, choice.kept_energy, choice.params_before,
-                                choice.params_after, choice.rank is not None, choice.reason,
-                                eigenvalues=[float(x) for x in values])
-            if choice.rank is not None:
-                new_layer = AFMDense.from_dense(layer, vectors[:, : choice.rank], moments.mean)
-                current = replace_layers(current, {name: new_layer})
-                replaced_dense += 1
-        report.layers.append(entry)
-        _log(verbose, entry)
-    if fine_tune is not None and replaced_dense:
-        current = _run_fine_tune(current, fine_tune, "mlp", report)
+            factor, extra = _factor_dense, {"refusal": _foreign_cross_refusal(ref) if layers is None else ""}
+        if calls[i] == 1 and (isinstance(layer, CrossNetV2) or int(layer.units) > 1) and not extra.get("refusal"):
+            reachable += 1
+        with _substituted(done):
+            new_layer = factor(model, ref.path, layer, calls[i], calibration, report, verbose, **extra, **rule)
+        if new_layer is not None:
+            done.append((layer, new_layer))
+    for ref, kernels, params, reason in unreachable:
+        n_in, n_out = kernels[0]
+        _add(report, LayerReport(ref.path, "custom", n_in, n_out, None, None, params, params, False, reason), verbose)
+    if layers is None and not reachable and (unreachable or not table_refs):
+        _nothing_reached_warning(model, unreachable)
+
+    # tables to factor later: copied in the MLP step's swap, so that they are known in the new model
+    tables, table_paths = [], []
+    for j, ref in enumerate(table_refs):
+        n = calls[len(dense_refs) + j]
+        refusal = _embedding_refusal(ref.layer, n)
+        if refusal:
+            v, d = ref.input_dim, ref.output_dim
+            size = _weights_size(ref.layer)
+            _add(report, LayerReport(ref.path, "embedding", v, d, None, None, size, size, False, refusal), verbose)
+        else:
+            tables.append(ref.layer)
+            table_paths.append(ref.path)
+
+    current, swapped = model, False
+    if done:
+        copies = {id(t): _copy_layer(t) for t in tables}
+        current, swapped = _swap(model, {**{id(old): new for old, new in done}, **copies}, inplace=inplace), True
+        tables = [copies[id(t)] for t in tables]
+        if fine_tune is not None:
+            paths = _paths(current, tables)
+            current = _run_fine_tune(current, fine_tune, "mlp", report)
+            tables = _relocate(current, tables, paths)
 
     # ---- embedding step: every table in one calibration pass
-    if embeddings:
-        names = _embedding_candidates(current, embeddings)
-        pending = []
-        for name in names:
-            layer = current.get_layer(name)
-            v, d = int(layer.input_dim), int(layer.output_dim)
-            refusal = _embedding_refusal(layer)
-            if refusal:
-                entry = LayerReport(name, "embedding", v, d, None, None, v * d, v * d, False, refusal)
-                report.layers.append(entry)
-                _log(verbose, entry)
-            else:
-                pending.append(layer)
+    if tables:
+        all_moments = embedding_output_moments(current, tables, calibration)
         replacements = {}
-        if pending:
-            all_moments = embedding_output_moments(current, pending, calibration)
-            for layer, moments in zip(pending, all_moments):
-                v, d = int(layer.input_dim), int(layer.output_dim)
-                values, vectors = pca(moments.covariance())
-                choice = select_rank(values, embedding_params(v, d), lambda k: embedding_params(v, d, k),
-                                     rank=embedding_rank, energy=embedding_energy, param_budget=param_budget,
-                                     allow_larger=allow_larger)
-                entry = LayerReport(layer.name, "embedding", v, d, choice.rank, choice.kept_energy,
-                                    choice.params_before, choice.params_after, choice.rank is not None, choice.reason,
-                                    eigenvalues=[float(x) for x in values])
-                if choice.rank is not None:
-                    replacements[layer.name] = LowRankEmbedding.from_embedding(
-                        layer, vectors[:, : choice.rank], moments.mean)
-                report.layers.append(entry)
-                _log(verbose, entry)
+        for layer, path, moments in zip(tables, table_paths, all_moments):
+            v, d = int(layer.input_dim), int(layer.output_dim)
+            if moments.count == 0:
+                _add(report, LayerReport(path, "embedding", v, d, None, None, v * d, v * d, False,
+                                         "no calibration row reached it (only padding or out-of-range ids)"), verbose)
+                continue
+            values, vectors = _pca(moments, path)
+            choice = select_rank(values, embedding_params(v, d), lambda k: embedding_params(v, d, k),
+                                 rank=embedding_rank, energy=embedding_energy, param_budget=param_budget,
+                                 allow_larger=allow_larger)
+            _add(report, LayerReport(path, "embedding", v, d, choice.rank, choice.kept_energy, choice.params_before,
+                                     choice.params_after, choice.rank is not None, choice.reason,
+                                     eigenvalues=[float(x) for x in values]), verbose)
+            if choice.rank is not None:
+                new = LowRankEmbedding.from_embedding(layer, vectors[:, : choice.rank], moments.mean)
+                replacements[id(layer)] = _built_by_a_call(new, (1,), "int32")
         if replacements:
-            current = replace_layers(current, replacements)
+            current, swapped = _swap(current, replacements, inplace=inplace), True
             if fine_tune is not None:
                 current = _run_fine_tune(current, fine_tune, "embeddings", report)
 
-    if current is model:  # nothing replaced: still hand back a copy, never the input itself
-        current = replace_layers(model, {})
+    if not swapped:  # nothing replaced: still hand back a copy (inplace: a subclassed model itself)
+        current = _swap(model, {}, inplace=inplace)
     report.params_after = param_count(current)
     report.dense_params_after = _dense_layer_params(current)
     report.cross_params_after = _cross_layer_params(current)
     report.embedding_bytes_after = embedding_bytes(current)
     report.model_bytes_after = model_bytes(current)
     return current, report
+
+
+def _paths(model, layers: list) -> list:
+    where = {}
+    for ref in iter_layers(model):
+        where.setdefault(id(ref.layer), ref.path)
+    return [where.get(id(layer), layer.name) for layer in layers]
 
 
 def _compress_tower(model, calibration, *, fine_tune, **kwargs):

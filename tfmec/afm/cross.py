@@ -11,7 +11,9 @@ eigenvectors ``U_k`` (D x k), and
 which is exactly the factored form ``x_l V_l U_l + b'_l`` that ``CrossNetV2(low_rank=...)`` computes
 (``V_l = W_l U_k``, ``U_l = U_k^T``): 2 D k + D parameters instead of D^2 + D. The layers are
 factored first to last, each calibrated on the ``x_l`` produced by the already factored layers
-before it. At full rank ``U_k U_k^T = I`` and the layer is unchanged.
+before it (the inputs ``x_0`` are captured while the model runs, so the network may sit anywhere in a
+model of any kind; the earlier layers are applied in float64 NumPy). At full rank ``U_k U_k^T = I``
+and the layer is unchanged.
 """
 from __future__ import annotations
 
@@ -20,8 +22,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from tfmec.afm.stats import collect_moments, pca, select_rank
-from tfmec.backend import keras
+from tfmec.afm.stats import StreamingMoments, pca, select_rank
 from tfmec.layers.cross import CrossNetV2
 
 
@@ -42,21 +43,19 @@ def _layer_maps(layer) -> list[dict]:
 
 
 def _apply(x0, x, weights: dict):
-    """One cross layer in float64 TF ops: ``x0 * (x W + b) + x`` with W full or factored."""
+    """One cross layer in float64 NumPy: ``x0 * (x W + b) + x`` with W full or factored."""
     if "kernel" in weights:
-        xw = tf.matmul(x, tf.constant(weights["kernel"], tf.float64))
+        xw = x @ weights["kernel"]
     else:
-        xw = tf.matmul(tf.matmul(x, tf.constant(weights["v_kernel"], tf.float64)),
-                       tf.constant(weights["u_kernel"], tf.float64))
-    return x0 * (xw + tf.constant(weights["bias"], tf.float64)) + x
+        xw = (x @ weights["v_kernel"]) @ weights["u_kernel"]
+    return x0 * (xw + weights["bias"]) + x
 
 
 def cross_refusal(layer) -> str:
-    """Why a cross network cannot be factored ('' when it can)."""
+    """Why a cross network cannot be factored ('' when it can). A network called more than once is
+    refused by :func:`tfmec.afm.compress`, which counts the calls of the model's forward pass."""
     if not layer.built:
         return "layer is not built"
-    if len(getattr(layer, "_inbound_nodes", [])) > 1:
-        return "shared layer (called more than once): no single input to calibrate on"
     return ""
 
 
@@ -65,7 +64,8 @@ def factor_cross_network(model, layer, calibration, *, rank=None, energy=None, p
     """Factors the full-rank layers of the :class:`CrossNetV2` ``layer`` of ``model`` by AFM.
 
     Args:
-        model: the functional model that calls ``layer`` (once).
+        model: a model of any kind (functional, nested, subclassed) that calls ``layer`` once; what
+            ``layer`` receives is captured while ``model`` runs (:func:`tfmec.graph.capture.run_capturing`).
         layer: a built ``CrossNetV2``; layers already factored stay as they are.
         calibration: ``(features, label)`` batches (iterated once per cross layer).
         rank, energy, param_budget, allow_larger: the rank rule of :func:`tfmec.afm.stats.select_rank`,
@@ -80,8 +80,9 @@ def factor_cross_network(model, layer, calibration, *, rank=None, energy=None, p
     Shapes:
         the network maps ``[batch, D]`` -> ``[batch, D]`` before and after.
     """
+    from tfmec.graph.capture import run_capturing
+
     dim = int(layer.layer_weights(0)["bias"].shape[0])
-    sub = keras.Model(model.input, layer.input)
     maps = _layer_maps(layer)
     ranks = list(layer.layer_ranks)
     changed = False
@@ -90,17 +91,19 @@ def factor_cross_network(model, layer, calibration, *, rank=None, energy=None, p
             if report_entry is not None:
                 report_entry(index, dim, None)
             continue
-        kernel = tf.constant(maps[index]["kernel"], tf.float64)
-        earlier = maps[:index]
+        moments = StreamingMoments(dim)
 
-        def fn(features, earlier=earlier, kernel=kernel):
-            x0 = tf.reshape(tf.cast(sub(features, training=False), tf.float64), [-1, dim])
-            x = x0
-            for weights in earlier:
-                x = _apply(x0, x, weights)
-            return [tf.matmul(x, kernel)]
+        def reduce(_, arrays, earlier=maps[:index], kernel=maps[index]["kernel"], moments=moments):
+            for x0 in arrays:
+                x0 = np.asarray(x0, dtype=np.float64).reshape(-1, dim)
+                x = x0
+                for weights in earlier:
+                    x = _apply(x0, x, weights)
+                moments.update(x @ kernel)
 
-        moments = collect_moments(calibration, fn, [dim])[0]
+        run_capturing(model, [layer], calibration, reduce, what="inputs")
+        if moments.count == 0:
+            raise ValueError("the calibration data yielded no rows: AFM needs a non-empty calibration dataset")
         bias = maps[index]["bias"]
         mean = moments.mean + bias  # z = x W + b: b shifts the mean only
         values, vectors = pca(moments.covariance())
@@ -120,7 +123,7 @@ def factor_cross_network(model, layer, calibration, *, rank=None, energy=None, p
     config = layer.get_config()
     config["low_rank"] = ranks
     new_layer = CrossNetV2.from_config(config)
-    new_layer.build((None, dim))
+    new_layer(tf.zeros((1, dim), dtype=new_layer.compute_dtype))  # built by a call: tf-keras records the shape
     for index, weights in enumerate(maps):
         for key, variable in new_layer.layer_weights(index).items():
             variable.assign(tf.cast(weights[key], variable.dtype))

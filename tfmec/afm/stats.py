@@ -5,8 +5,10 @@
   how the rows were batched and never needs all rows at once.
 * :func:`collect_moments` runs a function of a batch's features over a calibration
   ``tf.data.Dataset`` in ONE pass (a ``tf.function`` per batch that returns only each block's count,
-  mean and scatter); :func:`dense_preactivation_moments` and :func:`embedding_output_moments` apply
-  it to a Dense layer's pre-activations ``z = x W + b`` and to embedding lookups.
+  mean and scatter).
+* :func:`dense_preactivation_moments` and :func:`embedding_output_moments` accumulate a Dense layer's
+  pre-activations ``z = x W + b`` and embedding lookups, from what the layers really receive in a
+  model of any kind (:func:`tfmec.graph.capture.run_capturing`).
 * :func:`pca` eigendecomposes a covariance (eigenvalues descending); :func:`select_rank` picks ``k``
   by a fixed ``rank``, an ``energy`` share of the variance or a ``param_budget``, and refuses any
   ``k`` at which the factored layer would not be smaller than the original.
@@ -20,7 +22,6 @@ from typing import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfmec.backend import keras
 
 
 class StreamingMoments:
@@ -139,40 +140,68 @@ def _weights(layer):
     return kernel, bias
 
 
+def _no_rows() -> ValueError:
+    return ValueError("the calibration data yielded no rows: AFM needs a non-empty calibration dataset")
+
+
 def dense_preactivation_moments(model, layer, calibration) -> StreamingMoments:
     """Streaming moments of the pre-activations ``z = x W + b`` of ``layer`` (a built Dense) in
-    ``model``, where ``x`` is what the layer receives in ``model`` (a sub-model
-    ``keras.Model(model.input, layer.input)`` run with ``training=False``); ``z`` is computed in
-    float64. Inputs of rank > 2 are flattened to ``[-1, n_in]``."""
+    ``model`` (any kind: functional, nested, subclassed, the Dense inside a custom layer), where ``x``
+    is what the layer really receives when ``model`` runs with ``training=False``
+    (:func:`tfmec.graph.capture.run_capturing`); ``z`` is computed in float64. Inputs of rank > 2 are
+    flattened to ``[-1, n_in]``; a layer called several times contributes every call's rows."""
+    from tfmec.graph.capture import run_capturing
+
     kernel, bias = _weights(layer)
     n_in, n_out = kernel.shape
-    sub = keras.Model(model.input, layer.input)
-    w = tf.constant(kernel, tf.float64)
+    moments = StreamingMoments(n_out)
 
-    def fn(features):
-        x = tf.reshape(tf.cast(sub(features, training=False), tf.float64), [-1, n_in])
-        return [tf.matmul(x, w)]
+    def reduce(_, arrays):
+        for x in arrays:
+            moments.update(np.asarray(x, dtype=np.float64).reshape(-1, n_in) @ kernel)
 
-    moments = collect_moments(calibration, fn, [n_out])[0]
-    # z = x W + b: the constant b shifts the mean only (added here, which also keeps TF's graph
-    # optimiser from fusing a float64 MatMul + BiasAdd it has no kernel for)
-    moments.mean = moments.mean + bias
+    run_capturing(model, [layer], calibration, reduce, what="inputs")
+    if moments.count == 0:
+        raise _no_rows()
+    moments.mean = moments.mean + bias  # z = x W + b: the constant b shifts the mean only
     return moments
 
 
+def _table(layer) -> np.ndarray:
+    table = getattr(layer, "embeddings", None)
+    if table is None or len(table.shape) != 2:
+        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) holds no [V, d] 'embeddings' table")
+    return np.asarray(table.numpy(), dtype=np.float64)
+
+
 def embedding_output_moments(model, layers: Sequence, calibration) -> list[StreamingMoments]:
-    """Streaming moments of the looked-up rows (``[..., d]`` outputs) of several embedding layers
-    of ``model``, all in one pass (one multi-output sub-model)."""
+    """Streaming moments of the looked-up rows (``[..., d]``) of several embedding tables of ``model``
+    (layers with a ``[V, d]`` ``embeddings`` weight, e.g. ``keras.layers.Embedding``, wherever they
+    sit), all in one pass.
+
+    The ids each table really receives (after the model's own preprocessing) are captured
+    (:func:`tfmec.graph.capture.run_capturing`) and their rows read from the table in float64. A table
+    called from several places (shared by several fields) gets the rows of every call. Ids outside
+    ``[0, V)`` are left out, and so is the padding id 0 of a ``mask_zero`` table (masked positions
+    are ignored by the layers that follow)."""
+    from tfmec.graph.capture import run_capturing
+
     layers = list(layers)
-    outputs = [layer.output for layer in layers]
-    sub = keras.Model(model.input, outputs)
-    dims = [int(layer.output_dim) for layer in layers]
+    tables = [_table(layer) for layer in layers]
+    masked = [bool(getattr(layer, "mask_zero", False)) for layer in layers]
+    moments = [StreamingMoments(t.shape[1]) for t in tables]
 
-    def fn(features):
-        out = sub(features, training=False)
-        return list(out) if isinstance(out, (list, tuple)) else [out]
+    def reduce(i, arrays):
+        table = tables[i]
+        for ids in arrays:
+            ids = np.asarray(ids).reshape(-1).astype(np.int64)
+            keep = (ids >= 1 if masked[i] else ids >= 0) & (ids < table.shape[0])
+            moments[i].update(table[ids[keep]])
 
-    return collect_moments(calibration, fn, dims)
+    run_capturing(model, layers, calibration, reduce, what="inputs")
+    if moments and all(m.count == 0 for m in moments):
+        raise _no_rows()
+    return moments
 
 
 def pca(covariance) -> tuple[np.ndarray, np.ndarray]:
