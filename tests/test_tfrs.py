@@ -141,8 +141,10 @@ def test_keras3_gets_a_clear_error():
         importlib.import_module("tfmec.integrations.tfrs")
 
 
-def test_subclassed_model_without_tower_is_refused(data):
-    """A subclassed model tfmec cannot clone: a clear error that names the tower protocol (both modes)."""
+def test_subclassed_model_without_tower_is_compressed_as_it_is(data):
+    """A subclassed model without the tower protocol (both modes): an unbuilt one gets a clear error that
+    names the protocol; once called, MEC compresses it as it is (issue 17: no rewrite needed)."""
+    from tfmec.layers import QuantizedEmbedding
 
     class Subclassed(keras.Model):
         def __init__(self):
@@ -153,8 +155,13 @@ def test_subclassed_model_without_tower_is_refused(data):
             return self.table(x["C3"])
 
     model = Subclassed()
-    codes = tfmec.mec.CodeSet({}, config={})
-    with pytest.raises(ValueError, match="tower"):
-        tfmec.mec.compress_embeddings(model, codes)
     with pytest.raises(ValueError, match="tower"):
         tfmec.afm.compress(model, data.train.take(1), rank=2)
+    x = {"C3": np.arange(10, dtype="int32")}
+    model(x)
+    codes = tfmec.mec.learn_codes(model, num_subspaces=2, num_codewords=4, epochs=0, progress=False)
+    assert list(codes) == ["C3"]
+    small = tfmec.mec.compress_embeddings(model, codes)
+    assert small is not model and isinstance(small.table, QuantizedEmbedding)
+    assert isinstance(model.table, keras.layers.Embedding)  # the original is untouched
+    np.testing.assert_allclose(np.asarray(small(x)), codes["C3"].decode(), atol=1e-6)
