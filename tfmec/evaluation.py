@@ -57,6 +57,12 @@ def evaluate(model, dataset: tf.data.Dataset) -> dict:
     return {"auc": roc_auc(y, p), "logloss": log_loss(y, p), "rows": int(y.size)}
 
 
+def array_weights(weights) -> list:
+    """The weights that are arrays (variables with a shape and a dtype): tf-keras lists a lookup
+    layer's table handler among a model's weights too."""
+    return [w for w in weights if hasattr(w, "shape") and hasattr(w, "dtype")]
+
+
 def variable_bytes(variables) -> int:
     """Bytes of a list of variables at their stored dtypes."""
     total = 0
@@ -89,7 +95,7 @@ def model_bytes(model) -> int:
 
 def param_count(model) -> int:
     """Number of scalars in the model's weights."""
-    return int(sum(int(np.prod(v.shape)) for v in model.weights))
+    return int(sum(int(np.prod(v.shape)) for v in array_weights(model.weights)))
 
 
 def _throughput_batch(dataset: tf.data.Dataset, batch_size: int) -> dict:

@@ -344,6 +344,8 @@ def _own_kernels(layer) -> list:
     """The shapes of the 2-D float weights (both sides >= 2) ``layer`` creates itself."""
     out = []
     for w in _own_weights(layer):
+        if not hasattr(w, "shape") or not hasattr(w, "dtype"):
+            continue  # a tf-keras lookup table's weight handler
         shape = tuple(int(x) for x in w.shape)
         if len(shape) != 2 or min(shape) < 2:
             continue

@@ -220,11 +220,17 @@ def plan(model):
     ``ValueError`` naming the layer for anything that cannot be in an ONNX graph and cannot be moved
     out. The model is not modified.
     """
-    from tfmec.export.signature import model_caller
+    from tfmec.export.signature import has_declared_inputs, input_specs, model_caller
 
+    layers = _flat_layers(model)
+    if not has_declared_inputs(model):  # a subclassed model: no graph to move lookups out of
+        for layer in layers:
+            why = refusal(layer)
+            if why:
+                raise ValueError(why)
+        return model_caller(model), list(input_specs(model)), []
     named = named_inputs(model)
     names = [n for n, _ in named]
-    layers = _flat_layers(model)
     if not any(is_lookup(la) or is_hashing(la) or holds_resource(la) for la in layers):
         return model_caller(model), names, []
     model = getattr(model, "_functional", None) or model  # a Keras 3 Sequential runs a functional model

@@ -29,17 +29,21 @@ OUTPUT_KEY = "probability"
 
 
 def tf_variables(model) -> list:
-    """The ``tf.Variable`` behind every weight of a Keras 3 or tf-keras model."""
+    """The ``tf.Variable`` behind every weight of a Keras 3 or tf-keras model (a tf-keras lookup's
+    table handler, also listed among the weights, is not a variable: its table is tracked apart)."""
     from tfmec.backend import tf_variable
+    from tfmec.evaluation import array_weights
 
-    return [tf_variable(w) for w in model.weights]
+    return [tf_variable(w) for w in array_weights(model.weights)]
 
 
 def variable_dict(model) -> dict:
     """``{weight path: tf.Variable}`` of a model (``"embedding_C1.codes"``-style keys, unique), so the
     SavedModel's checkpoint names each variable after its weight."""
     out = {}
-    for w, v in zip(model.weights, tf_variables(model)):
+    from tfmec.evaluation import array_weights
+
+    for w, v in zip(array_weights(model.weights), tf_variables(model)):
         key = (getattr(w, "path", None) or w.name).split(":")[0].replace("/", ".")
         base, i = key, 1
         while key in out:

@@ -147,7 +147,7 @@ def check_onnx_model(proto) -> None:
                          f"{ops}. Export with tfmec.export.saved_model, or move the op out of the model") from err
 
 
-def onnx(model, path: str, encoder=None, *, opset: int = DEFAULT_OPSET) -> str:
+def onnx(model, path: str, encoder=None, *, opset: int = DEFAULT_OPSET, input_signature=None) -> str:
     """Converts ``model`` to ONNX at ``path`` (written atomically) and returns ``path``.
 
     Args:
@@ -157,6 +157,7 @@ def onnx(model, path: str, encoder=None, *, opset: int = DEFAULT_OPSET) -> str:
         encoder: the :class:`~tfmec.data.FeatureEncoder` of the training data; when given, its
             vocabularies go beside the model as ``<name>.vocabulary.json`` (:func:`vocabulary_path`).
         opset: ONNX opset.
+        input_signature: for a model that declares no inputs, as in :func:`tfmec.export.saved_model`.
     ONNX inputs: the model's inputs, named, shaped and typed as it declares them, except that the
     input of a ``StringLookup`` / ``IntegerLookup`` applied directly to it takes the lookup's int ids
     (the vocabulary goes into the JSON beside the model; :func:`predict_onnx` applies it to raw values).
@@ -170,6 +171,10 @@ def onnx(model, path: str, encoder=None, *, opset: int = DEFAULT_OPSET) -> str:
     _require("tf2onnx")
     import tf2onnx
 
+    if input_signature is not None:
+        from tfmec.export.signature import declare_inputs
+
+        declare_inputs(model, input_signature)
     fn, signature, lookups = _onnx_function(model)
     with _quiet_tensorflow():
         proto, _ = tf2onnx.convert.from_function(fn, input_signature=signature, opset=opset)

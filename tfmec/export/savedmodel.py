@@ -96,7 +96,8 @@ def write_saved_model(model, path: str, encoder=None) -> None:
         json.dump(_metadata(encoder, module), fh, indent=1)
 
 
-def saved_model(model, base_dir: str, vocabulary=None, version: int | None = None, *, encoder=None) -> str:
+def saved_model(model, base_dir: str, vocabulary=None, version: int | None = None, *, encoder=None,
+                input_signature=None) -> str:
     """Exports ``model`` to ``base_dir/<version>/`` for TF Serving, atomically.
 
     Args:
@@ -113,6 +114,9 @@ def saved_model(model, base_dir: str, vocabulary=None, version: int | None = Non
         version: the version number; default one more than the newest existing (1 for a new folder).
             An existing version is never overwritten (``FileExistsError``).
         encoder: alias of ``vocabulary`` (give one of them).
+        input_signature: for a model that declares no inputs (a subclassed model): ``{name:
+            tf.TensorSpec}`` or a sample batch ``{name: array}`` (:func:`tfmec.export.declare_inputs`);
+            the model is called with a dict of these names. tf-keras records it at the first call.
 
     Signatures (output ``{"probability": float32[batch, 1]}``):
         ``serving_default``: with a vocabulary, raw values, one ``[batch]`` input per field named
@@ -132,6 +136,10 @@ def saved_model(model, base_dir: str, vocabulary=None, version: int | None = Non
     """
     if vocabulary is not None and encoder is not None:
         raise ValueError("give vocabulary= or encoder=, not both")
+    if input_signature is not None:
+        from tfmec.export.signature import declare_inputs
+
+        declare_inputs(model, input_signature)
     enc = as_encoder(model, vocabulary if vocabulary is not None else encoder)
     version = resolve_version(base_dir, version)
     final = os.path.join(base_dir, str(version))

@@ -28,6 +28,50 @@ def input_name(tensor) -> str:
     return str(tensor.name).split(":")[0]
 
 
+SIGNATURE_ATTR = "_tfmec_input_signature"
+"""Where :func:`declare_inputs` keeps the input signature of a model that declares none."""
+
+
+def declare_inputs(model, signature) -> dict:
+    """Tells export what a model without declared inputs (a subclassed model) takes.
+
+    Args:
+        model: the Keras model (functional models declare their inputs already).
+        signature: ``{name: tf.TensorSpec}`` (batch dimension first), or a sample batch
+            ``{name: array[batch, ...]}`` whose shapes (batch dimension freed) and dtypes are used.
+            The model is called with a dict of these names.
+    Returns:
+        ``{name: tf.TensorSpec([None, ...], dtype, name=name)}``, also recorded on ``model``.
+    """
+    if not isinstance(signature, dict) or not signature:
+        raise ValueError("input_signature must be a non-empty {name: tf.TensorSpec or sample array} dict")
+    specs = {}
+    for name, value in signature.items():
+        if isinstance(value, tf.TensorSpec):
+            shape = list(value.shape)
+            dtype = value.dtype
+        else:
+            array = np.asarray(value)
+            if array.ndim == 0:
+                raise ValueError(f"input_signature: sample {name!r} has no batch dimension")
+            shape, dtype = list(array.shape), tf.as_dtype(array.dtype if array.dtype.kind not in "OUS" else tf.string)
+        specs[str(name)] = tf.TensorSpec([None, *shape[1:]], dtype, name=str(name))
+    object.__setattr__(model, SIGNATURE_ATTR, specs)
+    return specs
+
+
+def declared_signature(model) -> dict | None:
+    """The signature recorded by :func:`declare_inputs`, else the one tf-keras recorded at the model's
+    first call (a dict of ``tf.TensorSpec``), else None."""
+    specs = getattr(model, SIGNATURE_ATTR, None)
+    if specs:
+        return specs
+    saved = getattr(model, "_saved_model_inputs_spec", None)  # tf-keras: set at the first call
+    if isinstance(saved, dict) and saved and all(isinstance(v, tf.TensorSpec) for v in saved.values()):
+        return {str(k): tf.TensorSpec([None, *list(v.shape)[1:]], v.dtype, name=str(k)) for k, v in saved.items()}
+    return None
+
+
 def model_input_tensors(model) -> list:
     """The model's input tensors (``model.inputs``); ``ValueError`` for a model without declared inputs."""
     try:
@@ -37,7 +81,8 @@ def model_input_tensors(model) -> list:
     if not inputs:
         raise ValueError(f"export needs a model with declared inputs (a functional keras.Model(inputs, outputs) or a "
                          f"Sequential model starting with keras.Input); {type(model).__name__} "
-                         f"{getattr(model, 'name', '')!r} has none")
+                         f"{getattr(model, 'name', '')!r} has none: pass input_signature={{name: "
+                         f"tf.TensorSpec([None, ...], dtype)}} or a sample batch {{name: array}} to the export")
     return inputs
 
 
@@ -77,9 +122,21 @@ def _tensor_spec(name: str, tensor) -> tf.TensorSpec:
     return tf.TensorSpec([None, *shape[1:]], tf.as_dtype(tensor.dtype), name=name)
 
 
+def has_declared_inputs(model) -> bool:
+    try:
+        return bool(list(model.inputs or []))
+    except (AttributeError, ValueError):
+        return False
+
+
 def input_specs(model) -> dict:
     """``{name: tf.TensorSpec([None, *declared], dtype, name=name)}`` of the model's inputs, in
-    ``model.inputs`` order (see :func:`named_inputs` for the names)."""
+    ``model.inputs`` order (see :func:`named_inputs` for the names); for a model that declares none,
+    the signature given with :func:`declare_inputs` (or recorded by tf-keras at its first call)."""
+    if not has_declared_inputs(model):
+        declared = declared_signature(model)
+        if declared:
+            return dict(declared)
     return {name: _tensor_spec(name, t) for name, t in named_inputs(model)}
 
 

@@ -128,6 +128,7 @@ class AFMDense(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.supports_masking = True  # as keras.layers.Dense: a mask passes through unchanged
         name = type(self).__name__
         if int(units) < 1:
             raise ValueError(f"{name}: units must be >= 1, got {units}")
