@@ -32,8 +32,8 @@ class TableShape:
 class EmbeddingTables:
     """The embedding tables of a model, as stage 1 sees them.
 
-    ``tables``: ``{name: (V, d)}`` of the tables stage 1 may compress (``embedding_<field>`` keyed by
-    field, first-order ``linear_<field>`` keyed by layer name, as :func:`tfmec.mec.tables_from`);
+    ``tables``: ``{key: (V, d)}`` of the tables stage 1 may compress (every ``keras.layers.Embedding``
+    found by structure, keyed as :func:`tfmec.mec.tables_from` keys them);
     ``other_bytes``: bytes of every other embedding-table weight (kept as it is).
     """
 
@@ -44,20 +44,15 @@ class EmbeddingTables:
     def of_model(cls, model) -> "EmbeddingTables":
         """The tables of a built Keras model (trained or not: only the shapes are read)."""
         from tfmec.backend import keras
-        from tfmec.evaluation import embedding_layers, variable_bytes
+        from tfmec.evaluation import variable_bytes
+        from tfmec.graph import find_tables
 
-        tables, seen = {}, set()
-        for layer in model.layers:
-            if not isinstance(layer, keras.layers.Embedding):
-                continue
-            shape = (int(layer.input_dim), int(layer.output_dim))
-            if layer.name.startswith("embedding_"):
-                tables[layer.name[len("embedding_"):]] = shape
-                seen.add(id(layer))
-            elif layer.name.startswith("linear_"):
-                tables[layer.name] = shape
-                seen.add(id(layer))
-        other = sum(variable_bytes(layer.weights) for layer in embedding_layers(model) if id(layer) not in seen)
+        tables, other = {}, 0
+        for ref in find_tables(model):  # keyed as tfmec.mec.tables_from keys them, shared tables once
+            if isinstance(ref.layer, keras.layers.Embedding):
+                tables[ref.key] = (ref.input_dim, ref.output_dim)
+            else:
+                other += variable_bytes(ref.layer.weights)
         return cls(tables, int(other))
 
     @property
