@@ -57,7 +57,7 @@ from tfmec.afm.stats import (
 )
 from tfmec.backend import keras
 from tfmec.evaluation import embedding_bytes, model_bytes, param_count
-from tfmec.graph.capture import features_of
+from tfmec.graph.capture import features_of, patched_calls
 from tfmec.graph.swap import CopyError, new_instance, swap_layers, transfer_state
 from tfmec.graph.walk import child_layers, find_tables, is_table, iter_layers, resolve_table
 from tfmec.layers.afm_dense import AFMDense, LowRankEmbedding, dense_params, embedding_params
@@ -220,21 +220,14 @@ def _resolve_layer(refs, name: str, what: str):
 def _substituted(pairs):
     """Within the block, each ``old`` of ``pairs`` (layer, replacement) computes ``replacement`` when
     called: the partly compressed model, without copying it."""
-    patched = []
-    try:
-        for old, new in pairs:
-            def routed(*args, _new=new, **kwargs):
-                return _new(args[0] if args else kwargs["inputs"])
+    pairs = list(pairs)
 
-            object.__setattr__(old, "call", routed)
-            patched.append(old)
+    def make_call(i, original):
+        replacement = pairs[i][1]
+        return lambda *args, **kwargs: replacement(args[0] if args else kwargs["inputs"])
+
+    with patched_calls([old for old, _ in pairs], make_call):
         yield
-    finally:
-        for layer in patched:
-            try:
-                object.__delattr__(layer, "call")
-            except AttributeError:
-                pass
 
 
 def _copy_layer(layer):
@@ -251,18 +244,16 @@ def _forward_calls(model, layers: Sequence, calibration) -> list[int]:
     first = next(iter(calibration), None)
     if first is None:
         raise ValueError("the calibration data yielded no rows: AFM needs a non-empty calibration dataset")
-    calls, graphs, patched = [], [], []
-    try:
-        for i, layer in enumerate(layers):
-            original = layer.call
+    calls, graphs = [], []
 
-            def hooked(*args, _i=i, _original=original, **kwargs):
-                calls.append((_i, tf.compat.v1.get_default_graph()))
-                return _original(*args, **kwargs)
+    def make_call(i, original):
+        def hooked(*args, **kwargs):
+            calls.append((i, tf.compat.v1.get_default_graph()))
+            return original(*args, **kwargs)
 
-            object.__setattr__(layer, "call", hooked)
-            patched.append(layer)
+        return hooked
 
+    with patched_calls(layers, make_call):
         @tf.function
         def forward(features):
             calls.clear()
@@ -271,12 +262,6 @@ def _forward_calls(model, layers: Sequence, calibration) -> list[int]:
             return tf.constant(0)
 
         forward(features_of(first))
-    finally:
-        for layer in patched:
-            try:
-                object.__delattr__(layer, "call")
-            except AttributeError:
-                pass
     graph = graphs[-1] if graphs else None
     return [i for i, g in calls if g is graph]  # tf-keras may also call layers in scratch graphs
 

@@ -29,33 +29,44 @@ class Capture:
 
 
 @contextlib.contextmanager
-def capturing(layers: Sequence):
-    """Within the block, every call of ``layers[i]`` appends its first positional input to
-    ``capture.inputs[i]`` and its output to ``capture.outputs[i]``; yields the :class:`Capture`."""
-    capture = Capture(len(layers))
+def patched_calls(layers: Sequence, make_call: Callable):
+    """Within the block, ``layers[i].call`` is ``make_call(i, original_call)`` (an instance attribute,
+    so the class and every other layer are untouched); the originals come back on exit, whatever
+    happens inside."""
     patched = []
     try:
         for i, layer in enumerate(layers):
-            original = layer.call
-
-            def hooked(*args, _i=i, _original=original, **kwargs):
-                out = _original(*args, **kwargs)
-                x = args[0] if args else kwargs.get("inputs")
-                if any(seen is x for seen in capture.inputs[_i]):
-                    return out  # the same tensor looked up again (e.g. twice in one expression): once
-                capture.inputs[_i].append(x)
-                capture.outputs[_i].append(out)
-                return out
-
-            object.__setattr__(layer, "call", hooked)
+            object.__setattr__(layer, "call", make_call(i, layer.call))
             patched.append(layer)
-        yield capture
+        yield
     finally:
         for layer in patched:
             try:
                 object.__delattr__(layer, "call")
             except AttributeError:
                 pass
+
+
+@contextlib.contextmanager
+def capturing(layers: Sequence):
+    """Within the block, every call of ``layers[i]`` appends its first positional input to
+    ``capture.inputs[i]`` and its output to ``capture.outputs[i]``; yields the :class:`Capture`."""
+    capture = Capture(len(layers))
+
+    def make_call(i, original):
+        def hooked(*args, **kwargs):
+            out = original(*args, **kwargs)
+            x = args[0] if args else kwargs.get("inputs")
+            if any(seen is x for seen in capture.inputs[i]):
+                return out  # the same tensor looked up again (e.g. twice in one expression): once
+            capture.inputs[i].append(x)
+            capture.outputs[i].append(out)
+            return out
+
+        return hooked
+
+    with patched_calls(layers, make_call):
+        yield capture
 
 
 def _graph_of(tensor):
@@ -124,4 +135,4 @@ def run_capturing(model, layers: Sequence, data: Iterable, reduce: Callable, *, 
     return batches
 
 
-__all__ = ["capturing", "run_capturing", "Capture", "features_of"]
+__all__ = ["patched_calls", "capturing", "run_capturing", "Capture", "features_of"]
