@@ -16,7 +16,7 @@ model that follows the protocol; a user's own subclass needs only the two member
 """
 from __future__ import annotations
 
-from tfmec.backend import keras
+from tfmec.graph.swap import is_functional
 
 PROTOCOL_HINT = (
     "tfmec rewrites models by cloning their functional graph. Build the layers to compress as a "
@@ -24,14 +24,6 @@ PROTOCOL_HINT = (
     "or wrap it in a model that exposes it as `model.tower` and implements `model.with_tower(new_tower)` "
     "(see tfmec.towers and tfmec.integrations.tfrs.TowerRankingModel)"
 )
-
-
-def is_functional(model) -> bool:
-    """True for a functional Keras model (built from ``inputs``/``outputs``, subclasses included)."""
-    try:
-        return isinstance(model, keras.Model) and bool(model.inputs) and model.input is not None
-    except Exception:  # noqa: BLE001 - subclassed models raise on .inputs / .input
-        return False
 
 
 def is_tower_model(model) -> bool:
