@@ -2,6 +2,7 @@
 
     python bench/reliability.py                      # ~10 minutes on 2 CPU cores
     python bench/reliability.py --trials 3 --kills 1 # a quick pass
+    python bench/reliability.py --issue18 2,3,7,8    # issue 18's seeded generators, one per class
 
 Inputs (every outcome is classified against what the documentation promises):
 
@@ -666,6 +667,947 @@ def kill_writes(mode: str, kills: int, seed: int, workdir: str) -> dict:
     return {"injected": kills, "models_lost": lost, "wrong_answers": wrong, "detail": "; ".join(details)}
 
 
+# ----------------------------------------------------------------------------------- issue 18
+# One seeded generator per class of issue 18, each a self-contained function named for its class that
+# produces many members of the class and classifies every outcome in a ClassTally:
+#   clean      a clear error naming what it must name (the file, the folder, the checkpoint)
+#   answered   accepted, with the documented result (checked against an independent expectation)
+#   silent     accepted with a wrong result, or a wrong refusal: a silent wrong answer
+#   traceback  an exception that is not tfmec's clear error (a Python or TensorFlow traceback)
+#   hang       no answer within the case's time limit (SIGALRM)
+#   lost       an artifact that was complete before the case is missing or unloadable after it
+#   unbounded  accepted or refused, but after allocating more than the case's memory bound
+ISSUE18_OUTCOMES = ("clean", "answered", "silent", "traceback", "hang", "lost", "unbounded")
+
+
+class ClassTally:
+    """Outcomes of one issue-18 class, per kind of member, with the first examples of each failure."""
+
+    def __init__(self):
+        self.counts: dict = {}
+        self.examples: list = []
+
+    def add(self, kind: str, outcome: str, detail: str = ""):
+        row = self.counts.setdefault(kind, dict.fromkeys(ISSUE18_OUTCOMES, 0))
+        row[outcome] += 1
+        if outcome not in ("clean", "answered") and len(self.examples) < 30:
+            self.examples.append(f"{kind}: {outcome}: {detail}"[:500])
+
+    def totals(self) -> dict:
+        out = dict.fromkeys(ISSUE18_OUTCOMES, 0)
+        for row in self.counts.values():
+            for k, v in row.items():
+                out[k] += v
+        out["cases"] = sum(out[k] for k in ISSUE18_OUTCOMES if k != "lost")
+        return out
+
+
+class Hang(Exception):
+    """A case ran past its time limit."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raises :class:`Hang` in the main thread after ``seconds`` (interrupts blocking system calls)."""
+    def fire(signum, frame):
+        raise Hang(f"no answer after {seconds:g}s")
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def umask_set(mask: int):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def run_cli(args: list, seconds: float = 600) -> tuple:
+    """``(exit code, stderr, exception or None)`` of ``tfmec <args>`` run in this process."""
+    from tfmec.cli import main as cli_main
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), time_limit(seconds):
+            code = cli_main(args)
+    except Hang as exc:
+        return None, err.getvalue(), exc
+    except SystemExit as exc:
+        return exc.code, err.getvalue(), None
+    except BaseException as exc:  # noqa: BLE001 - classified by the caller
+        return None, err.getvalue(), exc
+    return code, err.getvalue(), None
+
+
+def one_error_line(stderr: str) -> str | None:
+    """The ``tfmec: error:`` line when there is exactly one and no traceback; else None."""
+    lines = [x for x in stderr.splitlines() if x.startswith("tfmec: error:")]
+    if len(lines) != 1 or "Traceback" in stderr or not clean_message(lines[0]):
+        return None
+    return lines[0]
+
+
+def class2_resume_against_other_data(tally: ClassTally, trials: int, seed: int, workdir: str) -> None:
+    """Class 2: a checkpointed ``tfmec run``, then its data changed in place (same path, same row count,
+    often the same size and the old modification time) and the same command run again. Every change of
+    content must be refused naming the checkpoint folder and the file; the same bytes (touched, rewritten,
+    moved) must resume with the first run's results. Formats: csv, criteo, MIND (with its news.tsv)."""
+    rng = np.random.default_rng(seed)
+    root = os.path.join(workdir, "class2")
+
+    def write(fmt, folder, s, rows):
+        r = np.random.default_rng(s)
+        if fmt == "csv":
+            path = os.path.join(folder, "clicks.csv")
+            lines = ["label,n1,c1,c2"] + [f"{r.integers(0, 2)},{r.integers(10, 99)},{'abcdefgh'[r.integers(0, 8)]}x,"
+                                          f"{'ABCDEFGH'[r.integers(0, 8)]}y" for _ in range(rows)]
+            args = ["--format", "csv", "--label", "label", "--numeric", "n1"]
+        elif fmt == "criteo":
+            path = os.path.join(folder, "train.txt")
+            lines = ["\t".join([str(r.integers(0, 2))] + [str(r.integers(10, 99)) for _ in range(13)]
+                               + [f"{r.integers(0, 16):x}{r.integers(0, 16):x}aa" for _ in range(26)])
+                     for _ in range(rows)]
+            args = ["--format", "criteo"]
+        else:
+            path = os.path.join(folder, "behaviors.tsv")
+            lines = [f"{i}\tU{r.integers(0, 30)}\t11/{r.integers(10, 15)}/2019 {r.integers(1, 12)}:{r.integers(10, 59)}:"
+                     f"{r.integers(10, 59)} AM\tN{r.integers(10, 40)}\tN{r.integers(10, 40)}-{r.integers(0, 2)} "
+                     f"N{r.integers(10, 40)}-{r.integers(0, 2)}" for i in range(rows // 2)]
+            news = [f"N{i}\tcat{r.integers(0, 5)}\tsub{r.integers(0, 9)}\ttitle" for i in range(10, 40)]
+            with open(os.path.join(folder, "news.tsv"), "w") as fh:
+                fh.write("\n".join(news) + "\n")
+            args = ["--format", "mind"]
+        with open(path, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        return path, args
+
+    def lines_of(path):
+        with open(path) as fh:
+            return fh.read().rstrip("\n").split("\n")
+
+    def put(path, lines, keep_time):
+        st = os.stat(path)
+        with open(path, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        if keep_time:
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    def same_length_swap(value, r):
+        """Another value of the same length (digits stay digits)."""
+        if not value:
+            return value
+        i = int(r.integers(0, len(value)))
+        alphabet = "0123456789" if value[i].isdigit() else "abcdefghijklmnopqrstuvwxyz"
+        choices = [c for c in alphabet if c != value[i]]
+        return value[:i] + choices[int(r.integers(0, len(choices)))] + value[i + 1:]
+
+    def mutate(kind, fmt, path, r, keep_time, header):
+        lines = lines_of(path)
+        first = 1 if header else 0
+        sep = "," if fmt == "csv" else "\t"
+        k = int(r.integers(first, len(lines)))
+        if kind == "one label flipped (same size)":
+            cells = lines[k].split(sep)
+            if fmt == "mind":
+                imps = cells[4].split(" ")
+                j = int(r.integers(0, len(imps)))
+                nid, lab = imps[j].rsplit("-", 1)
+                imps[j] = f"{nid}-{1 - int(lab)}"
+                cells[4] = " ".join(imps)
+            else:
+                cells[0] = "1" if cells[0] == "0" else "0"
+            lines[k] = sep.join(cells)
+        elif kind == "two rows swapped (same size)":
+            j = int(r.integers(first, len(lines)))
+            while lines[j] == lines[k]:
+                j = int(r.integers(first, len(lines)))
+            lines[j], lines[k] = lines[k], lines[j]
+        elif kind == "one value changed, same length":
+            cells = lines[k].split(sep)
+            c = int(r.integers(1, len(cells)))
+            cells[c] = same_length_swap(cells[c], r)
+            lines[k] = sep.join(cells)
+        elif kind == "rows regenerated, same row count":
+            regen = os.path.dirname(path) + "-regen"
+            os.makedirs(regen, exist_ok=True)
+            other, _ = write(fmt, regen, int(r.integers(10**6)), len(lines) - first)
+            lines = lines_of(other)
+        elif kind == "side file changed (news.tsv)":
+            news = os.path.join(os.path.dirname(path), "news.tsv")
+            rows = lines_of(news)
+            j = int(r.integers(0, len(rows)))
+            cells = rows[j].split("\t")
+            cells[1] = same_length_swap(cells[1], r)
+            rows[j] = "\t".join(cells)
+            put(news, rows, keep_time)
+            return
+        put(path, lines, keep_time)
+
+    def metrics_of(out):
+        with open(os.path.join(out, "metrics.json")) as fh:
+            run = json.load(fh)["runs"][0]
+        return run["test_auc"], run.get("history")
+
+    changes = ["one label flipped (same size)", "two rows swapped (same size)", "one value changed, same length",
+               "rows regenerated, same row count"]
+    controls = ["same bytes, touched", "same bytes, rewritten in place", "same bytes under another path"]
+    for fmt in ("csv", "criteo", "mind"):
+        for trial in range(trials):
+            folder = os.path.join(root, f"{fmt}-{trial}")
+            os.makedirs(folder)
+            path, args = write(fmt, folder, int(rng.integers(10**6)), int(rng.integers(300, 700)))
+            pristine = {n: open(os.path.join(folder, n), "rb").read() for n in os.listdir(folder)}
+
+            def command(data, out, ck):
+                return ["run", "--data", data, *args, "--model", "lr", "--method", "none", "--epochs", "1",
+                        "--batch-size", "128", "--no-export", "--quiet", "--out", out, "--checkpoint-dir", ck]
+
+            ck0 = os.path.join(folder, "ck0")
+            code, err, exc = run_cli(command(path, os.path.join(folder, "out0"), ck0))
+            if code != 0:
+                tally.add("first run", "traceback" if exc else "silent", f"{fmt}: {exc!r} {err[-300:]}")
+                continue
+            first = metrics_of(os.path.join(folder, "out0"))
+            kinds = changes + (["side file changed (news.tsv)"] if fmt == "mind" else []) + controls
+            for n, kind in enumerate(kinds):
+                for name, blob in pristine.items():  # back to the trained-on bytes, with their times
+                    p = os.path.join(folder, name)
+                    st = os.stat(p)
+                    with open(p, "wb") as fh:
+                        fh.write(blob)
+                    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+                r = np.random.default_rng([seed, trial, n])
+                keep_time = bool(r.integers(0, 2))
+                data = path
+                if kind in changes or kind.startswith("side file"):
+                    mutate(kind, fmt, path, r, keep_time, header=fmt == "csv")
+                elif kind == "same bytes, touched":
+                    os.utime(path)
+                elif kind == "same bytes, rewritten in place":
+                    os.replace(path, path + ".old")
+                    shutil.copyfile(path + ".old", path)
+                    os.remove(path + ".old")
+                else:
+                    moved = os.path.join(folder, "moved")
+                    os.makedirs(moved, exist_ok=True)
+                    data = os.path.join(moved, os.path.basename(path))
+                    for name in pristine:
+                        shutil.copyfile(os.path.join(folder, name), os.path.join(moved, name))
+                ck = os.path.join(folder, f"ck{n + 1}")
+                shutil.copytree(ck0, ck)
+                out = os.path.join(folder, f"out{n + 1}")
+                code, err, exc = run_cli(command(data, out, ck))
+                label = f"{kind}{' (old mtime)' if keep_time and kind in changes else ''}"
+                if isinstance(exc, Hang):
+                    tally.add(label, "hang", f"{fmt}: {exc}")
+                elif exc is not None:
+                    tally.add(label, "traceback", f"{fmt}: {type(exc).__name__}: {exc}")
+                elif kind in controls:
+                    ok = code == 0 and metrics_of(out) == first
+                    tally.add(label, "answered" if ok else "silent", f"{fmt}: rc {code} {err[-300:]}")
+                elif code == 0:
+                    tally.add(label, "silent", f"{fmt}: resumed a checkpoint trained on other data")
+                else:
+                    line = one_error_line(err)
+                    changed = os.path.join(folder, "news.tsv") if kind.startswith("side file") else path
+                    ok = code == 2 and line is not None and ck in line and changed in line and "differs" in line
+                    tally.add(label, "clean" if ok else "silent", f"{fmt}: rc {code}: {err[-400:]}")
+
+
+def class3_artifact_modes(tally: ClassTally, trials: int, seed: int, workdir: str) -> None:
+    """Class 3: every kind of artifact written under a seeded umask (022, 002, 027, 077, 007, 026), fresh
+    and over an earlier one written under another umask; each file must come out ``0666 & ~umask`` and
+    each folder ``0777 & ~umask`` (a plain write's modes), and, as root under a umask that lets others
+    read, the user ``nobody`` must read every file (a model server of its own). One whole ``tfmec run``
+    output folder (models, codes, SavedModel, ONNX, vocabulary, metrics, report) per trial too."""
+    import stat as st_mod
+
+    from tfmec.atomic import write_json_atomic
+    from tfmec.data import save_vocabularies
+    from tfmec.io import save_model
+    from tfmec.mec.codes import CodeSet, FieldCodes
+    from tfmec.report import write_report
+
+    rng = np.random.default_rng(seed)
+    umasks = [0o022, 0o002, 0o027, 0o077, 0o007, 0o026]
+    root = tempfile.mkdtemp(prefix="tfmec-class3-")  # its own folder: "nobody" must be able to enter it
+    os.chmod(root, 0o755)
+    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    from tfmec.backend import keras as K
+
+    inp = K.Input((3,), name="x")
+    model = K.Model(inp, K.layers.Dense(1, activation="sigmoid", name="d")(inp))
+    vocab_data = load(SyntheticCTR(rows=300, seed=0, vocab_sizes=[5, 9], num_numeric=1),
+                      Schema([Field("I1", NUMERIC), Field("C1", CATEGORICAL), Field("C2", CATEGORICAL)]),
+                      batch_size=64, progress=False)
+
+    def write(kind, target):
+        if kind == "SavedModel version":
+            return export.saved_model(model, os.path.join(target, "sm"))
+        if kind == "model.keras":
+            save_model(model, os.path.join(target, "model.keras"))
+        elif kind == "codes pair":
+            codes = CodeSet({"t": FieldCodes("t", rng.integers(0, 4, (6, 2)), rng.normal(size=(2, 4, 2)))})
+            codes.save(os.path.join(target, "codes"))
+        elif kind == "vocabulary.json":
+            save_vocabularies(os.path.join(target, "vocabulary.json"), vocab_data.vocabularies)
+        elif kind == "metrics.json":
+            write_json_atomic(os.path.join(target, "metrics.json"), {"runs": []})
+        elif kind == "report.md and figures":
+            write_report({"dataset": "x", "rows": 1, "runs": [{"method": "baseline", "model": "lr", "test_auc": 0.7,
+                                                                 "test_logloss": 0.5, "embedding_bytes": 8,
+                                                                 "model_bytes": 9, "train_seconds": 1.0,
+                                                                 "history": {"val_auc": [0.6, 0.7]}}]}, target)
+        elif kind == "ONNX model":
+            export.onnx(model, os.path.join(target, "model.onnx"))
+        return target
+
+    def check(kind, path, mask, detail):
+        wrong = []
+        for directory, _, files in os.walk(path):
+            if os.path.basename(directory) in ("ck",) or f"{os.sep}ck{os.sep}" in directory + os.sep:
+                continue  # training checkpoints are TensorFlow's own files, not artifacts
+            mode = st_mod.S_IMODE(os.stat(directory).st_mode)
+            if directory != path or kind == "SavedModel version":
+                if mode != 0o777 & ~mask:
+                    wrong.append(f"{directory}: {oct(mode)}")
+            for name in files:
+                mode = st_mod.S_IMODE(os.stat(os.path.join(directory, name)).st_mode)
+                if mode != 0o666 & ~mask:
+                    wrong.append(f"{os.path.join(directory, name)}: {oct(mode)}")
+        if wrong:
+            tally.add(kind, "silent", f"umask {oct(mask)}{detail}: {wrong[:3]}")
+            return
+        if as_root and not mask & 0o005:
+            reader = ('set -e; for d in $(find "$1" -type d); do ls "$d" > /dev/null; done; '
+                      'for f in $(find "$1" -type f); do cat "$f" > /dev/null; done')
+            done = subprocess.run(["sh", "-c", reader, "sh", path], user=65534, group=65534, capture_output=True,
+                                  text=True, timeout=120)
+            if done.returncode != 0:
+                tally.add(kind, "silent", f"umask {oct(mask)}{detail}: another user cannot read: {done.stderr[-200:]}")
+                return
+        tally.add(kind, "answered", "")
+
+    kinds = ["SavedModel version", "model.keras", "codes pair", "vocabulary.json", "metrics.json",
+             "report.md and figures"] + (["ONNX model"] if export.onnx_available() else [])
+    try:
+        for trial in range(trials):
+            for kind in kinds:
+                for over in (False, True):
+                    mask = int(rng.choice(umasks))
+                    target = os.path.join(root, f"{trial}-{kind.split()[0]}-{int(over)}")
+                    os.makedirs(target)
+                    os.chmod(target, 0o755)
+                    detail = ""
+                    try:
+                        if over:  # an earlier artifact written under another umask, then the new one over it
+                            earlier = int(rng.choice([m for m in umasks if m != mask]))
+                            with umask_set(earlier):
+                                write(kind, target)
+                            detail = f" over one written under {oct(earlier)}"
+                        with umask_set(mask), time_limit(300):
+                            path = write(kind, target)
+                    except Hang as exc:
+                        tally.add(kind, "hang", str(exc))
+                        continue
+                    except Exception as exc:  # noqa: BLE001
+                        tally.add(kind, "traceback", f"{type(exc).__name__}: {exc}")
+                        continue
+                    if kind == "SavedModel version":
+                        check(kind, path, mask, detail)
+                    else:
+                        check(kind, target, mask, detail)
+            mask = int(rng.choice(umasks))
+            out = os.path.join(root, f"run-{trial}")
+            os.makedirs(out)
+            os.chmod(out, 0o755)
+            with umask_set(mask):
+                code, err, exc = run_cli(["run", "--data", "synthetic", "--rows", "3000", "--model", "deepfm",
+                                          "--embedding-dim", "4", "--method", "none,mec", "--epochs", "1",
+                                          "--stage1-epochs", "1", "--codewords", "16", "--batch-size", "512",
+                                          "--quiet", "--out", out])
+            if exc is not None or code != 0:
+                tally.add("tfmec run output folder", "traceback", f"rc {code} {exc!r} {err[-300:]}")
+            else:
+                check("tfmec run output folder", out, mask, "")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def class7_loading_bounds(tally: ClassTally, trials: int, seed: int, workdir: str) -> None:
+    """Class 7: hostile and careless ``.keras`` files given to ``tfmec.io.load_model``: decompression
+    bombs in config.json, metadata.json, assets and weights; config.json with millions of values or deep
+    nesting; assets over the bound; tens of thousands of members; duplicated, escaping, encrypted or
+    unsupported members; central-directory sizes that lie; HDF5 weights declaring gigabytes, stored
+    outside the file or linking elsewhere; truncated or bit-flipped archives; FIFOs, devices, folders and
+    empty files. Each must be refused with ``UnsafeModelError`` naming the file, within a memory bound
+    (Python allocations below 160 MB, tracemalloc) and a time limit (60 s); controls (the untouched files,
+    a re-zipped copy with deflate, a small asset) must load and answer as before."""
+    import struct
+    import tracemalloc
+    import zipfile
+
+    import h5py
+
+    from tfmec.backend import keras as K
+    from tfmec.io import UnsafeModelError, save_model
+    from tfmec.models import DeepFM
+
+    root = os.path.join(workdir, "class7")
+    os.makedirs(root)
+    inp = K.Input((3,), name="x")
+    dense = K.Model(inp, K.layers.Dense(1, activation="sigmoid", name="d")(inp))
+    schema = Schema([Field("I1", NUMERIC), Field("C1", CATEGORICAL, vocab_size=50), Field("C2", CATEGORICAL, vocab_size=9)])
+    deepfm = DeepFM(schema, embedding_dim=4, hidden_units=(8,), seed=0)
+    bases = {"dense": (save_model(dense, os.path.join(root, "dense.keras")), dense,
+                       np.ones((4, 3), np.float32)),
+             "deepfm": (save_model(deepfm, os.path.join(root, "deepfm.keras")), deepfm,
+                        {"I1": np.ones(4, np.float32), "C1": np.arange(4, dtype=np.int32),
+                         "C2": np.arange(4, dtype=np.int32)})}
+    MEMORY_BOUND = 160 << 20
+    counter = [0]
+
+    def new_path(tag):
+        counter[0] += 1
+        return os.path.join(root, f"{counter[0]}-{tag}.keras")
+
+    def rebuild(src, replace=None, extra=(), compression=zipfile.ZIP_STORED, tag="x"):
+        dst = new_path(tag)
+        with zipfile.ZipFile(src) as a, zipfile.ZipFile(dst, "w", compression=compression) as out:
+            for name in a.namelist():
+                out.writestr(name, (replace or {}).get(name, a.read(name)))
+            for name, data in extra:
+                out.writestr(name, data)
+        return dst
+
+    def patch_central(path, member, offset, fmt, value):
+        """Overwrites a field of ``member``'s central-directory entry (offset from the entry's start)."""
+        blob = bytearray(open(path, "rb").read())
+        at = 0
+        while True:
+            at = blob.find(b"PK\x01\x02", at)
+            if at < 0:
+                raise ValueError(member)
+            n = struct.unpack_from("<H", blob, at + 28)[0]
+            if blob[at + 46: at + 46 + n].decode() == member:
+                struct.pack_into(fmt, blob, at + offset, value)
+                break
+            at += 4
+        with open(path, "wb") as fh:
+            fh.write(bytes(blob))
+        return path
+
+    def weights_edit(src, edit):
+        with zipfile.ZipFile(src) as a:
+            buf = io.BytesIO(a.read("model.weights.h5"))
+        with h5py.File(buf, "a") as h5:
+            edit(h5)
+        return rebuild(src, {"model.weights.h5": buf.getvalue()}, tag="h5")
+
+    def config_of(src):
+        return json.loads(zipfile.ZipFile(src).read("config.json"))
+
+    def hostile(kind, path):
+        tracemalloc.start()
+        try:
+            with time_limit(60):
+                load_model(path)
+            outcome, detail = "silent", "loaded"
+        except Hang as exc:
+            outcome, detail = "hang", str(exc)
+        except UnsafeModelError as exc:
+            outcome, detail = ("clean" if path in str(exc) and clean_message(str(exc)) else "silent"), str(exc)
+        except Exception as exc:  # noqa: BLE001
+            outcome, detail = "traceback", f"{type(exc).__name__}: {exc}"
+        finally:
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        if outcome == "clean" and peak > MEMORY_BOUND:
+            outcome, detail = "unbounded", f"peak {peak / 2**20:.0f} MB: {detail}"
+        tally.add(kind, outcome, f"{os.path.basename(path)}: {detail[:300]}")
+        with contextlib.suppress(OSError):
+            if os.path.isfile(path) and not os.path.islink(path):
+                os.remove(path)
+
+    def control(kind, path, model, x):
+        try:
+            with time_limit(120):
+                loaded = load_model(path)
+            ok = np.allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-6)
+            tally.add(kind, "answered" if ok else "silent", "different predictions")
+        except Exception as exc:  # noqa: BLE001
+            tally.add(kind, "silent" if isinstance(exc, UnsafeModelError) else "traceback",
+                      f"refused a good file: {type(exc).__name__}: {exc}")
+
+    for trial in range(trials):
+        for name, (src, model, x) in bases.items():
+            r = np.random.default_rng([seed, trial, len(name)])
+            control("control: untouched file", src, model, x)
+            control("control: re-zipped with deflate", rebuild(src, compression=zipfile.ZIP_DEFLATED, tag="deflate"),
+                    model, x)
+            control("control: a small asset", rebuild(src, extra=[("assets/note.txt", r.bytes(int(r.integers(1, 1 << 20))))]),
+                    model, x)
+            raw = json.dumps(config_of(src)).encode()
+            pad = int(r.integers(33, 129)) << 20
+            hostile("config.json bomb (deflated blanks)",
+                    rebuild(src, {"config.json": raw + b" " * pad}, compression=zipfile.ZIP_DEFLATED, tag="cbomb"))
+            hostile("config.json over the bound, stored",
+                    rebuild(src, {"config.json": raw + b" " * ((32 << 20) + int(r.integers(1, 1 << 20)))}, tag="cbig"))
+            values = int(r.integers(2_000_001, 4_000_000))
+            hostile("config.json with millions of values", rebuild(src, {"config.json": b"[" + b"0," * values + b"0]"}))
+            depth = int(r.integers(201, 200_000))
+            opener, closer = (b"[", b"]") if r.integers(0, 2) else (b'{"a":', b"}")
+            hostile("config.json nested deeply",
+                    rebuild(src, {"config.json": opener * depth + b"1" + closer * depth}, tag="deep"))
+            hostile("metadata.json bomb", rebuild(src, {"metadata.json": b"{" + b" " * (int(r.integers(2, 65)) << 20)
+                                                        + b"}"}, compression=zipfile.ZIP_DEFLATED, tag="mbomb"))
+            n_assets = int(r.integers(1, 5))
+            each = ((64 << 20) // n_assets) + int(r.integers(1 << 10, 8 << 20))
+            blob = r.bytes(each)
+            hostile("assets over the bound (incompressible)",
+                    rebuild(src, extra=[(f"assets/{i}.bin", blob) for i in range(n_assets)], tag="assets"))
+            del blob
+            hostile("assets bomb (deflated zeros)",
+                    rebuild(src, extra=[("assets/z.bin", bytes(int(r.integers(65, 400)) << 20))],
+                            compression=zipfile.ZIP_DEFLATED, tag="abomb"))
+            members = int(r.integers(10_001, 30_000))
+            hostile("tens of thousands of members",
+                    rebuild(src, extra=[(f"assets/{i}", b"") for i in range(members)], tag="many"))
+            twice = str(r.choice(["config.json", "metadata.json", "model.weights.h5"]))
+            with warnings_suppressed():
+                dup = rebuild(src, extra=[(twice, b"{}")], tag="dup")
+            hostile("a member stored twice", dup)
+            escape = str(r.choice(["assets/../../evil.py", "/etc/cron.d/x", "assets/..\\..\\x", "C:/x", "assets/a/../../../b"]))
+            hostile("an escaping member name", rebuild(src, extra=[(escape, b"x")], tag="escape"))
+            hostile("weights bomb (deflated)",
+                    rebuild(src, {"model.weights.h5": zipfile.ZipFile(src).read("model.weights.h5")
+                                  + bytes(int(r.integers(150, 400)) << 20)},
+                            compression=zipfile.ZIP_DEFLATED, tag="wbomb"))
+            secret = os.path.join(root, "secret.bin")
+            with open(secret, "wb") as fh:
+                fh.write(b"s" * 4096)
+            edits = {
+                "HDF5 dataset stored outside the file": lambda h5: h5.create_dataset(
+                    f"x{r.integers(100)}", shape=(1024,), dtype="float32", external=[(secret, 0, 4096)]),
+                "HDF5 external link": lambda h5: h5.__setitem__("elsewhere", h5py.ExternalLink(secret, "/x")),
+                "HDF5 soft link": lambda h5: h5.__setitem__("alias", h5py.SoftLink("/nowhere")),
+                "HDF5 dataset declaring gigabytes": lambda h5: h5.create_dataset(
+                    "huge", shape=(int(r.integers(1, 64)) << 20, 1024), dtype="float32", chunks=(1024, 1024),
+                    compression="gzip"),
+                "HDF5 with hundreds of thousands of objects": lambda h5: [h5.create_group(f"g{i}") for i in
+                                                                          range(100_001)],
+            }
+            for kind, edit in edits.items():
+                if kind.startswith("HDF5 with hundreds") and trial:  # slow to build: once
+                    continue
+                hostile(kind, weights_edit(src, edit))
+            hostile("weights not HDF5", rebuild(src, {"model.weights.h5": b"\x89HDF\r\n\x1a\n" + r.bytes(
+                int(r.integers(10, 5000)))}, tag="garbage"))
+            member = str(r.choice(["config.json", "metadata.json", "model.weights.h5"]))
+            size = zipfile.ZipFile(src).getinfo(member).file_size
+            lie = int(r.choice([1, size // 2, size + 1, size * 1000, 2**32 - 1]))
+            hostile("a central directory size that lies", patch_central(rebuild(src, tag="lie"), member, 24, "<I", lie))
+            hostile("an encrypted member", patch_central(rebuild(src, tag="enc"), member, 8, "<H", 1))
+            hostile("an unsupported compression", patch_central(rebuild(src, tag="comp"), member, 10, "<H",
+                                                                int(r.choice([1, 6, 97, 98, 99]))))
+            blob = open(src, "rb").read()
+            cut = new_path("cut")
+            with open(cut, "wb") as fh:
+                fh.write(blob[: int(r.integers(1, len(blob)))])
+            hostile("a truncated archive", cut)
+            flipped = bytearray(blob)
+            for _ in range(int(r.integers(1, 4))):
+                flipped[int(r.integers(0, len(flipped)))] ^= 1 << int(r.integers(0, 8))
+            bits = new_path("bits")
+            with open(bits, "wb") as fh:
+                fh.write(bytes(flipped))
+            tracemalloc.start()
+            try:  # bit rot may hit a byte nobody reads (zip padding, an unused HDF5 byte): then it loads
+                with time_limit(60):
+                    got = load_model(bits)
+                same = np.allclose(np.asarray(got(x)), np.asarray(model(x)), atol=1e-6)
+                tally.add("bit flips", "answered" if same else "silent", "loaded with other predictions")
+            except UnsafeModelError as exc:
+                tally.add("bit flips", "clean" if bits in str(exc) else "silent", str(exc)[:300])
+            except Hang as exc:
+                tally.add("bit flips", "hang", str(exc))
+            except Exception as exc:  # noqa: BLE001
+                tally.add("bit flips", "traceback", f"{type(exc).__name__}: {exc}")
+            finally:
+                tracemalloc.stop()
+        special = os.path.join(root, f"fifo-{trial}.keras")
+        os.mkfifo(special)
+        hostile("a FIFO", special)
+        link = os.path.join(root, f"zero-{trial}.keras")
+        os.symlink("/dev/zero", link)
+        hostile("a link to /dev/zero", link)
+        os.remove(link)
+        folder = os.path.join(root, f"folder-{trial}.keras")
+        os.makedirs(folder)
+        hostile("a folder", folder)
+        empty = new_path("empty")
+        open(empty, "wb").close()
+        hostile("an empty file", empty)
+
+
+@contextlib.contextmanager
+def warnings_suppressed():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def class8_full_disks(tally: ClassTally, trials: int, seed: int, workdir: str) -> None:
+    """Class 8: full disks and I/O errors. Simulated: every writer (codes pair, .keras, JSON, report,
+    SavedModel export, training and stage-1 checkpoints) fails after a seeded number of bytes with
+    ENOSPC, EDQUOT, EIO or EROFS, or with one of TensorFlow's errors inside the write; it must raise one
+    line naming the path (``ArtifactWriteError``) and leave the earlier artifact loadable. Real: ``tfmec
+    run`` into a tmpfs of seeded size (mounted when the process may mount) holding a complete earlier run;
+    it must exit 0 with a complete run or exit 2 with one ``tfmec: error:`` line naming a path on the full
+    disk, and every artifact of the earlier run must still load."""
+    import builtins
+    import errno as E
+
+    from tfmec.atomic import ArtifactWriteError, write_json_atomic
+    from tfmec.backend import keras as K
+    from tfmec.data import load_vocabularies
+    from tfmec.io import save_model
+    from tfmec.mec import learn_codes
+    from tfmec.mec.codes import CodeSet, FieldCodes
+    from tfmec.report import write_report
+    from tfmec.training import compile_ctr, fit_early_stopping
+
+    rng = np.random.default_rng(seed)
+    root = os.path.join(workdir, "class8")
+    os.makedirs(root)
+    codes_of = {"ENOSPC": E.ENOSPC, "EDQUOT": E.EDQUOT, "EIO": E.EIO, "EROFS": E.EROFS}
+
+    @contextlib.contextmanager
+    def failing_disk(under, budget, code):
+        """Writes under ``under`` fail with ``code`` after ``budget`` bytes; fsync fails once it is spent."""
+        real_open, real_fsync = builtins.open, os.fsync
+        left = [budget]
+
+        class Limited(io.FileIO):
+            def write(self, data):
+                view = memoryview(data).cast("B")
+                if len(view) > left[0]:
+                    n = super().write(view[: left[0]]) if left[0] else 0
+                    left[0] = 0
+                    if n:
+                        return n
+                    raise OSError(code, os.strerror(code))
+                left[0] -= len(view)
+                return super().write(data)
+
+        def fake_open(file, mode="r", *args, **kwargs):
+            if isinstance(file, (str, bytes, os.PathLike)) and any(c in mode for c in "wax+") and \
+                    os.path.abspath(os.fsdecode(os.fspath(file))).startswith(under):
+                raw = Limited(os.fspath(file), mode.replace("b", "").replace("t", ""))
+                buffered = io.BufferedWriter(raw)
+                return buffered if "b" in mode else io.TextIOWrapper(buffered, encoding=kwargs.get("encoding"))
+            return real_open(file, mode, *args, **kwargs)
+
+        def fake_fsync(fd):
+            if left[0] == 0:
+                raise OSError(code, os.strerror(code))
+            return real_fsync(fd)
+
+        builtins.open, os.fsync = fake_open, fake_fsync
+        try:
+            yield
+        finally:
+            builtins.open, os.fsync = real_open, real_fsync
+
+    tf_errors = [("ResourceExhaustedError", "{{function_node __wrapped__SaveV2}} /x/part-0.tempstate1; No space left on "
+                                            "device [Op:SaveV2]"),
+                 ("UnknownError", "/x/variables.data-00000-of-00001; Input/output error [Op:SaveV2]"),
+                 ("PermissionDeniedError", "/x/ckpt-1.index.tempstate; Permission denied"),
+                 ("FailedPreconditionError", "/x; Read-only file system"),
+                 ("DataLossError", "writing /x: short write [Op:MergeV2Checkpoints]")]
+
+    def raise_tf(name, message):
+        def fail(*args, **kwargs):
+            raise getattr(tf.errors, name)(None, None, message)
+        return fail
+
+    def expect_error(kind, fn, path_prefix, check_previous):
+        """Runs a failing write; classifies its error and whether the earlier artifact survived."""
+        try:
+            with time_limit(300):
+                fn()
+            outcome, detail = "answered", "fit"
+        except ArtifactWriteError as exc:
+            text = str(exc)
+            ok = "\n" not in text and text.startswith("cannot write ") and path_prefix in text and clean_message(text)
+            outcome, detail = ("clean" if ok else "silent"), text
+        except Hang as exc:
+            outcome, detail = "hang", str(exc)
+        except Exception as exc:  # noqa: BLE001
+            outcome, detail = "traceback", f"{type(exc).__name__}: {exc}"
+        tally.add(kind, outcome, detail[:300])
+        try:
+            problem = check_previous()
+        except Exception as exc:  # noqa: BLE001
+            problem = f"{type(exc).__name__}: {exc}"
+        if problem:
+            tally.add(kind, "lost", str(problem)[:300])
+
+    inp = K.Input((3,), name="x")
+    dense = K.Model(inp, K.layers.Dense(1, activation="sigmoid", name="d")(inp))
+    x = np.ones((2, 3), np.float32)
+    data = load("synthetic", rows=800, seed=0, batch_size=256, progress=False)
+    for trial in range(trials):
+        folder = os.path.join(root, f"sim-{trial}")
+        os.makedirs(folder)
+        r = np.random.default_rng([seed, trial])
+
+        def codes(s):
+            g = np.random.default_rng(s)
+            return CodeSet({f"t{i}": FieldCodes(f"t{i}", g.integers(0, 8, (int(g.integers(5, 400)), 2)),
+                                                g.normal(size=(2, 8, 2))) for i in range(int(g.integers(1, 4)))},
+                           config={"seed": int(s)})
+
+        for case in range(6):
+            code_name = str(r.choice(list(codes_of)))
+            code = codes_of[code_name]
+            old, new = codes(int(r.integers(10**6))), codes(int(r.integers(10**6)))
+            path = os.path.join(folder, f"codes{case}")
+            old.save(path)
+            budget = int(r.integers(0, sum(os.path.getsize(path + e) for e in (".npz", ".json")) + 100))
+
+            def previous_codes(path=path, old=old, new=new):
+                got = CodeSet.load(path)
+                if got.config not in (old.config, new.config):
+                    return "the codes pair loads neither the old nor the new codes"
+                return None
+
+            with failing_disk(folder, budget, code):
+                expect_error(f"CodeSet.save, {code_name}", lambda: new.save(path), path, previous_codes)
+
+        for case in range(4):
+            code_name = str(r.choice(list(codes_of)))
+            path = os.path.join(folder, f"m{case}.keras")
+            save_model(dense, path)
+            want = np.asarray(dense(x))
+
+            def previous_model(path=path, want=want):
+                return None if np.allclose(np.asarray(load_model(path)(x)), want) else "other predictions"
+
+            with failing_disk(folder, int(r.integers(0, os.path.getsize(path))), codes_of[code_name]):
+                expect_error(f"model.keras, {code_name}", lambda: save_model(dense, path), path, previous_model)
+
+        for case in range(4):
+            code_name = str(r.choice(list(codes_of)))
+            path = os.path.join(folder, f"metrics{case}.json")
+            write_json_atomic(path, {"v": 1, "pad": "x" * 500})
+
+            def previous_json(path=path):
+                return None if json.load(open(path))["v"] in (1, 2) else "metrics.json changed"
+
+            with failing_disk(folder, int(r.integers(0, 500)), codes_of[code_name]):
+                expect_error(f"metrics/vocabulary JSON, {code_name}",
+                             lambda: write_json_atomic(path, {"v": 2, "pad": "y" * 600}), path, previous_json)
+
+        report_dir = os.path.join(folder, "report")
+        metrics = {"dataset": "x", "rows": 1, "runs": [{"method": "baseline", "model": "lr", "test_auc": 0.7,
+                                                          "test_logloss": 0.5, "embedding_bytes": 8, "model_bytes": 9}]}
+        write_report(metrics, report_dir)
+        code_name = str(r.choice(list(codes_of)))
+        with failing_disk(report_dir, int(r.integers(0, 2000)), codes_of[code_name]):
+            expect_error(f"report.md, {code_name}", lambda: write_report(metrics, report_dir), report_dir,
+                         lambda: None if os.path.getsize(os.path.join(report_dir, "report.md")) > 0 else "empty report")
+
+        base = os.path.join(folder, "sm")
+        first = export.saved_model(dense, base)
+        name, message = tf_errors[int(r.integers(0, len(tf_errors)))]
+        real_save = tf.saved_model.save
+        tf.saved_model.save = raise_tf(name, message)
+        try:
+            expect_error(f"SavedModel export, {name}", lambda: export.saved_model(dense, base), base,
+                         lambda: None if export.existing_versions(base) == [1] and
+                         os.path.isfile(os.path.join(first, "saved_model.pb")) and
+                         not [n for n in os.listdir(base) if n != "1"] else f"versions {os.listdir(base)}")
+        finally:
+            tf.saved_model.save = real_save
+
+        code_name = str(r.choice(list(codes_of)))
+        with failing_disk(base, int(r.integers(0, 20_000)), codes_of[code_name]):  # the Python-written metadata
+            expect_error(f"SavedModel export, {code_name}", lambda: export.saved_model(dense, base), base,
+                         lambda: None if 1 in export.existing_versions(base) and
+                         os.path.isfile(os.path.join(first, "saved_model.pb")) and
+                         all(n.isdigit() for n in os.listdir(base)) else f"versions {os.listdir(base)}")
+
+        for what in ("training checkpoint", "stage-1 checkpoint"):
+            name, message = tf_errors[int(r.integers(0, len(tf_errors)))]
+            ck = os.path.join(folder, f"ck-{what.split()[0]}")
+            real = tf.train.CheckpointManager.save
+            tf.train.CheckpointManager.save = raise_tf(name, message)
+            try:
+                if what == "training checkpoint":
+                    model = compile_ctr(__import__("tfmec").models.LR(data.schema, seed=0), 1e-2)
+                    fn = (lambda model=model, ck=ck: fit_early_stopping(
+                        model, data.train_stream, data.valid, epochs=1, patience=1, verbose=0, checkpoint_dir=ck))
+                else:
+                    table = {"t": np.random.default_rng(trial).normal(size=(200, 4)).astype(np.float32)}
+                    fn = (lambda table=table, ck=ck: learn_codes(table, num_subspaces=2, num_codewords=8, epochs=1,
+                                                                 batch_size=128, progress=False, checkpoint_dir=ck))
+                expect_error(f"{what}, {name}", fn, ck, lambda: None)
+            finally:
+                tf.train.CheckpointManager.save = real
+
+    # real full disks: tmpfs mounts of seeded sizes
+    mount = os.path.join(root, "disk")
+    os.makedirs(mount)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mount], capture_output=True).returncode != 0:
+        tally.add("tfmec run on a real full disk (tmpfs)", "clean", "not run: this process may not mount")
+        return
+    subprocess.run(["umount", mount], check=True)
+
+    def command(out, ck):
+        return ["run", "--data", "synthetic", "--rows", "3000", "--model", "deepfm", "--embedding-dim", "4",
+                "--method", "none,mec", "--epochs", "1", "--stage1-epochs", "1", "--codewords", "16",
+                "--batch-size", "512", "--quiet", "--seed", "0", "--out", out, "--checkpoint-dir", ck]
+
+    reference = os.path.join(root, "reference")
+    code, err, exc = run_cli(command(reference, os.path.join(root, "reference-ck")))
+    if code != 0:
+        tally.add("tfmec run on a real full disk (tmpfs)", "traceback", f"reference run: {exc!r} {err[-300:]}")
+        return
+    def pages(folder):  # what a folder takes on tmpfs: whole 4 kB pages per file and folder
+        return sum(4096 * (1 + sum(-(-os.path.getsize(os.path.join(d, f)) // 4096) for f in fs))
+                   for d, _, fs in os.walk(folder))
+
+    run_bytes, ck_bytes = pages(reference), pages(os.path.join(root, "reference-ck"))
+
+    def artifacts_problems(out):
+        """What of the earlier (reference) run no longer loads in ``out``."""
+        problems = []
+        for method in ("baseline", "mec"):
+            try:
+                load_model(os.path.join(out, method, "model.keras"))
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"{method}/model.keras: {exc}")
+        try:
+            CodeSet.load(os.path.join(out, "mec", "codes"))
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"codes: {exc}")
+        for name in ("metrics.json",):
+            try:
+                json.load(open(os.path.join(out, name)))
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"{name}: {exc}")
+        try:
+            load_vocabularies(os.path.join(out, "vocabulary.json"))
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"vocabulary.json: {exc}")
+        for method in ("baseline", "mec"):
+            sm = os.path.join(out, method, "saved_model")
+            if 1 not in export.existing_versions(sm) or not os.path.isfile(os.path.join(sm, "1", "saved_model.pb")):
+                problems.append(f"{method}/saved_model/1 missing")
+            if any(not n.isdigit() and not n.startswith(".tmp-") for n in os.listdir(sm)):
+                problems.append(f"{method}/saved_model: {os.listdir(sm)}")
+        return problems
+
+    for trial in range(trials):
+        for case in range(3):
+            extra = int(rng.uniform(0.0, 1.1) * (run_bytes + ck_bytes))
+            size_kb = max(64, (run_bytes + extra) // 1024 + 1)
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", mount], check=True)
+            try:
+                out, ck = os.path.join(mount, "out"), os.path.join(mount, "ck")
+                shutil.copytree(reference, out)
+                code, err, exc = run_cli(command(out, ck))
+                kind = "tfmec run on a real full disk (tmpfs)"
+                line = one_error_line(err)
+                if isinstance(exc, Hang):
+                    tally.add(kind, "hang", str(exc))
+                elif exc is not None:
+                    tally.add(kind, "traceback", f"{size_kb} kB: {type(exc).__name__}: {exc}")
+                elif code == 0:
+                    problems = artifacts_problems(out)
+                    tally.add(kind, "answered" if not problems else "silent", f"{size_kb} kB: {problems[:2]}")
+                elif code == 2 and line and mount in line:
+                    tally.add(kind, "clean", line)
+                else:
+                    tally.add(kind, "silent", f"{size_kb} kB: rc {code}: {err[-400:]}")
+                problems = artifacts_problems(out)
+                if problems:
+                    tally.add(kind, "lost", f"{size_kb} kB: {problems[:3]}")
+            finally:
+                subprocess.run(["umount", "-l", mount], check=False)
+
+
+ISSUE18_CLASSES = {  # class number -> (title, generator)
+    2: ("Resume against other data", class2_resume_against_other_data),
+    3: ("Artifacts that TF Serving cannot read", class3_artifact_modes),
+    7: ("Loading before the guards", class7_loading_bounds),
+    8: ("Full disks and I/O errors", class8_full_disks),
+}
+
+
+def issue18_markdown(result: dict) -> str:
+    lines = ["| class | kind of member | cases | clear error | answered as documented | silent wrong | tracebacks | "
+             "hangs | lost artifacts | over memory bound |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for number, entry in sorted(result["classes"].items(), key=lambda kv: int(kv[0])):
+        for kind, c in entry["counts"].items():
+            cases = sum(c[k] for k in ISSUE18_OUTCOMES if k != "lost")
+            lines.append(f"| {number} | {kind} | {cases:,} | {c['clean']:,} | {c['answered']:,} | {c['silent']} | "
+                         f"{c['traceback']} | {c['hang']} | {c['lost']} | {c['unbounded']} |")
+        t = entry["totals"]
+        lines.append(f"| **{number}** | **{entry['title']}** ({entry['seconds']:.0f}s) | **{t['cases']:,}** | "
+                     f"{t['clean']:,} | {t['answered']:,} | **{t['silent']}** | **{t['traceback']}** | **{t['hang']}** | "
+                     f"**{t['lost']}** | **{t['unbounded']}** |")
+    return "\n".join(lines)
+
+
+def run_issue18(classes: list, trials: int, seed: int, results: str) -> int:
+    """Runs the generators of ``classes`` and merges their numbers into ``results`` (a JSON file shared by
+    every class: each run replaces only the classes it ran)."""
+    workdir = tempfile.mkdtemp(prefix="tfmec-issue18-")
+    try:
+        previous = json.load(open(results)) if os.path.exists(results) else {}
+    except (OSError, ValueError):
+        previous = {}
+    out = {"classes": dict(previous.get("classes", {}))}
+    failures = 0
+    try:
+        for number in classes:
+            title, generator = ISSUE18_CLASSES[number]
+            tally = ClassTally()
+            t0 = time.perf_counter()
+            generator(tally, trials, seed + 100 * number, workdir)
+            seconds = time.perf_counter() - t0
+            totals = tally.totals()
+            print(f"class {number}: {totals} ({seconds:.0f}s)", file=sys.stderr, flush=True)
+            for example in tally.examples[:10]:
+                print(f"  class {number}: {example}", file=sys.stderr)
+            failures += sum(totals[k] for k in ("silent", "traceback", "hang", "lost", "unbounded"))
+            out["classes"][str(number)] = {"title": title, "counts": tally.counts, "totals": totals,
+                                           "seconds": round(seconds, 1), "trials": trials, "seed": seed,
+                                           "keras": KERAS_MODE, "examples": tally.examples}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    out["commit"] = commit.strip()
+    os.makedirs(os.path.dirname(results), exist_ok=True)
+    with open(results, "w", encoding="utf-8") as fh:
+        json.dump(out, fh, indent=1)
+    print(issue18_markdown(out))
+    print(f"\nwrote {results}")
+    return 0 if failures == 0 else 1
+
+
 # ----------------------------------------------------------------------------------- report
 def markdown(result: dict) -> str:
     lines = ["| area | kind of input | inputs tried | clear error | answered as documented | wrong answers |",
@@ -695,7 +1637,18 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-pipeline", action="store_true", help="leave out the tfmec run kills (the slowest)")
     parser.add_argument("--results", default=os.path.join(ROOT, "bench", "results", "reliability.json"))
+    parser.add_argument("--issue18", default=None, metavar="CLASSES",
+                        help="run only the seeded generators of these issue-18 classes (comma-separated, e.g. 2,3,7,8) "
+                             "and merge their numbers into bench/results/reliability_issue18.json")
+    parser.add_argument("--trials18", type=int, default=2, help="trials per issue-18 generator (default 2)")
     args = parser.parse_args(argv)
+    if args.issue18:
+        classes = [int(c) for c in args.issue18.split(",") if c.strip()]
+        unknown = sorted(set(classes) - set(ISSUE18_CLASSES))
+        if unknown:
+            parser.error(f"no generator for issue-18 class(es) {unknown}; have {sorted(ISSUE18_CLASSES)}")
+        return run_issue18(classes, args.trials18, args.seed,
+                           os.path.join(ROOT, "bench", "results", "reliability_issue18.json"))
     t0 = time.perf_counter()
     workdir = tempfile.mkdtemp(prefix="tfmec-reliability-")
     tally = Tally()

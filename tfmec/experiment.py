@@ -230,12 +230,22 @@ class RunContext:
         this run keeps its checkpoints."""
         return None if self.cfg.checkpoint_dir is None else os.path.join(self.cfg.checkpoint_dir, *parts)
 
+    data_content = None  # the data files' content fingerprint, taken by run_experiment before reading them
+
     def checkpoint_fingerprint(self) -> dict:
-        """The run settings a fit checkpoint must match besides the model and fit settings (the data,
-        its seed and split, the model kind)."""
+        """The run settings a fit checkpoint must match besides the model and fit settings (the data's
+        content, not its path: :mod:`tfmec.data.fingerprint`; its seed and split, the model kind)."""
+        from tfmec.data.fingerprint import comparable
+
         cfg = self.cfg
-        return {"data": cfg.data, "format": cfg.format, "rows": cfg.rows, "split_rows": self.data.rows,
-                "seed": cfg.seed, "model": cfg.model, "batch_size": cfg.batch_size, "fractions": list(cfg.fractions)}
+        if self.data_content is None:
+            self.data_content = data_content(cfg)
+        content = self.data_content
+        return {"data": "synthetic" if content is None else "files", "format": cfg.format, "rows": cfg.rows,
+                "data_content": None if content is None else comparable(content),
+                "_data_files": [] if content is None else [f["path"] for f in content],
+                "split_rows": self.data.rows, "seed": cfg.seed, "model": cfg.model, "batch_size": cfg.batch_size,
+                "fractions": list(cfg.fractions)}
 
     def baseline(self):
         """``(trained uncompressed model, its metrics)``, trained once per run."""
@@ -439,6 +449,16 @@ def execution_order(methods: Sequence[str]) -> list[str]:
     return rest[:at] + ["hash"] + rest[at:]
 
 
+def data_content(cfg: RunConfig):
+    """The content fingerprint of every file ``cfg`` reads (None for synthetic data): what training
+    checkpoints are bound to (:mod:`tfmec.data.fingerprint`)."""
+    if cfg.data == "synthetic":
+        return None
+    from tfmec.data.fingerprint import content_fingerprint, input_files
+
+    return content_fingerprint(input_files(cfg.data_paths, cfg.format, cfg.field_map))
+
+
 def load_for(cfg: RunConfig):
     """Loads the data a config names (one vocabulary pass; splits by ``cfg.seed``)."""
     reader_kwargs = {}
@@ -480,13 +500,19 @@ def run_experiment(cfg: RunConfig, log=None) -> dict:
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     cfg.validate()
     t0 = time.perf_counter()
+    content = data_content(cfg) if cfg.checkpoint_dir else None  # hashed before reading (checkpoints bind to it)
     data = load_for(cfg)
+    if content is not None:
+        from tfmec.data.fingerprint import check_unchanged
+
+        check_unchanged(content)
     log(f"data: {data.name}: rows {data.rows}, positive rate {data.positive_rate:.4f}, "
         f"{len(data.schema)} fields ({time.perf_counter() - t0:.1f}s)")
     os.makedirs(cfg.out, exist_ok=True)
     data.encoder.save(os.path.join(cfg.out, "vocabulary.json"))
     results = {}
     ctx = RunContext(cfg, data, log)
+    ctx.data_content = content
     for method in execution_order(cfg.methods):
         log(f"method {method}: {cfg.model} ...")
         results[method] = METHODS[method](ctx)
@@ -498,6 +524,8 @@ def run_experiment(cfg: RunConfig, log=None) -> dict:
         "seed": cfg.seed,
         "runs": runs,
     }
+    if content is not None:
+        check_unchanged(content)  # the splits are read again while training: the same bytes throughout
     from tfmec.report import write_report
 
     metrics["report"] = write_report(metrics, cfg.out)

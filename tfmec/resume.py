@@ -38,6 +38,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from tfmec.atomic import writing
 from tfmec.backend import IS_LEGACY_KERAS, tf_variable
 
 
@@ -67,7 +68,9 @@ def optimizer_variables(model) -> list:
 def fit_fingerprint(model, settings: dict) -> str:
     """JSON identifying a checkpointed fit: variable shapes and dtypes (not names: Keras numbers layers
     per process), optimizer class and settings,
-    and ``settings`` (epochs, patience, ... and whatever the caller adds)."""
+    and ``settings`` (epochs, patience, ... and whatever the caller adds, e.g. the data's content
+    digests). Settings whose key starts with ``_`` are labels for messages (e.g. the data's paths):
+    kept with the checkpoint, never compared (:func:`comparable_fingerprint`)."""
     opt = model.optimizer
     config = {k: v for k, v in opt.get_config().items() if k != "name"} if opt is not None else None
     return json.dumps({
@@ -75,6 +78,90 @@ def fit_fingerprint(model, settings: dict) -> str:
         "optimizer": [type(opt).__name__, config],
         "settings": settings,
     }, sort_keys=True, default=str)
+
+
+def comparable_fingerprint(fingerprint: str) -> str:
+    """The part of a :func:`fit_fingerprint` a checkpoint must match: everything but the ``_`` labels."""
+    try:
+        value = json.loads(fingerprint)
+    except (TypeError, ValueError):
+        return str(fingerprint)
+    if isinstance(value, dict) and isinstance(value.get("settings"), dict):
+        value["settings"] = {k: v for k, v in value["settings"].items() if not str(k).startswith("_")}
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _short(value, limit: int = 80) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _data_difference(then, now, paths) -> str:
+    """What differs between two lists of ``{"bytes", "sha256"}`` (the data's files, in order)."""
+    then, now = list(then or []), list(now or [])
+    if len(then) != len(now):
+        return f"the data: {len(then)} file(s) when the checkpoint was written, {len(now)} now"
+    for i, (a, b) in enumerate(zip(then, now)):
+        if a != b:
+            name = paths[i] if i < len(paths) else f"data file {i + 1}"
+            def show(e):
+                return (f"sha256 {str(e.get('sha256'))[:16]}... ({int(e.get('bytes', 0)):,} bytes)"
+                        if isinstance(e, dict) else _short(e))
+            return (f"the content of {name} differs from the data the checkpoint was trained on "
+                    f"(now {show(b)}, then {show(a)})")
+    return "the data differs"
+
+
+def fingerprint_difference(saved: str, now: str, limit: int = 3) -> str:
+    """A one-line account of what differs between two fingerprints (JSON of nested dicts): up to ``limit``
+    differing entries, each ``key: <then> then, <now> now``; data content digests as the file that
+    differs with both digests and sizes."""
+    try:
+        a, b = json.loads(saved), json.loads(now)
+    except (TypeError, ValueError):
+        return "the checkpoint's fingerprint is unreadable"
+    labels = b.get("settings", {}) if isinstance(b, dict) else {}
+    paths = labels.get("_data_files") if isinstance(labels, dict) else None
+    paths = paths if isinstance(paths, list) else []
+    out: list[str] = []
+
+    def walk(x, y, where):
+        if len(out) >= limit or x == y:
+            return
+        if where.rsplit(".", 1)[-1] == "data_content":
+            out.append(_data_difference(x, y, paths))
+        elif where == "variables":
+            out.append(f"the model's variables ({len(x or [])} then, {len(y or [])} now; shapes or dtypes differ)")
+        elif isinstance(x, dict) and isinstance(y, dict):
+            for key in sorted(set(x) | set(y), key=str):
+                if str(key).startswith("_"):
+                    continue
+                walk(x.get(key, "<missing>"), y.get(key, "<missing>"), f"{where}.{key}" if where else str(key))
+        elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+            for i, (p, q) in enumerate(zip(x, y)):
+                walk(p, q, f"{where}[{i}]")
+        else:
+            out.append(f"{where}: {_short(x)} then, {_short(y)} now")
+
+    walk(a, b, "")
+    return "; ".join(out) if out else "the fingerprints differ"
+
+
+def _first_line(err: BaseException) -> str:
+    text = getattr(err, "message", None) or str(err)
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0][:300]}" if lines else type(err).__name__
+
+
+def read_fingerprint(path: str, what: str) -> str:
+    """The fingerprint string stored in the checkpoint ``path``; ``ValueError`` naming ``what`` when the
+    checkpoint is damaged or was not written by tfmec (no fingerprint)."""
+    try:
+        saved = tf.train.load_checkpoint(path).get_tensor("fingerprint/.ATTRIBUTES/VARIABLE_VALUE")
+    except Exception as err:  # noqa: BLE001 - a damaged file raises OpError, IndexError, ValueError...
+        raise ValueError(f"{what} cannot be read ({_first_line(err)}); delete the folder or use another "
+                         "checkpoint directory") from None
+    return saved.decode("utf-8", "replace") if isinstance(saved, bytes) else str(saved)
 
 
 class TrainingBackup:
@@ -119,12 +206,19 @@ class TrainingBackup:
         path = self.manager.latest_checkpoint
         if path is None:
             return False
-        saved = tf.train.load_checkpoint(path).get_tensor("fingerprint/.ATTRIBUTES/VARIABLE_VALUE")
-        saved = saved.decode("utf-8") if isinstance(saved, bytes) else str(saved)
-        if saved != self.fingerprint:
-            raise ValueError(f"the training checkpoint in {self.directory} was written for another model or other "
-                             "settings; delete the folder or use another checkpoint directory")
-        self.checkpoint.restore(path).assert_existing_objects_matched()
+        saved = read_fingerprint(path, f"the training checkpoint in {self.directory}")
+        if comparable_fingerprint(saved) != comparable_fingerprint(self.fingerprint):
+            difference = fingerprint_difference(saved, self.fingerprint)
+            what = "other data" if difference.startswith(("the content of", "the data")) else \
+                "another model or other settings"
+            raise ValueError(f"the training checkpoint in {self.directory} was written for {what} ({difference}); "
+                             "delete the folder or use another checkpoint directory")
+        try:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+        except Exception as err:  # noqa: BLE001 - damaged data files raise OpError, IndexError, AssertionError...
+            raise ValueError(f"the training checkpoint in {self.directory} cannot be restored ({_first_line(err)}); "
+                             "delete the folder or use another checkpoint directory") from None
+        self.saved_fingerprint.assign(self.fingerprint)  # later saves carry this session's labels
         record = json.loads(self.record.numpy().decode("utf-8"))
         self.history = record.get("history", {})
         self.seconds_before = float(record.get("seconds", 0.0))
@@ -162,7 +256,8 @@ class TrainingBackup:
         self.finished.assign(finished)
         self.record.assign(json.dumps({"history": self.history, "seconds": self.seconds(),
                                        "start_auc": self.start_auc}))
-        self.manager.save()
+        with writing(self.directory, "the training checkpoint in "):  # a full disk: one line naming the folder
+            self.manager.save()
 
     # ------------------------------------------------------------------ the Keras callback
     def callback(self):
@@ -244,4 +339,5 @@ def _result(backup: TrainingBackup, resumed_from) -> dict:
             "resumed_from_epoch": resumed_from}
 
 
-__all__ = ["resumable_fit", "TrainingBackup", "fit_fingerprint", "model_state_variables", "optimizer_variables"]
+__all__ = ["resumable_fit", "TrainingBackup", "fit_fingerprint", "comparable_fingerprint", "fingerprint_difference",
+           "model_state_variables", "optimizer_variables"]

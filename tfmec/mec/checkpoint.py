@@ -134,14 +134,18 @@ class Stage1Checkpoint:
         path = self.manager.latest_checkpoint
         if path is None:
             return None
-        reader = tf.train.load_checkpoint(path)
-        saved = reader.get_tensor("fingerprint/.ATTRIBUTES/VARIABLE_VALUE")
-        saved = saved.decode("utf-8") if isinstance(saved, bytes) else str(saved)
+        from tfmec.resume import _first_line, fingerprint_difference, read_fingerprint
+
+        saved = read_fingerprint(path, f"the stage-1 checkpoint in {self.folder}")
         if saved != self.fingerprint:
             raise ValueError(f"the stage-1 checkpoint in {self.folder} was written for another table or other "
-                             f"settings; delete the folder or use another checkpoint_dir "
-                             f"(saved {saved[:200]}..., now {self.fingerprint[:200]}...)")
-        self.checkpoint.restore(path).assert_existing_objects_matched()
+                             f"settings ({_table_difference(saved, self.fingerprint, fingerprint_difference)}); "
+                             "delete the folder or use another checkpoint_dir")
+        try:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+        except Exception as err:  # noqa: BLE001 - damaged data files raise OpError, IndexError, AssertionError...
+            raise ValueError(f"the stage-1 checkpoint in {self.folder} cannot be restored ({_first_line(err)}); "
+                             "delete the folder or use another checkpoint_dir") from None
         n = int(self._history_len.numpy())
         rows = self._history.numpy()[:n]
         return LoopState(
@@ -167,7 +171,22 @@ class Stage1Checkpoint:
         self._history.assign(rows)
         self._history_len.assign(min(len(state.history), rows.shape[0]))
         self._done.assign(state.done)
-        self.manager.save()
+        from tfmec.atomic import writing
+
+        with writing(self.folder, "the stage-1 checkpoint in "):  # a full disk: one line naming the folder
+            self.manager.save()
+
+
+def _table_difference(saved: str, now: str, difference) -> str:
+    """What differs between two :func:`table_fingerprint` strings, the table's content named as such."""
+    try:
+        a, b = json.loads(saved), json.loads(now)
+    except ValueError:
+        return "unreadable fingerprint"
+    if isinstance(a, dict) and isinstance(b, dict) and a.get("table_sha256") != b.get("table_sha256"):
+        return (f"the input table differs: shape {a.get('table_shape')} sha256 {str(a.get('table_sha256'))[:16]}... "
+                f"then, shape {b.get('table_shape')} sha256 {str(b.get('table_sha256'))[:16]}... now")
+    return difference(saved, now)
 
 
 __all__ = ["Stage1Checkpointing", "Stage1Checkpoint", "LoopState", "table_fingerprint", "has_checkpoint",

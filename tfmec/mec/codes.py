@@ -13,21 +13,31 @@ For a field with ``V`` ids, embedding dim ``d``, ``M`` sub-spaces and ``K`` code
   (``learn_codes(..., share_codebooks=True)``), and stage 2 puts the group in one
   :class:`~tfmec.layers.SharedQuantizedEmbedding`.
 
-Saved as ``.npz`` arrays plus a JSON manifest (each written atomically; the manifest holds the arrays'
-SHA-256, so a manifest and arrays from different saves are refused); nothing is pickled. A group's codebooks (and
-projection) are stored once (``group_codebooks_<j>``); loading gives its fields one shared array.
+Saved as ``.npz`` arrays plus a JSON manifest; nothing is pickled. A group's codebooks (and projection)
+are stored once (``group_codebooks_<j>``); loading gives its fields one shared array.
+
+The pair is replaced as one unit. The manifest holds the arrays' SHA-256 and is the commit point:
+:meth:`CodeSet.save` first writes the new arrays under a name of their own (``<path>.<sha16>.npz``,
+atomically), then the manifest (atomically: from here on the new pair is the saved one), then renames
+the arrays onto ``<path>.npz``. A failure before the manifest's rename (a full disk, an I/O error, a
+kill) leaves the previous pair as it was; a kill after it leaves the new manifest with its arrays
+under their own name, which :meth:`CodeSet.load` finds by the manifest's checksum. A manifest and
+arrays from different saves are refused (checksum mismatch).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
 import json
+import os
+import re
 from typing import Mapping
 
 import numpy as np
 
-from tfmec.atomic import write_bytes_atomic, write_json_atomic
+from tfmec.atomic import _fsync_directory, write_bytes_atomic, write_json_atomic, writing
 
 FORMAT = "tfmec-pq-codes"
 
@@ -133,7 +143,9 @@ class CodeSet(dict):
 
     def save(self, path: str) -> None:
         """Writes ``path.npz`` (arrays) and ``path.json`` (manifest); ``path`` without extension.
-        A group's codebooks and projection are written once."""
+        A group's codebooks and projection are written once. The pair is replaced as one unit (see the
+        module docstring): on any failure the previous pair stays loadable; an I/O failure raises
+        :class:`~tfmec.atomic.ArtifactWriteError` naming the file."""
         self.check_groups()
         arrays = {}
         manifest = {"format": FORMAT, "version": 2, "config": self.config, "fields": [], "groups": []}
@@ -159,9 +171,21 @@ class CodeSet(dict):
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         blob = buffer.getvalue()
-        manifest["npz_sha256"] = hashlib.sha256(blob).hexdigest()  # ties the manifest to its arrays
-        write_bytes_atomic(path + ".npz", blob, suffix=".npz")  # each file atomic; the hash catches a
-        write_json_atomic(path + ".json", manifest, indent=1, default=float)  # kill between the two
+        digest = hashlib.sha256(blob).hexdigest()
+        manifest["npz_sha256"] = digest  # ties the manifest to its arrays
+        staged = _staged_arrays(path, digest)
+        _finish_interrupted_save(path)  # an earlier save killed after its commit: its arrays to their name
+        write_bytes_atomic(staged, blob, suffix=".npz")  # 1. the new arrays under their own name
+        try:
+            write_json_atomic(path + ".json", manifest, indent=1, default=float)  # 2. the commit point
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(staged)
+            raise
+        with writing(path + ".npz"):  # 3. the arrays to their usual name (load finds them either way)
+            os.replace(staged, path + ".npz")
+            _fsync_directory(os.path.dirname(os.path.abspath(path)))
+        _remove_staged(path, keep=None)
 
     @classmethod
     def load(cls, path: str) -> "CodeSet":
@@ -174,10 +198,20 @@ class CodeSet(dict):
             raise ValueError(f"{path}.json is not a tfmec PQ code file (not valid JSON: {err})") from None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise ValueError(f"{path}.json is not a tfmec PQ code file")
-        with open(path + ".npz", "rb") as fh:
-            blob = fh.read()
         expected = manifest.get("npz_sha256")
-        if expected is not None and hashlib.sha256(blob).hexdigest() != expected:
+        blob = None
+        candidates = [path + ".npz"] + ([_staged_arrays(path, expected)] if isinstance(expected, str) else [])
+        for candidate in candidates:  # the usual name, then the new arrays of a save killed before their rename
+            if not os.path.exists(candidate):
+                continue
+            with open(candidate, "rb") as fh:
+                data = fh.read()
+            if expected is None or hashlib.sha256(data).hexdigest() == expected:
+                blob = data
+                break
+        if blob is None:
+            if not any(os.path.exists(c) for c in candidates):
+                raise FileNotFoundError(f"{path}.npz not found (the arrays of {path}.json)")
             raise ValueError(f"{path}.npz does not belong to {path}.json (checksum mismatch: the two files come "
                              "from different saves)")
         out = cls(config=manifest.get("config"))
@@ -199,3 +233,36 @@ class CodeSet(dict):
                     proj = arrays[f"projection_{i}"] if f.get("has_projection") else None
                 out[f["name"]] = FieldCodes(f["name"], arrays[f"codes_{i}"], books, proj, f.get("stats", {}), group)
         return out
+
+
+def _staged_arrays(path: str, digest: str) -> str:
+    """Where :meth:`CodeSet.save` writes new arrays before the manifest names them: ``<path>.<sha16>.npz``."""
+    return f"{path}.{digest[:16]}.npz"
+
+
+def _finish_interrupted_save(path: str) -> None:
+    """Completes a save killed between its manifest's rename and its arrays' rename (step 3)."""
+    try:
+        with open(path + ".json", encoding="utf-8") as fh:
+            expected = json.load(fh).get("npz_sha256")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(expected, str) and re.fullmatch(r"[0-9a-f]{64}", expected):
+        staged = _staged_arrays(path, expected)
+        if os.path.exists(staged):
+            with writing(path + ".npz"):
+                os.replace(staged, path + ".npz")
+
+
+def _remove_staged(path: str, keep: str | None) -> None:
+    """Removes arrays left under a staged name by earlier interrupted saves of ``path`` (not ``keep``)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    pattern = re.compile(re.escape(os.path.basename(path)) + r"\.[0-9a-f]{16}\.npz")
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if pattern.fullmatch(name) and os.path.join(directory, name) != keep:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, name))

@@ -29,8 +29,13 @@ def _pyplot():
 def _save(fig, path: str, title: str) -> str:
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=FIGURE_DPI, metadata={"Title": title, "Software": "tfmec"})  # PNG tEXt chunks
-    _pyplot().close(fig)
+    from tfmec.atomic import atomic_file
+
+    try:
+        with atomic_file(path, suffix=".png") as tmp:  # a full disk: one line naming the figure
+            fig.savefig(tmp, dpi=FIGURE_DPI, metadata={"Title": title, "Software": "tfmec"})  # PNG tEXt chunks
+    finally:
+        _pyplot().close(fig)
     return title
 
 

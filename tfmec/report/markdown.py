@@ -144,6 +144,8 @@ def write_report(metrics: dict, out_dir: str) -> dict:
              "code tables at their integer width, float tables at 4 bytes). Predictions/s: one 4,096-row "
              "batch, graph mode. Training s: the method's own training (MEC: stage 1 plus stage 2; int8: the "
              "quantisation; AFM: compression plus fine-tuning)."]
+    if metrics.get("warnings"):
+        lines[2:2] = ["## Warnings", ""] + [f"- **{w}**" for w in metrics["warnings"]] + [""]
     notes = method_notes(runs)
     if notes:
         lines += ["", "## Methods", ""] + [f"- {n}" for n in notes]
@@ -155,8 +157,10 @@ def write_report(metrics: dict, out_dir: str) -> dict:
         lines += [f"### {fig['title']}", "", f"![{fig['title']}]({fig['file']})", ""]
     for name, reason in skipped.items():
         lines += [f"- `{name}.png` left out: {reason}."]
-    with open(os.path.join(out_dir, REPORT_FILE), "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines).rstrip() + "\n")
+    from tfmec.atomic import write_bytes_atomic
+
+    write_bytes_atomic(os.path.join(out_dir, REPORT_FILE), ("\n".join(lines).rstrip() + "\n").encode("utf-8"),
+                       suffix=".md")  # atomic; a full disk raises one line naming the file
     return {"path": REPORT_FILE, "figures": figures, "skipped": skipped}
 
 
