@@ -16,6 +16,7 @@ from tfmec.data.vocabulary import write_json_atomic
 from tfmec.evaluation import embedding_bytes, evaluate, model_bytes, param_count, prediction_throughput
 from tfmec.io import save_model
 from tfmec.models import MODELS, build_model
+from tfmec.outlock import holds_output_lock
 from tfmec.training import OPTIMIZERS, compile_ctr, fit_early_stopping
 
 FORMATS = tuple(READER_FORMATS)  # criteo, avazu, csv, libsvm (libfm), mind, parquet, tfrecord
@@ -79,6 +80,9 @@ class RunConfig:
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad setting."""
+        from tfmec.validation import check_types
+
+        check_types(self)  # before anything compares or hashes a value of the wrong type
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(MODELS)}")
         if not self.methods:
@@ -155,6 +159,12 @@ class RunContext:
         self.cfg, self.data, self.log = cfg, data, log or (lambda msg: None)
         self._baseline = baseline
         self.models = {}  # method -> (trained model, its metrics entry), filled by finish()
+        self.warnings = []  # degenerate data or runs that still exit 0 (metrics.json "warnings")
+
+    def warn(self, message: str) -> None:
+        """Records and prints a warning about a run that works but may not mean what its numbers say."""
+        self.warnings.append(message)
+        self.log(f"warning: {message}")
 
     def build(self, embedding_factory=None):
         """A fresh, seeded model of the configured kind."""
@@ -289,6 +299,10 @@ def run_mec(ctx: RunContext, method: str = "mec", stage2: str | None = None, **o
     codes = ctx.learn_codes(base, **settings)
     stage1_seconds = time.perf_counter() - t0
     ctx.log(f"{method} stage 1: {len(codes)} tables quantised in {stage1_seconds:.1f}s")
+    if not codes:
+        ctx.warn(f"{method} quantised no table: at M={settings['num_subspaces']}, K={settings['num_codewords']} no "
+                 f"table is large enough for PQ to save bytes, so the '{method}' model is the baseline's copy (lower "
+                 f"--codewords, or use --share-codebooks)")
     os.makedirs(os.path.join(cfg.out, method), exist_ok=True)
     codes.save(os.path.join(cfg.out, method, "codes"))
     stage2 = stage2 or cfg.stage2
@@ -495,8 +509,11 @@ def format_table(runs: Sequence[dict]) -> str:
     return "\n".join(out)
 
 
+@holds_output_lock
 def run_experiment(cfg: RunConfig, log=None) -> dict:
-    """Runs every method of ``cfg`` on one data load; writes ``cfg.out/metrics.json`` and returns it."""
+    """Runs every method of ``cfg`` on one data load; writes ``cfg.out/metrics.json`` and returns it.
+    Holds the lock of ``cfg.out`` throughout (:mod:`tfmec.outlock`): a second run into the same folder
+    raises :class:`~tfmec.outlock.OutputInUseError` before writing anything."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     cfg.validate()
     t0 = time.perf_counter()
@@ -513,6 +530,10 @@ def run_experiment(cfg: RunConfig, log=None) -> dict:
     results = {}
     ctx = RunContext(cfg, data, log)
     ctx.data_content = content
+    from tfmec.data.diagnostics import degenerate_data_warnings
+
+    for message in degenerate_data_warnings(data, cfg.data_paths if cfg.data != "synthetic" else ()):
+        ctx.warn(message)
     for method in execution_order(cfg.methods):
         log(f"method {method}: {cfg.model} ...")
         results[method] = METHODS[method](ctx)
@@ -523,6 +544,7 @@ def run_experiment(cfg: RunConfig, log=None) -> dict:
         "keras": KERAS_MODE,
         "seed": cfg.seed,
         "runs": runs,
+        "warnings": ctx.warnings,
     }
     if content is not None:
         check_unchanged(content)  # the splits are read again while training: the same bytes throughout

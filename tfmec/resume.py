@@ -323,7 +323,7 @@ def resumable_fit(model, train, valid, directory: str, *, epochs: int, patience:
     if first < epochs and not stopper.should_stop:
         data, data_kwargs = _training_data(train, first, epochs)
         model.fit(data, validation_data=valid, epochs=epochs, initial_epoch=first,
-                  callbacks=[stopper, backup.callback()] + list(callbacks or []), verbose=verbose,
+                  callbacks=[StopOnNonFiniteLoss(), stopper, backup.callback()] + list(callbacks or []), verbose=verbose,
                   **{"shuffle": False, **data_kwargs, **fit_kwargs})  # the data is shuffled already
     else:  # stopped or out of epochs before the kill: only the best weights remain to be set
         stopper.set_model(model)
