@@ -305,7 +305,7 @@ def resumable_fit(model, train, valid, directory: str, *, epochs: int, patience:
         (history and seconds cover every session of the fit; ``resumed_from_epoch`` is None for a
         fresh start).
     """
-    from tfmec.training import EarlyStoppingOnAUC
+    from tfmec.training import EarlyStoppingOnAUC, StopOnNonFiniteLoss
 
     stopper = EarlyStoppingOnAUC(patience=patience)
     settings = {"epochs": int(epochs), "patience": int(patience), "keep_start": bool(keep_start),
