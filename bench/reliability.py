@@ -2,7 +2,7 @@
 
     python bench/reliability.py                      # ~10 minutes on 2 CPU cores
     python bench/reliability.py --trials 3 --kills 1 # a quick pass
-    python bench/reliability.py --issue18 2,3,7,8    # issue 18's seeded generators, one per class
+    python bench/reliability.py --issue18 1,2,3,4,5,6,7,8,9   # issue 18's seeded generators, one per class
 
 Inputs (every outcome is classified against what the documentation promises):
 
@@ -832,7 +832,7 @@ def class2_resume_against_other_data(tally: ClassTally, trials: int, seed: int, 
             lines[j], lines[k] = lines[k], lines[j]
         elif kind == "one value changed, same length":
             cells = lines[k].split(sep)
-            c = int(r.integers(1, len(cells)))
+            c = int(r.choice([1, 3])) if fmt == "mind" else int(r.integers(1, len(cells)))  # user or history
             cells[c] = same_length_swap(cells[c], r)
             lines[k] = sep.join(cells)
         elif kind == "rows regenerated, same row count":
@@ -932,6 +932,7 @@ def class3_artifact_modes(tally: ClassTally, trials: int, seed: int, workdir: st
 
     from tfmec.atomic import write_json_atomic
     from tfmec.data import save_vocabularies
+    from tfmec.export.onnx_export import onnx, onnx_available
     from tfmec.io import save_model
     from tfmec.mec.codes import CodeSet, FieldCodes
     from tfmec.report import write_report
@@ -967,7 +968,7 @@ def class3_artifact_modes(tally: ClassTally, trials: int, seed: int, workdir: st
                                                                  "model_bytes": 9, "train_seconds": 1.0,
                                                                  "history": {"val_auc": [0.6, 0.7]}}]}, target)
         elif kind == "ONNX model":
-            export.onnx(model, os.path.join(target, "model.onnx"))
+            onnx(model, os.path.join(target, "model.onnx"))
         return target
 
     def check(kind, path, mask, detail):
@@ -997,7 +998,7 @@ def class3_artifact_modes(tally: ClassTally, trials: int, seed: int, workdir: st
         tally.add(kind, "answered", "")
 
     kinds = ["SavedModel version", "model.keras", "codes pair", "vocabulary.json", "metrics.json",
-             "report.md and figures"] + (["ONNX model"] if export.onnx_available() else [])
+             "report.md and figures"] + (["ONNX model"] if onnx_available() else [])
     try:
         for trial in range(trials):
             for kind in kinds:
@@ -1040,6 +1041,578 @@ def class3_artifact_modes(tally: ClassTally, trials: int, seed: int, workdir: st
                 check("tfmec run output folder", out, mask, "")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def class6_readers_without_bounds(tally: ClassTally, trials: int, seed: int, workdir: str) -> None:
+    """Class 6: readers without bounds. Seeded members, in every format (criteo, csv, avazu, libsvm, mind,
+    parquet, tfrecord; criteo and csv also gzipped): one cell of random size, from just under the cell
+    limit (131,072 characters, accepted as written) to 64 MB, of one- or two-byte characters, at a random
+    row and column; values just under the limit through the vocabulary pass and the encoder (8192-row
+    chunks); many long cells (a chunk's text budget); one endless line without line breaks (also a gzip
+    bomb of it); named pipes, links to pipes, /dev/zero, /dev/urandom and /dev/null, folders, links to
+    folders, sockets, a pipe as the second file of a list, a pipe swapped in between two passes, a pipe or
+    device as libSVM's field map or MIND's news.tsv; int64 / uint64 values around and far beyond 2**53 as
+    Parquet and TFRecord numbers, ids, labels and labels with a threshold, and as text ids and counts;
+    TFRecord headers claiming up to 2**64 bytes (checksummed, and garbage), plain, GZIP and ZLIB. Either
+    mode of ``on_error``. Each answer is checked against an independent expectation: the rows as written,
+    or a DataError naming the file, the right line / row / record and the column; each case runs within a
+    time limit (a pipe's writing end is opened after it, so that a reader blocked on it comes back) and a
+    memory bound on the process's peak RSS over the case (the kernel's peak mark reset before each case):
+    96 MB for the text formats and TFRecord, 64 MB + 5 x the largest cell for Parquet (its library decodes
+    the page holding a cell), 100 MB through the vocabulary, 128 MB for many long cells."""
+    import ctypes
+    import gc
+    import gzip as gz
+    import socket
+    import struct
+    import threading
+    import zlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tfmec.data.readers.base import MAX_CELL_CHARS, MAX_EXACT_INT, MAX_RECORD_BYTES
+    from tfmec.data.readers.tfrecord import _masked_crc
+
+    rng = np.random.default_rng(seed)
+    root = os.path.join(workdir, "class6")
+    os.makedirs(root)
+    counter = [0]
+    peaks: dict = {}  # the largest peak per kind of member, reported at the end
+    FORMATS6 = ("criteo", "csv", "avazu", "libsvm", "mind", "parquet", "tfrecord", "criteo.gz", "csv.gz")
+    LABEL_KW = {"csv": {"label": "label"}, "parquet": {"label": "label"}, "tfrecord": {"label": "label"}}
+    MB = 2**20
+    TEXT_BOUND = 96 * MB  # text formats and TFRecord, whatever the cell or line holds
+
+    def new_path(tag):
+        counter[0] += 1
+        folder = os.path.join(root, f"{counter[0]}")
+        os.makedirs(folder)
+        return os.path.join(folder, tag)
+
+    # --- memory: the process's peak RSS over one case (VmHWM, reset before it)
+    def status(field):
+        try:
+            with open("/proc/self/status") as fh:
+                for line in fh:
+                    if line.startswith(field + ":"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return None
+
+    def release():
+        gc.collect()
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        pa.default_memory_pool().release_unused()
+
+    def reset_peak() -> bool:
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            return status("VmHWM") is not None
+        except OSError:
+            return False
+
+    import tracemalloc
+
+    def measured(fn):
+        """``(value or exception, peak bytes)`` of ``fn()`` (peak RSS where the kernel mark can be reset,
+        else Python/NumPy allocations)."""
+        release()
+        exact = reset_peak()
+        base = status("VmRSS") if exact else 0
+        if not exact:
+            tracemalloc.start()
+        try:
+            value = fn()
+        except BaseException as exc:  # noqa: BLE001 - classified by the caller
+            value = exc
+        finally:
+            if exact:
+                peak = status("VmHWM") - base
+            else:
+                peak = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+        return value, peak
+
+    # --- files: rows of (label, a, b) with a and b categorical
+    def columns_of(fmt):
+        base = fmt.split(".")[0]
+        return {"criteo": ("C1", "C2"), "libsvm": ("f0", "f1"), "mind": ("user_id", "news_id")}.get(base, ("a", "b"))
+
+    def header_lines(fmt):
+        return 1 if fmt.split(".")[0] in ("csv", "avazu") else 0
+
+    def line_of(fmt, i, row):
+        """Line ``i`` (0-based data row) of a text format for ``row`` = (label, a, b)."""
+        y, a, b = row
+        base = fmt.split(".")[0]
+        if base == "criteo":
+            return "\t".join([str(y), *(["3"] * 13), a, b, *(["z"] * 24)])
+        if base == "csv":
+            return f"{y},{a},{b}"
+        if base == "avazu":
+            return f"{i},{y},14102113,{a},{b}"
+        if base == "libsvm":
+            return f"{y} {a}:1 {b}:1"
+        return f"{i}\t{a}\t11/11/2019 9:05:58 AM\tN1 N2\t{b}-{y}"  # mind: user_id = a, news_id = b
+
+    def write(fmt, path, rows, binary=False):
+        """Writes ``rows`` [(label, a, b)] as ``fmt``; returns the path to read."""
+        base = fmt.split(".")[0]
+        if base == "parquet":
+            typ = pa.binary() if binary else pa.string()
+            enc = (lambda s: s.encode()) if binary else (lambda s: s)  # noqa: E731
+            pq.write_table(pa.table({"label": pa.array([r[0] for r in rows], pa.int64()),
+                                     "a": pa.array([enc(r[1]) for r in rows], typ),
+                                     "b": pa.array([enc(r[2]) for r in rows], typ)}), path, use_dictionary=False,
+                           write_batch_size=64)
+            return path
+        if base == "tfrecord":
+            with tf.io.TFRecordWriter(path) as writer:
+                for y, a, b in rows:
+                    writer.write(tf.train.Example(features=tf.train.Features(feature={
+                        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[y])),
+                        "a": tf.train.Feature(bytes_list=tf.train.BytesList(value=[a.encode()])),
+                        "b": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b.encode()]))})).SerializeToString())
+            return path
+        header = {"csv": ["label,a,b"], "avazu": ["id,click,hour,a,b"]}.get(base, [])
+        lines = header + [line_of(fmt, i, row) for i, row in enumerate(rows)]
+        data = ("\n".join(lines) + "\n").encode()
+        if fmt.endswith(".gz"):
+            path += ".gz"
+            data = gz.compress(data, 1)
+        with open(path, "wb") as fh:
+            fh.write(data)
+        return path
+
+    def reader_for(path, fmt, **kw):
+        return open_reader(path, fmt.split(".")[0], **{**LABEL_KW.get(fmt.split(".")[0], {}), **kw})
+
+    def read_rows(path, fmt, on_error="raise", chunk_size=8192, **kw):
+        reader = reader_for(path, fmt, on_error=on_error, **kw)
+        a_col, b_col = columns_of(fmt)
+        out = []
+        for chunk in reader.chunks(chunk_size):
+            a_vals, b_vals = chunk.features[a_col].tolist(), chunk.features[b_col].tolist()
+            out += [(int(y), a, b) for y, a, b in zip(chunk.labels.tolist(), a_vals, b_vals)]
+        return out, reader.stats
+
+    def judge(kind, fn, *, bound, path, error=None, rows=None, skipped=None, seconds=60, fifo=None):
+        """Runs ``fn`` (returning ``(rows, stats)``) and classifies it. ``error``: ``(line, [fragments])``
+        of the DataError required (line None: any); otherwise ``rows`` (and with skip mode ``skipped``)
+        are the documented answer."""
+        rescue = None
+        if fifo is not None:  # a reader blocked on the pipe (the bug) gets its writing end: it comes back
+            def open_writer():
+                with contextlib.suppress(OSError):
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            rescue = threading.Timer(seconds, open_writer)
+            rescue.daemon = True
+            rescue.start()
+        t0 = time.monotonic()
+
+        def limited():
+            with time_limit(seconds):
+                return fn()
+
+        value, peak = measured(limited)
+        took = time.monotonic() - t0
+        if rescue is not None:
+            rescue.cancel()
+        where = os.path.basename(path)
+        if isinstance(value, Hang) or took > seconds:
+            tally.add(kind, "hang", f"{where}: {value}")
+            return
+        if isinstance(value, DataError):
+            msg = str(value)
+            ok = error is not None and path in msg and clean_message(msg) and len(msg) < 2000
+            if ok and error[0] is not None:
+                ok = value.line == error[0] and f"line {error[0]}:" in msg
+            ok = ok and all(f in msg for f in error[1]) if error is not None else False
+            outcome = "clean" if ok else "silent"
+            detail = f"{where}: {msg[:300]} (wanted {error})"
+        elif isinstance(value, BaseException):
+            outcome, detail = "traceback", f"{where}: {type(value).__name__}: {str(value)[:300]}"
+        else:
+            got, stats = value
+            ok = error is None and got == rows and (skipped is None or stats.skipped == skipped)
+            outcome = "answered" if ok else "silent"
+            detail = (f"{where}: accepted {len(got)} rows (skipped {stats.skipped}), wanted "
+                      f"{'an error ' + str(error) if error is not None else f'{len(rows)} rows, {skipped} skipped'}")
+        peaks[kind] = max(peaks.get(kind, 0), peak)
+        if outcome in ("clean", "answered") and peak > bound:
+            outcome, detail = "unbounded", f"peak {peak / MB:.0f} MB > {bound / MB:.0f} MB: {detail}"
+        tally.add(kind, outcome, detail)
+
+    def small_value(fmt, r):
+        return str(int(r.integers(10, 10_000))) if fmt.startswith("libsvm") else f"{int(r.integers(0, 16**5)):05x}"
+
+    def table(fmt, r, n):
+        return [(int(r.integers(0, 2)), small_value(fmt, r), small_value(fmt, r)) for _ in range(n)]
+
+    # 1. one huge cell ------------------------------------------------------------------------------
+    def huge_cell(fmt, r):
+        n = int(r.integers(3, 40))
+        rows = table(fmt, r, n)
+        at, col = int(r.integers(0, n)), int(r.integers(1, 3))
+        band = str(r.choice(["under", "over", "huge"]))
+        char = "7" if fmt.startswith("libsvm") else str(r.choice(["x", "\u00e9"]))
+        extra = 2 if fmt.startswith("libsvm") else 0  # a libSVM cell is the whole "index:1" token
+        if band == "under":
+            length = int(r.integers(MAX_CELL_CHARS // 2, MAX_CELL_CHARS + 1)) - extra
+        elif band == "over":
+            length = MAX_CELL_CHARS + int(r.integers(1, 3 * MAX_CELL_CHARS)) - extra
+        else:
+            length = int(2 ** r.uniform(21, 26))  # 2 MB .. 64 MB
+            unit = len(char.encode())
+            if abs(length * unit - MAX_RECORD_BYTES) < 4096:  # not within a few bytes of the line limit
+                length += 8192 // unit
+        row = list(rows[at])
+        row[col] = char * length
+        rows[at] = tuple(row)
+        binary = fmt == "parquet" and bool(r.integers(0, 2))
+        path = write(fmt, new_path(f"cell.{fmt.split('.')[0]}"), rows, binary=binary)
+        on_error = str(r.choice(["raise", "skip"]))
+        base = fmt.split(".")[0]
+        cell_bytes = len(row[col].encode())
+        line = at + 1 + header_lines(fmt)
+        name = columns_of(fmt)[col - 1]
+        chars = length + extra
+        if base == "tfrecord":
+            record_bytes = cell_bytes + 80  # the other features: some 50 bytes
+            if record_bytes > MAX_RECORD_BYTES:
+                if on_error == "raise" or at == 0:  # the first record unreadable: no features to discover
+                    err = (line, ["header claims", "MAX_RECORD_BYTES"])
+                    return judge("one huge cell", lambda: read_rows(path, fmt, on_error), bound=TEXT_BOUND, path=path,
+                                 error=err)
+                return judge("one huge cell", lambda: read_rows(path, fmt, "skip"), bound=TEXT_BOUND, path=path,
+                             rows=rows[:at], skipped=1)
+        elif base != "parquet":
+            line_bytes = len(line_of(fmt, at, row).encode())
+            if line_bytes > MAX_RECORD_BYTES:
+                frag = ["is longer than", "MAX_RECORD_BYTES"]
+                if on_error == "raise" or (base == "libsvm" and at == 0):  # libSVM counts its fields on line 1
+                    return judge("one huge cell", lambda: read_rows(path, fmt, on_error), bound=TEXT_BOUND, path=path,
+                                 error=(line, frag))
+                return judge("one huge cell", lambda: read_rows(path, fmt, "skip"), bound=TEXT_BOUND, path=path,
+                             rows=rows[:at] + rows[at + 1:], skipped=1)
+        bound = (64 + 5 * cell_bytes / MB) * MB if base == "parquet" else TEXT_BOUND
+        if chars <= MAX_CELL_CHARS:
+            return judge("one cell just under the limit", lambda: read_rows(path, fmt, on_error), bound=bound,
+                         path=path, rows=rows, skipped=0)
+        frag = [f"column {name!r}", "MAX_CELL_CHARS"]
+        if on_error == "raise":
+            return judge("one huge cell", lambda: read_rows(path, fmt), bound=bound, path=path, error=(line, frag))
+        return judge("one huge cell", lambda: read_rows(path, fmt, "skip"), bound=bound, path=path,
+                     rows=rows[:at] + rows[at + 1:], skipped=1)
+
+    # 2. long values through the vocabulary and the encoder ---------------------------------------
+    def through_vocabulary(fmt, r):
+        n = 8192 + int(r.integers(0, 3000))
+        rows = table(fmt, r, n)
+        longs = {}
+        for _ in range(int(r.integers(1, 4))):
+            at = int(r.integers(0, n))
+            value = str(r.choice(["v", "\u00e9"])) * int(r.integers(10_000, MAX_CELL_CHARS + 1))
+            rows[at] = (rows[at][0], rows[at][1], value)
+            longs[at] = value
+        path = write(fmt, new_path(f"vocab.{fmt}"), rows)
+        field = columns_of(fmt)[1]
+
+        def run():
+            data = load(path, format=fmt, progress=False, min_count=1, fractions=(1.0, 0.0, 0.0), chunk_size=8192,
+                        **LABEL_KW.get(fmt, {}))
+            vocab = data.encoder.vocabularies[field]
+            got, start = [], 0
+            for chunk in reader_for(path, fmt).chunks(8192):
+                ids = data.encoder.encode(chunk.features)[field]
+                got += [(start + i, vocab.token(int(ids[i]))) for i in range(len(ids)) if start + i in longs]
+                start += len(ids)
+            return [(i, t) for i, t in got], type("S", (), {"skipped": 0})()
+
+        judge("long values through the vocabulary", run, bound=100 * MB, path=path,
+              rows=sorted(longs.items()), skipped=0, seconds=300)
+
+    # 3. many long cells: the chunk's text budget ---------------------------------------------------
+    def many_long_cells(fmt, r):
+        n = int(r.integers(900, 1300))
+        alphabet = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz", np.uint8)
+        pool = [alphabet[r.integers(0, 26, MAX_CELL_CHARS - 64)].tobytes().decode() for _ in range(8)]
+        spec = [(int(r.integers(0, 2)), int(r.integers(0, 8)), int(r.integers(0, 8))) for _ in range(n)]
+        row = lambda i: (spec[i][0], pool[spec[i][1]] + str(i), pool[spec[i][2]] + str(i))  # noqa: E731
+        path = new_path(f"many.{fmt}")
+        with open(path, "w") as fh:  # line by line: the table is never held whole
+            if header_lines(fmt):
+                fh.write("label,a,b\n")
+            for i in range(n):
+                fh.write(line_of(fmt, i, row(i)) + "\n")
+
+        def run():
+            a_col, b_col = columns_of(fmt)
+            reader = reader_for(path, fmt)
+            start, same = 0, True
+            for chunk in reader.chunks(8192):
+                a_vals, b_vals, labels = chunk.features[a_col], chunk.features[b_col], chunk.labels
+                for i in range(len(labels)):
+                    same = same and (int(labels[i]), a_vals[i], b_vals[i]) == row(start + i)
+                start += len(labels)
+                del chunk, a_vals, b_vals, labels
+            return [start, same], reader.stats
+
+        judge(f"many long cells in {fmt} (a chunk's text budget)", run, bound=128 * MB, path=path, rows=[n, True],
+              skipped=0, seconds=300)
+
+    # 4. an endless line ------------------------------------------------------------------------------
+    def endless_line(fmt, r):
+        base = fmt.split(".")[0]
+        path = new_path(f"endless.{base}")
+        if fmt.endswith(".gz") or r.integers(0, 3) == 0:
+            size = int(r.integers(MAX_RECORD_BYTES + 1, 512 * MB))
+            path += ".gz"
+            comp = zlib.compressobj(1, zlib.DEFLATED, 31)
+            with open(path, "wb") as fh:
+                block = bytes([int(r.integers(97, 123))]) * MB
+                left = size
+                while left > 0:
+                    fh.write(comp.compress(block[:min(left, MB)]))
+                    left -= MB
+                fh.write(comp.flush())
+        else:
+            size = int(r.integers(MAX_RECORD_BYTES + 1, 64 * MB))
+            alphabet = np.frombuffer(b"abcdefghij ,;:|", np.uint8)
+            with open(path, "wb") as fh:
+                fh.write(alphabet[r.integers(0, len(alphabet), size)].tobytes())
+        judge("one endless line (no line breaks)", lambda: read_rows(path, fmt), bound=TEXT_BOUND, path=path,
+              error=(1, ["is longer than", "MAX_RECORD_BYTES"]), seconds=120)
+
+    # 5. special files ---------------------------------------------------------------------------------
+    SPECIALS = ("FIFO", "link to a FIFO", "link to /dev/zero", "link to /dev/urandom", "link to /dev/null",
+                "folder", "link to a folder", "socket", "FIFO second in a list", "FIFO swapped in between passes",
+                "FIFO or device as a side file")
+
+    def special(fmt, r):
+        base = fmt.split(".")[0]
+        what = str(r.choice(SPECIALS))
+        if what == "FIFO or device as a side file" and base not in ("libsvm", "mind"):
+            what = "FIFO"
+        folder = new_path("special")
+        os.makedirs(folder)
+        real = os.path.realpath
+        target = os.path.join(folder, f"data.{base}" + (".gz" if fmt.endswith(".gz") else ""))
+        fifo, phrase = None, None
+        kw = {}
+        good = write(fmt, os.path.join(folder, f"good.{base}"), table(fmt, r, 5))
+        if what in ("FIFO", "FIFO second in a list"):
+            os.mkfifo(target)
+            fifo, phrase = target, "a named pipe (FIFO)"
+        elif what == "link to a FIFO":
+            fifo = os.path.join(folder, "pipe")
+            os.mkfifo(fifo)
+            os.symlink(fifo, target)
+            phrase = f"a link to {real(fifo)}, which is a named pipe (FIFO)"
+        elif what.startswith("link to /dev/"):
+            device = what.split()[-1]
+            os.symlink(device, target)
+            phrase = f"a link to {real(device)}, which is a character device"
+        elif what == "folder":
+            os.makedirs(target)
+            phrase = "a folder"
+        elif what == "link to a folder":
+            os.symlink(folder, target)
+            phrase = f"a link to {real(folder)}, which is a folder"
+        elif what == "socket":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(target)
+            sock.close()
+            phrase = "a socket"
+        elif what == "FIFO swapped in between passes":
+            target = good
+            reader = reader_for(good, fmt)
+            sum(len(c) for c in reader.chunks(64))
+            os.remove(good)
+            os.mkfifo(good)
+            fifo, phrase = good, "a named pipe (FIFO)"
+            return judge(f"special file: {what}", lambda: (list(reader.chunks(64)), reader.stats), bound=TEXT_BOUND,
+                         path=good, error=(None, [phrase, "not a regular file"]), seconds=20, fifo=fifo)
+        else:  # side file
+            side = os.path.join(folder, "news.tsv" if base == "mind" else "fields.map")
+            device = str(r.choice(["fifo", "/dev/zero", "/dev/urandom"]))
+            if device == "fifo":
+                os.mkfifo(side)
+                fifo, phrase = side, "a named pipe (FIFO)"
+            else:
+                os.symlink(device, side)
+                phrase = f"a link to {real(device)}, which is a character device"
+            if base == "libsvm":
+                kw["field_map"] = side
+            target = side
+            return judge(f"special file: {what}", lambda: read_rows(good, fmt, **kw), bound=TEXT_BOUND, path=side,
+                         error=(None, [phrase, "not a regular file"]), seconds=20, fifo=fifo)
+        paths = [good, target] if what == "FIFO second in a list" else target
+        return judge(f"special file: {what}", lambda: read_rows(paths, fmt), bound=TEXT_BOUND, path=target,
+                     error=(None, [phrase, "not a regular file"]), seconds=20, fifo=fifo)
+
+    # 6. integers around and beyond 2**53 --------------------------------------------------------------
+    def big_int(r, unsigned=False):
+        pool = [MAX_EXACT_INT, MAX_EXACT_INT + 1, MAX_EXACT_INT + 2 * int(r.integers(1, 2**40)) + 1, 2**63 - 1,
+                int(r.integers(0, 2**62)) * 2 + 1]
+        if unsigned:
+            pool += [2**64 - 1, 2**63 + int(r.integers(0, 2**62))]
+        else:
+            pool += [-MAX_EXACT_INT, -MAX_EXACT_INT - 1, -(2**63), -int(r.integers(2**53, 2**62))]
+        return int(r.choice(np.array(pool, dtype=object)))
+
+    def large_ids(fmt, r):
+        base = fmt.split(".")[0]
+        n = int(r.integers(3, 30))
+        at = int(r.integers(0, n))
+        on_error = str(r.choice(["raise", "skip"]))
+        if base in ("parquet", "tfrecord"):
+            unsigned = base == "parquet" and bool(r.integers(0, 2))
+            role = str(r.choice(["number", "id (categorical)", "label", "label with a threshold"]))
+            ids = [int(r.integers(0, 1000)) for _ in range(n)]
+            labels = [int(r.integers(0, 2)) for _ in range(n)]
+            value = big_int(r, unsigned)
+            thr = None
+            if role.startswith("label"):
+                labels[at] = value
+                if role == "label with a threshold":
+                    thr = float(value + int(r.integers(-3, 4)))
+                    if unsigned and thr < 0:
+                        thr = 0.0
+            else:
+                ids[at] = value
+            path = new_path(f"ids.{base}")
+            if base == "parquet":
+                typ = pa.uint64() if unsigned else pa.int64()
+                arr = pa.array(ids, typ)
+                if r.integers(0, 2):
+                    arr = arr.dictionary_encode()
+                pq.write_table(pa.table({"label": pa.array(labels, typ), "id": arr,
+                                         "c": [f"c{i % 3}" for i in range(n)]}), path)
+            else:
+                with tf.io.TFRecordWriter(path) as writer:
+                    for i in range(n):
+                        writer.write(tf.train.Example(features=tf.train.Features(feature={
+                            "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[labels[i]])),
+                            "id": tf.train.Feature(int64_list=tf.train.Int64List(value=[ids[i]])),
+                            "c": tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"c{i % 3}".encode()]))
+                        })).SerializeToString())
+            kw = {"categorical": ["id"]} if role == "id (categorical)" else {}
+            if thr is not None:
+                kw["label_threshold"] = thr
+
+            def run():
+                reader = open_reader(path, base, label="label", on_error=on_error, **kw)
+                out = []
+                for chunk in reader.chunks(16):
+                    out += list(zip(chunk.labels.tolist(), chunk.features["id"].tolist()))
+                return out, reader.stats
+
+            def label_of(v):
+                return float(v >= thr) if thr is not None else float(v == 1)
+
+            def id_of(v):
+                return str(v) if role == "id (categorical)" else float(v)
+
+            bad = ((role == "number" and abs(value) > MAX_EXACT_INT)
+                   or (role == "label" and value not in (0, 1, -1)))
+            want = [(label_of(labels[i]), id_of(ids[i])) for i in range(n) if not (bad and i == at)]
+            kind = f"{base} int64 beyond 2**53 as {role}"
+            if bad and on_error == "raise":
+                frag = [f"column 'id': the integer {value}"] if role == "number" else [f"label {value} is not 0/1"]
+                return judge(kind, run, bound=TEXT_BOUND, path=path, error=(at + 1, frag))
+            return judge(kind, run, bound=TEXT_BOUND, path=path, rows=want, skipped=int(bad))
+        # text formats: ids are text (every digit kept); a numeric text column is a decimal -> nearest float64
+        rows = table(fmt, r, n)
+        value = str(big_int(r, unsigned=bool(r.integers(0, 2))))
+        if base == "libsvm":
+            value = value.lstrip("-")
+        rows[at] = (rows[at][0], rows[at][1], value)
+        path = write(fmt, new_path(f"ids.{base}"), rows)
+        judge(f"text id beyond 2**53 ({base})", lambda: read_rows(path, fmt, on_error), bound=TEXT_BOUND, path=path,
+              rows=rows, skipped=0)
+        if base == "csv" and not fmt.endswith(".gz"):
+            counts = [(y, a, str(int(r.integers(0, 10**6)))) for y, a, _ in rows]
+            counts[at] = (counts[at][0], counts[at][1], value)
+            num_path = write(fmt, new_path("counts.csv"), counts)
+
+            def run_numeric():
+                reader = open_reader(num_path, "csv", label="label", numeric=["b"], on_error=on_error)
+                out = []
+                for chunk in reader.chunks(16):
+                    out += [(int(y), b) for y, b in zip(chunk.labels.tolist(), chunk.features["b"].tolist())]
+                return out, reader.stats
+
+            judge("text count beyond 2**53 (csv numeric: the nearest float64)", run_numeric, bound=TEXT_BOUND,
+                  path=num_path, rows=[(y, float(b)) for y, _, b in counts], skipped=0)
+
+    # 7. TFRecord headers claiming huge records ----------------------------------------------------------
+    def tfrecord_header(r):
+        n = int(r.integers(1, 20))
+        at = int(r.integers(0, n + 1))
+        compression = str(r.choice(["", "GZIP", "ZLIB"]))
+        crafted = bool(r.integers(0, 4))  # else a garbage header
+
+        def record(payload):
+            head = struct.pack("<Q", len(payload))
+            return head + struct.pack("<I", _masked_crc(head)) + payload + struct.pack("<I", _masked_crc(payload))
+
+        rows = table("tfrecord", r, n)
+        payloads = [tf.train.Example(features=tf.train.Features(feature={
+            "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[y])),
+            "a": tf.train.Feature(bytes_list=tf.train.BytesList(value=[a.encode()])),
+            "b": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b.encode()]))})).SerializeToString()
+            for y, a, b in rows]
+        claimed = int(r.choice(np.array([MAX_RECORD_BYTES + 1, 2**31, 2**40, 2**63, 2**64 - 1], dtype=object)))
+        if not crafted:
+            claimed = int(r.integers(MAX_RECORD_BYTES + 1, 2**63))
+        head = struct.pack("<Q", claimed)
+        head += struct.pack("<I", _masked_crc(head) if crafted else int(r.integers(0, 2**32)))
+        blob = b"".join(record(p) for p in payloads[:at]) + head + r.bytes(int(r.integers(0, 200)))
+        blob += b"".join(record(p) for p in payloads[at:])
+        path = new_path("claims.tfrecord")
+        if compression == "GZIP":
+            blob, path = gz.compress(blob), path + ".gz"
+        elif compression == "ZLIB":
+            blob = zlib.compress(blob)
+        with open(path, "wb") as fh:
+            fh.write(blob)
+        kw = {"compression": compression} if compression == "ZLIB" else {}
+        kind = "TFRecord header claiming a huge record" + ("" if crafted else " (garbage header)")
+        frag = ["header claims"] if crafted else []
+        if at == 0:  # the first record unreadable: no features to discover, refused in either mode
+            on_error = str(r.choice(["raise", "skip"]))
+            return judge(kind, lambda: read_rows(path, "tfrecord", on_error, **kw), bound=TEXT_BOUND, path=path,
+                         error=(1, frag))
+        if r.integers(0, 2):
+            return judge(kind, lambda: read_rows(path, "tfrecord", **kw), bound=TEXT_BOUND, path=path,
+                         error=(at + 1, frag))
+        return judge(kind, lambda: read_rows(path, "tfrecord", "skip", **kw), bound=TEXT_BOUND, path=path,
+                     rows=rows[:at], skipped=1)
+
+    for trial in range(trials):
+        for fmt in FORMATS6:
+            for _ in range(3):
+                huge_cell(fmt, rng)
+            special(fmt, rng)
+            for _ in range(4 if fmt in ("parquet", "tfrecord") else 1):  # numbers, ids, labels, thresholds
+                large_ids(fmt, rng)
+            if fmt not in ("parquet", "tfrecord"):
+                endless_line(fmt, rng)
+        for fmt in ("criteo", "csv", "parquet", "tfrecord"):
+            through_vocabulary(fmt, rng)
+        for fmt in ("criteo", "csv", "mind"):
+            many_long_cells(fmt, rng)
+        for _ in range(4):
+            tfrecord_header(rng)
+        shutil.rmtree(root, ignore_errors=True)
+        os.makedirs(root)
+    print("class 6 peak memory per kind (MB): " + "; ".join(f"{k}: {v / MB:.0f}" for k, v in sorted(peaks.items())),
+          file=sys.stderr)
 
 
 def class7_loading_bounds(tally: ClassTally, trials: int, seed: int, workdir: str) -> None:
@@ -1548,11 +2121,219 @@ def class8_full_disks(tally: ClassTally, trials: int, seed: int, workdir: str) -
                 subprocess.run(["umount", "-l", mount], check=False)
 
 
+def argparse_refusal(stderr: str) -> bool:
+    """True for argparse's own clear refusal of a flag value (``tfmec run: error: argument --x: invalid
+    int value: 'inf'``, after the usage), with no traceback."""
+    return "Traceback" not in stderr and any(
+        line.startswith("tfmec run: error: argument --") for line in stderr.splitlines())
+
+
+def class1_settings_that_train_garbage(tally: ClassTally, trials: int, seed: int, workdir: str) -> None:
+    """Class 1: numeric settings out of type or finiteness, from flags and from ``--config`` alike
+    (a seeded numeric setting of ``RunConfig`` each time, with a seeded bad value: inf, -inf, nan, 1e400,
+    a number as a string, a list, null, a bool, a dict), and learning rates large enough to turn the loss
+    into NaN. Each must end with exit 2 and one ``tfmec: error:`` line naming the flag, before
+    metrics.json exists; a run that exits 0 counts as silent unless its metrics are all finite (and it was
+    given no bad value)."""
+    import dataclasses
+
+    from tfmec.experiment import RunConfig
+    from tfmec.validation import _kind
+
+    rng = np.random.default_rng(seed)
+    base = ["run", "--data", "synthetic", "--rows", "1500", "--model", "fm", "--method", "none", "--epochs", "1",
+            "--batch-size", "256", "--quiet", "--no-export"]
+    skip = {"rows", "epochs", "batch_size", "verbose"}  # set by the base command's flags (--quiet: verbose)
+    numeric = [f.name for f in dataclasses.fields(RunConfig) if _kind(f.type)[0] in ("int", "float")]
+    flag_values = ["inf", "-inf", "nan", "1e400", "-1e999", "+inf", "NaN"]
+    config_values = [float("inf"), float("-inf"), float("nan"), "12", [1], None, True, "1e-3", {"a": 1}]
+
+    def judge(kind, args, out, flag):
+        code, err, exc = run_cli(args, seconds=300)
+        if isinstance(exc, Hang):
+            tally.add(kind, "hang", " ".join(args))
+        elif exc is not None or "Traceback" in err:
+            tally.add(kind, "traceback", f"{' '.join(args)}: {exc!r} {err[-300:]}")
+        elif code == 2 and (one_error_line(err) or argparse_refusal(err)) and not os.path.exists(
+                os.path.join(out, "metrics.json")):
+            tally.add(kind, "clean" if (flag is None or flag in err) else "silent", err.strip()[-200:])
+        elif code == 0:
+            metrics = json.load(open(os.path.join(out, "metrics.json")))
+            finite = all(np.isfinite(r.get("test_auc", np.nan)) and np.isfinite(r.get("test_logloss", np.nan))
+                         for r in metrics["runs"])
+            tally.add(kind, "answered" if finite and flag is None else "silent", f"{' '.join(args)} exited 0")
+        else:
+            tally.add(kind, "silent", f"{' '.join(args)}: exit {code}: {err[-200:]}")
+
+    for t in range(max(1, trials) * 6):
+        name = numeric[int(rng.integers(len(numeric)))]
+        flag = "--" + name.replace("_", "-")
+        if name not in skip:
+            out = os.path.join(workdir, f"c1-flag-{t}")
+            value = flag_values[int(rng.integers(len(flag_values)))]
+            judge("non-finite flag value", base + ["--out", out, f"{flag}={value}"], out, flag)
+        if name in ("rows", "verbose"):  # the config command sets these by flag, which wins over the file
+            continue
+        out = os.path.join(workdir, f"c1-config-{t}")
+        config = os.path.join(workdir, f"c1-config-{t}.json")
+        bad = config_values[int(rng.integers(len(config_values)))]
+        if bad is None and "| None" in str({f.name: f.type for f in dataclasses.fields(RunConfig)}[name]):
+            bad = "none"  # null is a valid value of an optional setting
+        with open(config, "w") as fh:
+            fh.write(json.dumps({name: bad}))  # inf and nan as Infinity / NaN, which Python's json reads back
+        args = ["run", "--data", "synthetic", "--rows", "1500", "--model", "fm", "--method", "none", "--quiet",
+                "--no-export", "--out", out, "--config", config]
+        judge("config value of the wrong type", args, out, flag)
+    for t in range(max(1, trials)):
+        lr = float(10 ** rng.uniform(20, 37))
+        out = os.path.join(workdir, f"c1-nan-{t}")
+        judge("learning rate that turns the loss into NaN",
+              base + ["--out", out, "--learning-rate", f"{lr:.3g}", "--epochs", "2"], out, None)
+
+
+def class4_two_runs_one_folder(tally: ClassTally, trials: int, seed: int, workdir: str) -> None:
+    """Class 4: two ``tfmec run`` into one ``--out`` at once (the second started at a seeded moment while
+    the first may hold the folder). The result must be one complete run (its metrics from one seed) and
+    one exit 2 naming the folder; both exiting 0 while overlapping, or a folder mixing the runs, is silent.
+    A second run that starts after the first has finished may overwrite it, as documented."""
+    rng = np.random.default_rng(seed)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for t in range(max(1, trials) * 2):
+        out = os.path.join(workdir, f"c4-{t}")
+        seeds = (10 + t, 20 + t)
+        cmds = [[sys.executable, "-m", "tfmec.cli", "run", "--data", "synthetic", "--rows", "2000", "--model", "fm",
+                 "--method", "none", "--epochs", "1", "--batch-size", "256", "--quiet", "--no-export", "--seed",
+                 str(s), "--out", out] for s in seeds]
+        first = subprocess.Popen(cmds[0], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(float(rng.uniform(0.0, 6.0)))
+        second = subprocess.Popen(cmds[1], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            results = [p.communicate(timeout=600) + (p.returncode,) for p in (first, second)]
+        except subprocess.TimeoutExpired:
+            for p in (first, second):
+                p.kill()
+            tally.add("concurrent runs into one --out", "hang", out)
+            continue
+        codes = sorted(r[2] for r in results)
+        errs = [r[1] for r in results]
+        if any("Traceback" in e for e in errs):
+            tally.add("concurrent runs into one --out", "traceback", " | ".join(e[-300:] for e in errs))
+            continue
+        metrics_path = os.path.join(out, "metrics.json")
+        kept = json.load(open(metrics_path))["seed"] if os.path.exists(metrics_path) else None
+        loser_ok = any(r[2] == 2 and "is being written by another tfmec run" in r[1] for r in results)
+        winners = [s for s, r in zip(seeds, results) if r[2] == 0]
+        if codes == [0, 2] and loser_ok and winners == [kept]:
+            tally.add("concurrent runs into one --out", "clean", f"seed {kept} kept")
+        elif codes == [0, 0] and kept == seeds[1]:
+            tally.add("second run after the first had finished", "answered", "both finished in turn")
+        else:
+            tally.add("concurrent runs into one --out", "silent", f"exit codes {codes}, metrics of seed {kept}")
+
+
+def class5_serving_shapes(tally: ClassTally, trials: int, seed: int, workdir: str) -> None:
+    """Class 5: requests of the wrong rank or with mismatched batch sizes sent to the exported
+    SavedModel's ``serving_default`` (in-graph, as TF Serving passes them) and to ``predict_saved_model``:
+    each must be refused naming the input or the batch sizes; an answer with another number of rows
+    than the request, or a broadcast field, is silent."""
+    from tfmec.models import DeepFM
+
+    rng = np.random.default_rng(seed)
+    data = load(SyntheticCTR(rows=600, seed=1, vocab_sizes=[20, 30], num_numeric=1),
+                Schema([Field("I1", NUMERIC), Field("C1", CATEGORICAL), Field("C2", CATEGORICAL)]),
+                batch_size=128, progress=False)
+    model = DeepFM(data.schema, embedding_dim=4, seed=0)
+    x, _ = next(iter(data.train))
+    model(x)
+    version = export.saved_model(model, os.path.join(workdir, "c5-sm"), data.encoder)
+    serving = tf.saved_model.load(version).signatures["serving_default"]
+    raw = {"I1": np.array([1.5, 2.0, 0.0], np.float32), "C1": np.array(["a", "b", "c"]),
+           "C2": np.array(["x", "y", "z"])}
+    for _ in range(max(1, trials) * 15):
+        n = int(rng.integers(2, 6))
+        bad = {k: np.resize(v, n) for k, v in raw.items()}
+        name = list(raw)[int(rng.integers(len(raw)))]
+        mutation = int(rng.integers(4))
+        if mutation == 0:
+            bad[name], kind = bad[name].reshape(n, 1), "[n, 1] input to a [batch] signature"
+        elif mutation == 1:
+            bad[name], kind = np.resize(bad[name], (n, int(rng.integers(2, 4)))), "[n, k] input to a [batch] signature"
+        elif mutation == 2:
+            bad[name], kind = np.resize(bad[name], n + int(rng.integers(1, 4))), "inputs of different batch sizes"
+        else:
+            bad[name], kind = bad[name][:1], "a 1-row field beside n-row fields"
+        for where in ("signature", "predict_saved_model"):
+            try:
+                with time_limit(60):
+                    if where == "signature":
+                        out = serving(**{k: tf.constant(v) for k, v in bad.items()})["probability"].numpy()
+                    else:
+                        out = export.predict_saved_model(version, bad)
+                tally.add(f"{kind} ({where})", "silent", f"answered {np.asarray(out).shape}")
+            except Hang as exc:
+                tally.add(f"{kind} ({where})", "hang", str(exc))
+            except (tf.errors.InvalidArgumentError, ValueError) as exc:
+                message = str(exc)
+                named = name in message or "batch" in message
+                tally.add(f"{kind} ({where})", "clean" if named else "silent", message[:200])
+            except Exception as exc:  # noqa: BLE001 - anything else is a traceback for the user
+                tally.add(f"{kind} ({where})", "traceback", repr(exc)[:300])
+
+
+def class9_degenerate_runs(tally: ClassTally, trials: int, seed: int, workdir: str) -> None:
+    """Class 9: runs that work but cannot mean what their numbers say: the same file given twice (by path,
+    through a link, as a copy) and MEC at a codebook size no table can afford. Each must exit 0 WITH a
+    ``warning:`` line and the warning in metrics.json; exit 0 without one is silent."""
+    rng = np.random.default_rng(seed)
+
+    def write_csv(path, rows, r, categories):
+        a, b = r.integers(0, categories, rows), r.integers(0, categories, rows)
+        y = ((a + b) % 3 == 0).astype(int)
+        with open(path, "w") as fh:
+            fh.write("y,a,b\n" + "".join(f"{yy},a{aa},b{bb}\n" for yy, aa, bb in zip(y, a, b)))
+        return path
+
+    common = ["--format", "csv", "--label", "y", "--model", "lr", "--epochs", "1", "--batch-size", "256", "--quiet",
+              "--no-export"]
+    for t in range(max(1, trials)):
+        r = np.random.default_rng(int(rng.integers(1 << 30)))
+        data = write_csv(os.path.join(workdir, f"c9-{t}.csv"), int(r.integers(1500, 3000)), r,
+                         int(r.integers(300, 3000)))
+        link = os.path.join(workdir, f"c9-{t}-link.csv")
+        os.symlink(data, link)
+        copy = os.path.join(workdir, f"c9-{t}-copy.csv")
+        shutil.copyfile(data, copy)
+        small = write_csv(os.path.join(workdir, f"c9-{t}-small.csv"), 600, r, int(r.integers(2, 8)))
+        cases = [("the same file twice", f"{data},{data}", "none", "given twice"),
+                 ("a file and a link to it", f"{data},{link}", "none", "given twice"),
+                 ("a file and a copy of it", f"{data},{copy}", "none", "same content"),
+                 ("MEC that quantises no table", small, "mec", "quantised no table")]
+        for kind, paths, method, expect in cases:
+            out = os.path.join(workdir, f"c9-{t}-{kind.replace(' ', '_')}")
+            args = ["run", "--data", paths, "--method", method, "--stage1-epochs", "1", "--out", out, *common]
+            code, err, exc = run_cli(args, seconds=600)
+            if isinstance(exc, Hang):
+                tally.add(kind, "hang", paths)
+            elif exc is not None or "Traceback" in err:
+                tally.add(kind, "traceback", f"{exc!r} {err[-300:]}")
+            elif code == 0:
+                warnings = json.load(open(os.path.join(out, "metrics.json"))).get("warnings", [])
+                ok = "warning: " in err and any(expect in w for w in warnings)
+                tally.add(kind, "clean" if ok else "silent", "; ".join(warnings)[:300] or "no warning")
+            else:
+                tally.add(kind, "silent", f"exit {code}: {err[-200:]}")
+
+
 ISSUE18_CLASSES = {  # class number -> (title, generator)
+    1: ("Settings that train garbage and exit 0", class1_settings_that_train_garbage),
     2: ("Resume against other data", class2_resume_against_other_data),
     3: ("Artifacts that TF Serving cannot read", class3_artifact_modes),
+    4: ("Two runs, one folder", class4_two_runs_one_folder),
+    5: ("Serving shapes not enforced", class5_serving_shapes),
+    6: ("Readers without bounds", class6_readers_without_bounds),
     7: ("Loading before the guards", class7_loading_bounds),
     8: ("Full disks and I/O errors", class8_full_disks),
+    9: ("Degenerate runs that look fine", class9_degenerate_runs),
 }
 
 
