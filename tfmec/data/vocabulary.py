@@ -9,9 +9,15 @@ Id layout of a field with vocabulary size ``V``:
 
 ``counts[i]`` is the training-split frequency of id ``i`` (``counts[0]`` sums the rare values). MEC's
 popularity weighting reads these counts. Vocabularies are saved as JSON, never pickled.
+
+Values are counted and looked up as Python strings (never through a fixed-width NumPy string array,
+which pads every row of a chunk to its longest value: one 1 MB value in an 8192-row chunk would ask for
+32 GB). Non-string values are turned into text the way ``numpy.ndarray.astype(str)`` does.
 """
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 from typing import Mapping
 
@@ -21,6 +27,23 @@ from tfmec.atomic import write_bytes_atomic, write_json_atomic  # noqa: F401  (r
 
 OOV_ID = 0
 FORMAT_VERSION = 1
+
+
+def _text(value) -> str:
+    """``value`` as ``numpy.asarray([value], object).astype(str)`` turns it into text."""
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, np.generic)):
+        return np.asarray([value], dtype=object).astype(str)[0].item()  # one value: bounded
+    return str(value)
+
+
+def as_text_list(values) -> list:
+    """The values of an array (any shape, flattened) as a list of ``str``, without a fixed-width copy."""
+    items = np.asarray(values, dtype=object).ravel().tolist()
+    if all(type(v) is str for v in items):
+        return items
+    return [v if type(v) is str else _text(v) for v in items]
 
 
 class Vocabulary:
@@ -45,9 +68,8 @@ class Vocabulary:
         """Counts the raw values of one chunk (``np.ndarray[rows]`` of str)."""
         if self._raw_counts is None:
             raise RuntimeError(f"vocabulary {self.name!r} is already finalized")
-        uniq, cnt = np.unique(np.asarray(values, dtype=object).astype(str), return_counts=True)
         raw = self._raw_counts
-        for u, c in zip(uniq.tolist(), cnt.tolist()):
+        for u, c in collections.Counter(as_text_list(values)).items():
             raw[u] = raw.get(u, 0) + c
 
     def finalize(self) -> "Vocabulary":
@@ -80,13 +102,10 @@ class Vocabulary:
     def lookup(self, values: np.ndarray) -> np.ndarray:
         """Maps raw values ``[rows]`` to ids ``int32[rows]``; unknown values get ``OOV_ID``."""
         self._check_final()
-        arr = np.asarray(values, dtype=object).astype(str)
-        if arr.size == 0:
-            return np.zeros(arr.shape, np.int32)
-        uniq, inverse = np.unique(arr, return_inverse=True)
-        get = self._index.get
-        ids = np.fromiter((get(u, OOV_ID) for u in uniq.tolist()), dtype=np.int32, count=len(uniq))
-        return ids[inverse].reshape(arr.shape)
+        shape = np.shape(values)
+        items = as_text_list(values)
+        ids = np.fromiter(map(self._index.get, items, itertools.repeat(OOV_ID)), dtype=np.int32, count=len(items))
+        return ids.reshape(shape)
 
     def token(self, idx: int) -> str | None:
         """The value of id ``idx`` (None for the OOV id)."""

@@ -4,7 +4,8 @@ Every reader takes one path or a list of paths (read in order, ``row_index`` con
 exposes ``columns`` (``[(name, "categorical" | "numeric")]``, label excluded), ``label`` and
 ``description``, and streams with ``reader.chunks(chunk_size)``. Bad rows raise
 :class:`~tfmec.data.errors.DataError` naming file and line, or with ``on_error="skip"`` are skipped and
-counted in ``reader.stats``.
+counted in ``reader.stats``. Every reader is bounded whatever a file holds (the cell, line and chunk
+limits and the refusal of special files of :mod:`tfmec.data.readers.base`).
 
 Formats: ``criteo`` (:class:`CriteoReader`), ``avazu`` (:class:`AvazuReader`), ``csv``
 (:class:`CSVReader`), ``libsvm`` / ``libfm`` (:class:`LibSVMReader`), ``parquet``
@@ -67,6 +68,8 @@ def open_reader(paths, format: str, label: str | None = None, field_map=None, en
         ValueError: unknown format, or an argument that the format does not take
             (:class:`TfioUnavailableError` for ``engine="tfio"`` where tensorflow-io cannot run).
         FileNotFoundError: a path that does not exist.
+        DataError: a path that is not a regular file (a folder, a named pipe, a device such as
+            ``/dev/zero``, a socket, or a link to one): refused before it is opened.
     """
     if not isinstance(format, str):
         raise ValueError(f"format must be a string, one of {FORMATS}; got {format!r}")

@@ -5,7 +5,7 @@ import datetime
 from typing import Iterator
 
 from tfmec.data.errors import DataError
-from tfmec.data.readers.base import Chunk
+from tfmec.data.readers.base import Chunk, shown
 from tfmec.data.readers.csv_reader import _clean_header
 from tfmec.data.readers.text import FileReader, check_unique, fast_label, iter_records
 
@@ -27,7 +27,7 @@ def split_hour(hour: str) -> tuple[str, str]:
     """
     h = hour.strip()
     if len(h) != 8 or not h.isdigit():
-        raise ValueError(f"hour {hour!r} is not YYMMDDHH")
+        raise ValueError(f"hour {shown(hour)} is not YYMMDDHH")
     hh = int(h[6:8])
     if hh > 23:
         raise ValueError(f"hour {hour!r} has hour of day {hh} > 23")
@@ -133,4 +133,5 @@ class AvazuReader(FileReader):
                 row[hpos:hpos] = pair
             return row, y
 
-        return self._stream(chunk_size, self._records, parse, len(self.header))
+        header = self.header
+        return self._stream(chunk_size, self._records, parse, len(header), cell_name=header.__getitem__)

@@ -11,6 +11,21 @@ Python lists. A chunk is a :class:`Chunk`:
 
 Bad rows raise :class:`tfmec.data.DataError` naming file and line, or with ``on_error="skip"`` are
 skipped and counted in ``reader.stats``.
+
+Bounds. Whatever a file holds, a reader's memory stays bounded by the chunk size:
+
+* a cell (a categorical or numeric value, any column of a text record) holds at most
+  :data:`MAX_CELL_CHARS` characters (131,072, the :mod:`csv` module's own field limit); a longer one
+  makes its row a bad row, named by file, line and column;
+* a line of a text file (a record of a CSV file, quoted newlines included; a TFRecord record) holds at
+  most :data:`MAX_RECORD_BYTES` bytes (16 MiB); a longer one is a bad row, read past in pieces of at
+  most 1 MiB, never whole;
+* a chunk ends early, before ``chunk_size`` rows, once its rows hold :data:`MAX_CHUNK_CHARS`
+  characters of text (32 Mi), so that many long cells cannot add up;
+* categorical values stay Python strings in ``object`` arrays all the way to the vocabulary (never a
+  fixed-width NumPy string array, which pads every row to the longest value);
+* only regular files are read: a named pipe (FIFO), a device (``/dev/zero``), a socket or a folder,
+  also behind a symbolic link, is refused with a :class:`DataError` before it is opened for reading.
 """
 from __future__ import annotations
 
@@ -22,6 +37,35 @@ import numpy as np
 from tfmec.data.errors import DataError
 
 ON_ERROR_CHOICES = ("raise", "skip")
+
+#: The most characters one cell may hold (the :mod:`csv` module's default field limit, 2**17).
+MAX_CELL_CHARS = 131_072
+#: The most bytes one line of a text file, one CSV record or one TFRecord record may hold (16 MiB).
+MAX_RECORD_BYTES = 16 * 2**20
+#: A chunk ends early once its rows hold this many characters of text (32 Mi).
+MAX_CHUNK_CHARS = 32 * 2**20
+#: Integers read from typed (Parquet, TFRecord) number columns must lie within +-2**53, where every
+#: integer is exact as a float64; a larger one is a bad row (read such an id column as categorical).
+MAX_EXACT_INT = 2**53
+
+
+def shown(value, limit: int = 80) -> str:
+    """``repr(value)`` for a message, cut to about ``limit`` characters (a long cell is not echoed whole)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit - 20]!r}... ({len(value):,} characters)"
+
+
+def cell_too_long(name: str, length: int) -> str:
+    """The bad-row message for a cell of ``length`` characters in column ``name``."""
+    return (f"column {name!r}: the value holds {length:,} characters; a cell may hold at most "
+            f"{MAX_CELL_CHARS:,} (tfmec.data.readers.base.MAX_CELL_CHARS)")
+
+
+def int_not_exact(name: str, value: int) -> str:
+    """The bad-row message for an integer beyond +-2**53 in the number column ``name``."""
+    return (f"column {name!r}: the integer {value} lies beyond +-2**53, where float64 numbers cannot hold every "
+            f"integer exactly; if the column holds ids, read it as categorical (categorical=[{name!r}])")
 
 
 @dataclasses.dataclass
@@ -126,16 +170,16 @@ def parse_label(text: str, path: str, line: int, threshold: float | None = None)
     try:
         v = float(t)
     except ValueError:
-        raise DataError(f"label {t!r} is not a number", path, line) from None
+        raise DataError(f"label {shown(t)} is not a number", path, line) from None
     if threshold is not None:
         if not np.isfinite(v):
-            raise DataError(f"label {t!r} is not finite", path, line)
+            raise DataError(f"label {shown(t)} is not finite", path, line)
         return 1.0 if v >= threshold else 0.0
     if v == 1.0:
         return 1.0
     if v in (0.0, -1.0):
         return 0.0
-    raise DataError(f"label {t!r} is not 0/1 (or -1 for negative)", path, line)
+    raise DataError(f"label {shown(t)} is not 0/1 (or -1 for negative)", path, line)
 
 
 def parse_float(text: str, column: str, path: str, line: int) -> float:
@@ -146,7 +190,7 @@ def parse_float(text: str, column: str, path: str, line: int) -> float:
     try:
         v = float(t)
     except ValueError:
-        raise DataError(f"column {column!r}: {t!r} is not a number", path, line) from None
+        raise DataError(f"column {column!r}: {shown(t)} is not a number", path, line) from None
     if not np.isfinite(v):
-        raise DataError(f"column {column!r}: {t!r} is not a finite number", path, line)
+        raise DataError(f"column {column!r}: {shown(t)} is not a finite number", path, line)
     return v

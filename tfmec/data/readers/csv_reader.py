@@ -101,9 +101,9 @@ class CSVReader(FileReader):
             found = first_line(first_path)
             if found is None:
                 raise DataError("the file is empty: expected a header row with the column names", first_path)
-            lineno, text = found
+            lineno, text, problem = found
             if text is None:
-                raise DataError("the header line is not valid UTF-8", first_path, lineno)
+                raise DataError(f"cannot read the header: {problem}", first_path, lineno)
             self.sep = sep if sep is not None else sniff_separator(text)
             try:
                 header = _clean_header(split_line(text, self.sep))
@@ -191,4 +191,5 @@ class CSVReader(FileReader):
                 row[k] = to_float(row[k], name, path, lineno)
             return row, y
 
-        return self._stream(chunk_size, self._records, parse, len(self.header))
+        header = self.header
+        return self._stream(chunk_size, self._records, parse, len(header), cell_name=header.__getitem__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Iterator, Sequence
 
 from tfmec.data.errors import DataError
-from tfmec.data.readers.base import Chunk
+from tfmec.data.readers.base import Chunk, shown
 from tfmec.data.readers.text import (
     FileReader,
     as_name_list,
@@ -27,16 +27,16 @@ def load_field_map(path) -> tuple[list[str], dict[str, int]]:
     names: list[str] = []
     pos: dict[str, int] = {}
     index_field: dict[str, int] = {}
-    for lineno, text in iter_text_lines(path):
+    for lineno, text, problem in iter_text_lines(path):
         if text is None:
-            raise DataError("line is not valid UTF-8", path, lineno)
+            raise DataError(problem, path, lineno)
         if not text.strip():
             continue
         key, tab, idx = text.rpartition("\t")
         idx = idx.strip()
         field, colon, _value = key.partition(":")
         if not tab or not colon or not field or not idx.isdigit():
-            raise DataError(f"expected 'field:value<TAB>index', got {text!r}", path, lineno)
+            raise DataError(f"expected 'field:value<TAB>index', got {shown(text)}", path, lineno)
         if field not in pos:
             pos[field] = len(names)
             names.append(field)
@@ -105,9 +105,9 @@ class LibSVMReader(FileReader):
             found = first_line(path)
             if found is None:
                 continue
-            lineno, text = found
+            lineno, text, problem = found
             if text is None:
-                raise DataError("line is not valid UTF-8 (cannot count the fields)", path, lineno)
+                raise DataError(f"{problem} (cannot count the fields)", path, lineno)
             n = len(text.split()) - 1
             if n < 1:
                 raise DataError("the first row has no features (cannot count the fields)", path, lineno)
@@ -125,7 +125,7 @@ class LibSVMReader(FileReader):
             for tok in toks[1:]:
                 idx, colon, _val = tok.partition(":")
                 if not colon or not idx.isdigit():
-                    raise DataError(f"malformed feature {tok!r}, expected index:value", path, lineno)
+                    raise DataError(f"malformed feature {shown(tok)}, expected index:value", path, lineno)
                 if index_field is None:
                     row.append(idx)
                     continue
@@ -140,4 +140,9 @@ class LibSVMReader(FileReader):
         def count_message(got: int) -> str:
             return f"expected {nf} features (one per field), got {got - 1}"
 
-        return self._stream(chunk_size, iter_split_records, parse, nf + 1, count_message)
+        def cell_name(j: int) -> str:
+            if j == 0:
+                return "label"
+            return names[j - 1] if index_field is None else f"feature {j} of the line"
+
+        return self._stream(chunk_size, iter_split_records, parse, nf + 1, count_message, cell_name)

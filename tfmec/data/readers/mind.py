@@ -6,7 +6,7 @@ import os
 from typing import Iterator
 
 from tfmec.data.errors import DataError
-from tfmec.data.readers.base import Chunk
+from tfmec.data.readers.base import MAX_CELL_CHARS, MAX_CHUNK_CHARS, Chunk, cell_too_long, shown
 from tfmec.data.readers.text import FileReader, RowBuffer, iter_split_records, iter_text_lines, resolve_paths
 
 MIND_LABEL = "click"
@@ -20,15 +20,18 @@ def load_news_categories(path) -> dict[str, tuple[str, str]]:
     ``{news_id: (category, subcategory)}``. Raises DataError for a line with fewer than 3 columns."""
     (path,) = resolve_paths(path)
     out: dict[str, tuple[str, str]] = {}
-    for lineno, text in iter_text_lines(path):
+    for lineno, text, problem in iter_text_lines(path):
         if text is None:
-            raise DataError("line is not valid UTF-8", path, lineno)
+            raise DataError(problem, path, lineno)
         if not text.strip():
             continue
         parts = text.split("\t")
         if len(parts) < 3:
             raise DataError(f"expected 'news_id<TAB>category<TAB>subcategory<TAB>...', got {len(parts)} column(s)",
                             path, lineno)
+        for name, value in zip(("news_id", "category", "subcategory"), parts):
+            if len(value) > MAX_CELL_CHARS:
+                raise DataError(cell_too_long(name, len(value)), path, lineno)
         out[parts[0]] = (parts[1], parts[2])
     return out
 
@@ -47,8 +50,8 @@ class MindReader(FileReader):
     Args:
         paths: one ``behaviors.tsv`` path or a list of them, read in order (``.gz`` decompressed).
         news: the ``news.tsv`` giving each article's category and subcategory. ``"auto"`` (default)
-            uses ``news.tsv`` in the folder of the first behaviors file when it exists, else none;
-            ``None`` uses none (no category columns).
+            uses ``news.tsv`` in the folder of the first behaviors file when it exists (it must then be
+            a regular file), else none; ``None`` uses none (no category columns).
         on_error: ``"raise"`` or ``"skip"`` for malformed lines (wrong column count, bad time, an
             impression without ``-0`` / ``-1``). A skipped line drops all of its impressions.
     """
@@ -57,7 +60,7 @@ class MindReader(FileReader):
         super().__init__(paths, on_error)
         if isinstance(news, str) and news == "auto":
             candidate = os.path.join(os.path.dirname(os.path.abspath(self.paths[0])), "news.tsv")
-            news = candidate if os.path.isfile(candidate) else None
+            news = candidate if os.path.lexists(candidate) else None  # a pipe or device there is refused
         self.news_path = None if news is None else resolve_paths(news)[0]
         self.news = load_news_categories(self.news_path) if self.news_path else None
         names = list(MIND_BASE_COLUMNS) + (list(MIND_NEWS_COLUMNS) if self.news is not None else []) + ["history_len"]
@@ -72,41 +75,48 @@ class MindReader(FileReader):
             raise DataError(f"expected 5 tab-separated columns (impression_id, user_id, time, history, "
                             f"impressions), got {len(fields)}", path, lineno)
         _, user, when, history, impressions = fields
+        if len(user) > MAX_CELL_CHARS:
+            raise DataError(cell_too_long("user_id", len(user)), path, lineno)
         try:
             t = datetime.datetime.strptime(when.strip(), TIME_FORMAT)
         except ValueError:
-            raise DataError(f"time {when!r} is not 'M/D/YYYY h:mm:ss AM/PM'", path, lineno) from None
-        shown = []
+            raise DataError(f"time {shown(when)} is not 'M/D/YYYY h:mm:ss AM/PM'", path, lineno) from None
+        pairs = []
         for item in impressions.split():
             news_id, dash, lab = item.rpartition("-")
             if not dash or not news_id or lab not in ("0", "1"):
-                raise DataError(f"impression {item!r} is not 'NewsID-0' or 'NewsID-1'", path, lineno)
-            shown.append((news_id, float(lab)))
-        if not shown:
+                raise DataError(f"impression {shown(item)} is not 'NewsID-0' or 'NewsID-1'", path, lineno)
+            if len(news_id) > MAX_CELL_CHARS:
+                raise DataError(cell_too_long("news_id", len(news_id)), path, lineno)
+            pairs.append((news_id, float(lab)))
+        if not pairs:
             raise DataError("the line lists no impressions", path, lineno)
         hist = len(history.split())
-        return (user, str(t.hour), str(t.weekday()), str((hist + 1).bit_length() - 1)), shown  # floor(log2(hist + 1))
+        return (user, str(t.hour), str(t.weekday()), str((hist + 1).bit_length() - 1)), pairs  # floor(log2(hist + 1))
 
     def _chunks(self, chunk_size: int) -> Iterator[Chunk]:
         buf = RowBuffer(self.columns)
         news = self.news
+        size = 0  # characters of the lines behind the buffered rows (a chunk ends at MAX_CHUNK_CHARS)
         for path in self.paths:
-            for lineno, fields, problem in iter_split_records(path, "\t"):
+            for lineno, fields, problem in iter_split_records(path, "\t", cells=False):  # cells checked below
                 if fields is None:
                     self._bad_row(problem, path, lineno)
                     continue
                 try:
-                    (user, hour, weekday, hist_bucket), shown = self._parse_line(fields, path, lineno)
+                    (user, hour, weekday, hist_bucket), pairs = self._parse_line(fields, path, lineno)
                 except DataError as err:
                     self._reject(err)
                     continue
-                for news_id, y in shown:
+                size += sum(map(len, fields))
+                for news_id, y in pairs:
                     if news is None:
                         buf.add([user, news_id, hour, weekday, hist_bucket], y)
                     else:
                         cat, sub = news.get(news_id, ("", ""))
                         buf.add([user, news_id, hour, weekday, cat, sub, hist_bucket], y)
-                    if len(buf) >= chunk_size:
+                    if len(buf) >= chunk_size or size >= MAX_CHUNK_CHARS:
                         yield buf.flush()
+                        size = 0
         if len(buf):
             yield buf.flush()

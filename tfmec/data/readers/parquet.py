@@ -8,13 +8,22 @@ through the same conversion, so they yield identical chunks; what tensorflow-io 
 """
 from __future__ import annotations
 
+import math
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from tfmec.data.errors import DataError
-from tfmec.data.readers.base import Chunk, parse_float
-from tfmec.data.readers.text import FileReader, as_name_list, fast_label
+from tfmec.data.readers.base import (
+    MAX_CELL_CHARS,
+    MAX_CHUNK_CHARS,
+    MAX_EXACT_INT,
+    Chunk,
+    cell_too_long,
+    int_not_exact,
+    parse_float,
+)
+from tfmec.data.readers.text import FileReader, as_name_list, check_regular, fast_label
 
 #: The Parquet engines: ``pyarrow`` (default) and ``tfio`` (tensorflow-io).
 ENGINES = ("pyarrow", "tfio")
@@ -42,7 +51,17 @@ class ParquetReader(FileReader):
     those columns are numeric (string cells are parsed as floats) and the others categorical
     (numbers become their string). ``categorical`` forces listed number columns to categorical.
     Nulls become NaN / ``""``. A non-finite numeric value (NaN stored as a value, inf), a null or
-    non-0/1 label or an unparsable cell is a bad row; its "line" is the 1-based row number in the file.
+    non-0/1 label, an unparsable cell, a string or binary cell longer than
+    :data:`~tfmec.data.readers.base.MAX_CELL_CHARS` characters, or an integer beyond +-2**53 in a numeric
+    column (float64 cannot hold every such integer exactly: read an id column as categorical, which keeps
+    every digit) is a bad row; its "line" is the 1-based row number in the file, and the message names
+    the column. Integer labels are compared exactly. A batch is converted in slices of at most
+    :data:`~tfmec.data.readers.base.MAX_CHUNK_CHARS` bytes of text (fewer rows per batch where the row
+    groups' sizes say the rows are long), and dictionary-encoded columns share one Python string per
+    distinct value. What the Parquet library itself holds while decoding is bounded by the file's pages
+    (a page holds at least one cell, so a file of huge cells costs a few times the largest page; the
+    column chunks are streamed, not read whole). An error of the Parquet library while reading is a
+    :class:`DataError` naming the file and the first row it could not read. Only regular files are read.
 
     With ``engine="tfio"`` the values are read by ``tensorflow_io.IODataset.from_parquet`` and then
     converted by the same code, so the chunks are identical to the pyarrow engine's. The column kinds
@@ -96,6 +115,7 @@ class ParquetReader(FileReader):
         cat = set(as_name_list(categorical, "categorical"))
         num = None if numeric is None else set(as_name_list(numeric, "numeric"))
         path = self.paths[0]
+        check_regular(path)
         try:
             pf = pq.ParquetFile(path)
             schema = pf.schema_arrow
@@ -140,16 +160,30 @@ class ParquetReader(FileReader):
             errs[i] = DataError(message, path, line)
 
     def _numeric(self, pa, pc, arr, name, path, first_row, errs):
-        """float64 values of a column (null -> NaN); notes non-finite / unparsable cells."""
+        """float64 values of a column (null -> NaN); notes non-finite / unparsable cells and integers
+        beyond +-2**53."""
         if _kind_of(pa, arr.type) == "numeric":
+            if pa.types.is_dictionary(arr.type):
+                arr = pc.cast(arr, arr.type.value_type)  # numbers: fixed width, bounded by the row count
             null = arr.is_null().to_numpy(zero_copy_only=False)
-            vals = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+            if pa.types.is_integer(arr.type):
+                ints = pc.fill_null(arr, 0).to_numpy(zero_copy_only=False)
+                for i in np.flatnonzero(_beyond_exact(ints)):
+                    i = int(i)
+                    self._note(errs, i, int_not_exact(name, int(ints[i])), path, first_row + i)
+                vals = ints.astype(np.float64)
+                vals[null] = np.nan
+                return vals
+            vals = pc.cast(arr, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+            vals = vals.astype(np.float64, copy=False)
             for i in np.flatnonzero(~np.isfinite(vals) & ~null):
                 i = int(i)
                 self._note(errs, i, f"column {name!r}: {vals[i]!r} is not a finite number", path, first_row + i)
             return vals
         vals = np.full(len(arr), np.nan)
         for i, v in enumerate(self._strings(pa, pc, arr, name, path, first_row, errs)):
+            if i in errs:
+                continue
             try:
                 vals[i] = parse_float(v, name, path, first_row + i)
             except DataError as err:
@@ -157,45 +191,66 @@ class ParquetReader(FileReader):
         return vals
 
     def _strings(self, pa, pc, arr, name, path, first_row, errs):
-        """object array of str (null -> ""); notes undecodable binary cells."""
-        typ = arr.type
-        if pa.types.is_dictionary(typ):
-            arr = pc.cast(arr, typ.value_type)
-            typ = arr.type
-        if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
-            out = np.empty(len(arr), dtype=object)
-            for i, b in enumerate(arr.to_pylist()):
-                try:
-                    out[i] = "" if b is None else b.decode("utf-8")
-                except UnicodeDecodeError:
-                    out[i] = ""
-                    self._note(errs, i, f"column {name!r}: value is not valid UTF-8", path, first_row + i)
+        """object array of str (null -> ""); notes undecodable binary cells and cells longer than
+        MAX_CELL_CHARS characters. A dictionary-encoded column is decoded through its dictionary: the
+        rows share one Python string per distinct value (never materialised row by row)."""
+        if pa.types.is_dictionary(arr.type):
+            values, problems = _plain_strings(pa, pc, arr.dictionary, name)
+            null = arr.is_null().to_numpy(zero_copy_only=False)
+            indices = pc.fill_null(arr.indices, 0).to_numpy(zero_copy_only=False)
+            if len(values) == 0:
+                return np.full(len(arr), "", dtype=object)
+            out = values[indices]
+            out[null] = ""
+            if problems:
+                bad = np.isin(indices, np.fromiter(problems, dtype=np.int64)) & ~null
+                for i in np.flatnonzero(bad):
+                    i = int(i)
+                    self._note(errs, i, problems[int(indices[i])], path, first_row + i)
             return out
-        if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
-            arr = pc.cast(arr, pa.string())
-        out = pc.fill_null(arr, "").to_numpy(zero_copy_only=False)
-        return np.asarray(out, dtype=object)
+        out, problems = _plain_strings(pa, pc, arr, name)
+        for i, message in problems.items():
+            self._note(errs, i, message, path, first_row + i)
+        return out
 
     def _labels(self, pa, pc, arr, path, first_row, errs):
-        """float32 0/1 labels; notes null, non-0/1 or unparsable labels."""
+        """float32 0/1 labels; notes null, non-0/1 or unparsable labels (integers compared exactly)."""
         thr = self.label_threshold
+        if pa.types.is_dictionary(arr.type) and _kind_of(pa, arr.type) == "numeric":
+            arr = pc.cast(arr, arr.type.value_type)
         if _kind_of(pa, arr.type) == "numeric":
             null = arr.is_null().to_numpy(zero_copy_only=False)
-            v = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-            if thr is None:
-                ok = ~null & ((v == 0) | (v == 1) | (v == -1))
-                y = (v == 1).astype(np.float32)
+            if pa.types.is_integer(arr.type):
+                v = pc.fill_null(arr, 0).to_numpy(zero_copy_only=False)
+                if thr is None:
+                    ok = ~null & ((v == 0) | (v == 1) | (v == -1))
+                    y = (v == 1).astype(np.float32)
+                else:
+                    ok = ~null
+                    y = (v >= thr).astype(np.float32)
+                    for i in np.flatnonzero(_beyond_exact(v)):  # where float64 rounds: compare exactly
+                        y[i] = float(int(v[i]) >= thr)
+                shown_value = lambda i: str(int(v[i]))  # noqa: E731
             else:
-                ok = ~null & np.isfinite(v)
-                y = (v >= thr).astype(np.float32)
+                v = pc.cast(arr, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+                v = v.astype(np.float64, copy=False)
+                if thr is None:
+                    ok = ~null & ((v == 0) | (v == 1) | (v == -1))
+                    y = (v == 1).astype(np.float32)
+                else:
+                    ok = ~null & np.isfinite(v)
+                    y = (v >= thr).astype(np.float32)
+                shown_value = lambda i: repr(float(v[i]))  # noqa: E731
             what = "not finite" if thr is not None else "not 0/1 (or -1 for negative)"
             for i in np.flatnonzero(~ok):
                 i = int(i)
-                shown = "empty" if null[i] else repr(float(v[i]))
+                shown = "empty" if null[i] else shown_value(i)
                 self._note(errs, i, f"label {shown} is {what}", path, first_row + i)
             return y
         y = np.zeros(len(arr), dtype=np.float32)
         for i, s in enumerate(self._strings(pa, pc, arr, self.label, path, first_row, errs)):
+            if i in errs:
+                continue
             try:
                 y[i] = fast_label(s, path, first_row + i, thr)
             except DataError as err:
@@ -209,8 +264,11 @@ class ParquetReader(FileReader):
 
         wanted = [self.label] + self.column_names
         for path in self.paths:
+            check_regular(path)
             try:
-                pf = pq.ParquetFile(path)
+                # column chunks streamed page by page (never read or pre-buffered whole)
+                pf = (pq.ParquetFile(path, buffer_size=_READ_BUFFER, pre_buffer=False) if self.engine == "pyarrow"
+                      else pq.ParquetFile(path))
             except Exception as exc:
                 raise DataError(f"cannot read as Parquet: {exc}", path) from None
             present = set(pf.schema_arrow.names)
@@ -218,26 +276,47 @@ class ParquetReader(FileReader):
             if missing:
                 raise DataError(f"column(s) {missing} not found; the columns are {pf.schema_arrow.names}", path)
             first_row = 1
-            for batch in self._batches(pf, path, wanted, chunk_size):
-                n = len(batch[self.label])
-                errs: dict = {}
-                labels = self._labels(pa, pc, batch[self.label], path, first_row, errs)
-                feats = {}
-                for name, kind in self.columns:
-                    arr = batch[name]
-                    if kind == "numeric":
-                        feats[name] = self._numeric(pa, pc, arr, name, path, first_row, errs)
-                    else:
-                        feats[name] = self._strings(pa, pc, arr, name, path, first_row, errs)
-                first_row += n
-                if errs:
-                    for i in sorted(errs):
-                        self._reject(errs[i])
-                    keep = np.ones(n, dtype=bool)
-                    keep[list(errs)] = False
-                    labels = labels[keep]
-                    feats = {k: v[keep] for k, v in feats.items()}
-                yield Chunk(feats, np.ascontiguousarray(labels, dtype=np.float32), np.zeros(0, np.int64))
+            batches = self._batches(pf, path, wanted, chunk_size)
+            while True:
+                try:
+                    batch = next(batches, None)
+                except DataError:
+                    raise
+                except (pa.ArrowException, OSError) as exc:
+                    raise DataError(f"cannot read as Parquet from row {first_row} on: {exc}", path,
+                                    first_row) from None
+                if batch is None:
+                    break
+                for piece in _slices(pa, batch, wanted):
+                    yield self._convert(pa, pc, piece, path, first_row)
+                    first_row += len(piece[self.label])
+
+    def _convert(self, pa, pc, batch: dict, path: str, first_row: int) -> Chunk:
+        """One batch ``{column: pyarrow.Array}`` whose first row is ``first_row`` as a Chunk (bad rows
+        raised or left out, as ``on_error`` says)."""
+        n = len(batch[self.label])
+        errs: dict = {}
+        column = self.label
+        try:
+            labels = self._labels(pa, pc, batch[self.label], path, first_row, errs)
+            feats = {}
+            for column, kind in self.columns:
+                arr = batch[column]
+                if kind == "numeric":
+                    feats[column] = self._numeric(pa, pc, arr, column, path, first_row, errs)
+                else:
+                    feats[column] = self._strings(pa, pc, arr, column, path, first_row, errs)
+        except pa.ArrowException as exc:  # pragma: no cover - the conversions above are total
+            raise DataError(f"column {column!r}: cannot convert rows {first_row}..{first_row + n - 1}: {exc}",
+                            path, first_row) from None
+        if errs:
+            for i in sorted(errs):
+                self._reject(errs[i])
+            keep = np.ones(n, dtype=bool)
+            keep[list(errs)] = False
+            labels = labels[keep]
+            feats = {k: v[keep] for k, v in feats.items()}
+        return Chunk(feats, np.ascontiguousarray(labels, dtype=np.float32), np.zeros(0, np.int64))
 
     def _batches(self, pf, path: str, wanted: list, chunk_size: int) -> Iterator[dict]:
         """``{column: pyarrow.Array}`` batches of ``chunk_size`` rows, read by the chosen engine."""
@@ -247,5 +326,131 @@ class ParquetReader(FileReader):
             check_tfio_file(pf, wanted, path)
             yield from tfio_batches(pf, path, wanted, chunk_size)
             return
-        for batch in pf.iter_batches(batch_size=chunk_size, columns=wanted):
+        for batch in pf.iter_batches(batch_size=_batch_rows(pf, wanted, chunk_size), columns=wanted):
             yield {name: batch.column(name) for name in wanted}
+
+
+_READ_BUFFER = 2**20
+
+
+def _batch_rows(pf, wanted: list, chunk_size: int) -> int:
+    """Rows per batch: ``chunk_size``, fewer where the file's rows are long (from the row groups'
+    uncompressed sizes), so that a batch holds about MAX_CHUNK_CHARS bytes at most."""
+    meta = pf.metadata
+    leaves = {pf.schema.column(j).path: j for j in range(meta.num_columns)}
+    cols = [leaves[name] for name in wanted if name in leaves]
+    per_row = 0.0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        if group.num_rows:
+            size = sum(group.column(j).total_uncompressed_size for j in cols)
+            per_row = max(per_row, size / group.num_rows)
+    return max(1, min(chunk_size, int(MAX_CHUNK_CHARS // max(per_row, 1.0))))
+
+
+def _beyond_exact(ints: np.ndarray) -> np.ndarray:
+    """Mask of the integers beyond +-2**53 (int64 or uint64 values)."""
+    if ints.dtype.kind == "u":
+        return ints > MAX_EXACT_INT
+    return (ints > MAX_EXACT_INT) | (ints < -MAX_EXACT_INT)
+
+
+def _is_text(pa, typ) -> bool:
+    t = pa.types
+    return t.is_string(typ) or t.is_large_string(typ) or t.is_binary(typ) or t.is_large_binary(typ) or bool(
+        getattr(t, "is_string_view", None) and t.is_string_view(typ))
+
+
+def _offsets(pa, arr) -> np.ndarray | None:
+    """The value offsets of a (large) string / binary array, as a NumPy view, or None for other types."""
+    t = pa.types
+    if t.is_string(arr.type) or t.is_binary(arr.type):
+        dtype = np.int32
+    elif t.is_large_string(arr.type) or t.is_large_binary(arr.type):
+        dtype = np.int64
+    else:
+        return None
+    buf = arr.buffers()[1]
+    if buf is None:
+        return None
+    return np.frombuffer(buf, dtype=dtype)[arr.offset:arr.offset + len(arr) + 1]
+
+
+def _text_bytes(pa, arr) -> int:
+    """Bytes of text a column holds (0 for numbers; a dictionary column's distinct values)."""
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary
+    if not _is_text(pa, arr.type):
+        return 0
+    offsets = _offsets(pa, arr)
+    if offsets is None or len(offsets) == 0:
+        return arr.nbytes
+    return int(offsets[-1] - offsets[0])
+
+
+def _slices(pa, batch: dict, wanted: list) -> Iterator[dict]:
+    """``batch`` itself, or row slices of it holding at most about MAX_CHUNK_CHARS bytes of text each
+    (the Python strings made from a slice are no bigger than its text)."""
+    n = len(batch[wanted[0]])
+    size = sum(_text_bytes(pa, arr) for arr in batch.values())
+    if size <= MAX_CHUNK_CHARS or n <= 1:
+        yield batch
+        return
+    step = max(1, math.ceil(n / math.ceil(size / MAX_CHUNK_CHARS)))
+    for start in range(0, n, step):
+        yield {name: arr.slice(start, step) for name, arr in batch.items()}
+
+
+def _plain_strings(pa, pc, arr, name: str) -> tuple[np.ndarray, dict]:
+    """``(object array of str, {index: problem})`` of a non-dictionary column: null -> ``""``; a cell
+    that is not valid UTF-8 or holds more than MAX_CELL_CHARS characters becomes ``""`` and a problem
+    (it is never turned into a Python string)."""
+    typ = arr.type
+    problems: dict = {}
+    binary = pa.types.is_binary(typ) or pa.types.is_large_binary(typ)
+    if not binary and not _is_text(pa, typ):
+        arr = pc.cast(arr, pa.string())  # numbers read as categorical: their (short) text, every digit
+        typ = arr.type
+    offsets = _offsets(pa, arr) if len(arr) else None
+    longest = int(np.diff(offsets).max()) if offsets is not None else None  # bytes: characters or more
+    if len(arr) and _is_text(pa, typ) and (longest is None or longest > MAX_CELL_CHARS):
+        lengths = pc.binary_length(arr) if binary else pc.utf8_length(arr)
+        over = pc.fill_null(pc.greater(lengths, MAX_CELL_CHARS), False).to_numpy(zero_copy_only=False)
+        if over.any():
+            lengths = lengths.to_numpy(zero_copy_only=False)
+            keep = {}
+            for i in np.flatnonzero(over):
+                i = int(i)
+                n = int(lengths[i])
+                if binary and n <= 4 * MAX_CELL_CHARS:  # bytes, not characters: decode to count (bounded)
+                    try:
+                        text = arr[i].as_py().decode("utf-8")
+                    except UnicodeDecodeError:
+                        problems[i] = f"column {name!r}: value is not valid UTF-8"
+                        continue
+                    if len(text) <= MAX_CELL_CHARS:
+                        keep[i] = text
+                        continue
+                    n = len(text)
+                problems[i] = cell_too_long(name, n) if not binary or n <= 4 * MAX_CELL_CHARS else (
+                    f"column {name!r}: the value holds {n:,} bytes, more than the {MAX_CELL_CHARS:,} characters "
+                    f"a cell may hold (tfmec.data.readers.base.MAX_CELL_CHARS)")
+            arr = pc.if_else(pa.array(over), pa.scalar(None, typ), arr)  # never made into Python strings
+            out, more = _plain_strings(pa, pc, arr, name)
+            for i, text in keep.items():
+                out[i] = text
+            problems.update(more)
+            return out, problems
+    if binary:
+        out = np.empty(len(arr), dtype=object)
+        for i, b in enumerate(arr.to_pylist()):
+            try:
+                out[i] = "" if b is None else b.decode("utf-8")
+            except UnicodeDecodeError:
+                out[i] = ""
+                problems[i] = f"column {name!r}: value is not valid UTF-8"
+        return out, problems
+    if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
+        arr = pc.cast(arr, pa.string())
+    out = pc.fill_null(arr, "").to_numpy(zero_copy_only=False)
+    return np.asarray(out, dtype=object), problems

@@ -4,13 +4,34 @@ TensorFlow is imported only when a :class:`TFRecordReader` is created, so the ot
 """
 from __future__ import annotations
 
+import gzip
+import io
 import math
+import mmap
+import os
 import re
+import struct
+import zlib
 from typing import Iterator, Sequence
 
 from tfmec.data.errors import DataError
-from tfmec.data.readers.base import Chunk
-from tfmec.data.readers.text import FileReader, as_name_list, fast_label, to_float
+from tfmec.data.readers.base import (
+    MAX_CELL_CHARS,
+    MAX_EXACT_INT,
+    MAX_RECORD_BYTES,
+    Chunk,
+    cell_too_long,
+    int_not_exact,
+)
+from tfmec.data.readers.text import (
+    DECOMPRESSION_ERRORS,
+    FileReader,
+    as_name_list,
+    check_regular,
+    fast_label,
+    open_regular,
+    to_float,
+)
 
 _KIND_OF_LIST = {"int64_list": "numeric", "float_list": "numeric", "bytes_list": "categorical"}
 
@@ -36,9 +57,14 @@ class TFRecordReader(FileReader):
     missing from a later example (or with an empty list) is an empty value (NaN / ``""``).
 
     A record that does not parse as an Example, a feature with more than one value, a missing or
-    non-0/1 label, a non-finite number or invalid UTF-8 is a bad row; its "line" is the 1-based record
-    number in the file. A corrupted file (bad record framing or checksum) is reported at the record
-    where reading stopped; with ``on_error="skip"`` the rest of that file is skipped.
+    non-0/1 label, a non-finite number, an ``int64_list`` number beyond +-2**53 read as numeric (read
+    such an id as categorical), a bytes value longer than
+    :data:`~tfmec.data.readers.base.MAX_CELL_CHARS` characters or invalid UTF-8 is a bad row; its
+    "line" is the 1-based record number in the file. A corrupted file (bad record framing or checksum)
+    is reported at the record where reading stopped, and so is a record whose header claims more than
+    :data:`~tfmec.data.readers.base.MAX_RECORD_BYTES` bytes (found before TensorFlow reads the file,
+    which would otherwise allocate whatever a header claims); with ``on_error="skip"`` the rest of that
+    file is skipped. Only regular files are read.
 
     Args:
         paths: one path or a list of paths, read in order. ``.gz`` files are read as GZIP-compressed.
@@ -100,8 +126,15 @@ class TFRecordReader(FileReader):
         """Yields ``(record_number, raw_bytes, None)``; on a read error ``(n, None, message)`` and stops."""
         import tensorflow as tf
 
+        compression = _compression(path, self.compression)
         try:
-            ds = tf.data.TFRecordDataset(path, compression_type=_compression(path, self.compression))
+            oversized = self._oversized_record(path, compression)
+        except DECOMPRESSION_ERRORS:
+            oversized = None  # TensorFlow reports the corrupt compressed data itself
+        try:
+            ds = tf.data.TFRecordDataset(path, compression_type=compression)
+            if oversized is not None:
+                ds = ds.take(oversized[0] - 1)
             it = ds.as_numpy_iterator()
         except tf.errors.OpError as exc:
             yield 1, None, f"cannot read as TFRecord: {_op_message(exc)}"
@@ -111,12 +144,29 @@ class TFRecordReader(FileReader):
             try:
                 raw = next(it)
             except StopIteration:
+                if oversized is not None:
+                    k, length = oversized
+                    yield k, None, (f"the record's header claims {length:,} bytes, more than the "
+                                    f"{MAX_RECORD_BYTES:,} a record may hold (tfmec.data.readers.base."
+                                    f"MAX_RECORD_BYTES); cannot read further")
                 return
             except tf.errors.OpError as exc:
                 yield n + 1, None, f"corrupted TFRecord data, cannot read further: {_op_message(exc)}"
                 return
             n += 1
             yield n, raw, None
+
+    def _oversized_record(self, path: str, compression: str) -> tuple[int, int] | None:
+        """``(record_number, claimed_length)`` of the first record whose (checksummed) header claims more
+        than MAX_RECORD_BYTES, or None. Walks the record headers only (cached per file version)."""
+        st = check_regular(path)
+        key = (path, compression, st.st_size, st.st_mtime_ns, st.st_ino)
+        cache = self.__dict__.setdefault("_walked", {})
+        if key not in cache:
+            if len(cache) > 64:
+                cache.clear()
+            cache[key] = _walk_headers(path, compression, st.st_size)
+        return cache[key]
 
     def _first_example(self, path: str):
         from google.protobuf.message import DecodeError
@@ -150,6 +200,8 @@ class TFRecordReader(FileReader):
                 raise DataError(f"label feature {label!r} is missing", path, n)
             if isinstance(lab, bytes):
                 y = fast_label(_decode(lab, label, path, n), path, n, thr)
+            elif isinstance(lab, int):  # int64_list: compared exactly, never through a rounded float
+                y = _int_label(lab, thr, path, n)
             else:
                 y = fast_label(repr(float(lab)), path, n, thr)
             row = []
@@ -160,6 +212,10 @@ class TFRecordReader(FileReader):
                         v = math.nan
                     elif isinstance(v, bytes):
                         v = to_float(_decode(v, name, path, n).strip(), name, path, n)
+                    elif isinstance(v, int):
+                        if not -MAX_EXACT_INT <= v <= MAX_EXACT_INT:
+                            raise DataError(int_not_exact(name, v), path, n)
+                        v = float(v)
                     else:
                         v = float(v)
                         if not math.isfinite(v):
@@ -176,7 +232,98 @@ class TFRecordReader(FileReader):
 
         # A read error is the last record _records yields for its file, so the rest of that file is
         # skipped (with on_error="skip").
-        return self._stream(chunk_size, self._records, parse)
+        return self._stream(chunk_size, self._records, parse, measure=len)
+
+
+_HEADER = struct.Struct("<QI")
+
+
+def _crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return crc ^ 0xFFFFFFFF
+
+
+def _masked_crc(data: bytes) -> int:
+    """TFRecord's masked CRC-32C (used only on the 8 bytes of an over-long header, so plain Python)."""
+    crc = _crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _claims_too_much(header: bytes) -> int | None:
+    """The length a record header claims when it is over MAX_RECORD_BYTES and its checksum holds."""
+    length, crc = _HEADER.unpack(header)
+    if length > MAX_RECORD_BYTES and _masked_crc(header[:8]) == crc:
+        return length
+    return None
+
+
+def _walk_headers(path: str, compression: str, size: int) -> tuple[int, int] | None:
+    """Finds the first record whose valid header claims more than MAX_RECORD_BYTES (see
+    :meth:`TFRecordReader._oversized_record`). Stops quietly at anything else that is wrong (a corrupt
+    header, a truncated file): TensorFlow reports those at the same record."""
+    n = 0
+    if not compression:
+        if size < _HEADER.size:
+            return None
+        with open_regular(path) as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            off, unpack = 0, _HEADER.unpack_from
+            while off + 12 <= size:
+                n += 1
+                length, _ = unpack(mm, off)
+                if length > MAX_RECORD_BYTES:
+                    claimed = _claims_too_much(mm[off:off + 12])
+                    return None if claimed is None else (n, claimed)
+                off += 16 + length
+        return None
+    with open_regular(path) as raw:
+        if compression == "GZIP":
+            stream = gzip.GzipFile(fileobj=raw, mode="rb")
+        elif compression == "ZLIB":
+            stream = io.BufferedReader(_ZlibRaw(raw), 2**16)
+        else:
+            return None
+        with stream:
+            while True:
+                header = stream.read(12)
+                if len(header) < 12:
+                    return None
+                n += 1
+                length = _HEADER.unpack(header)[0]
+                if length > MAX_RECORD_BYTES:
+                    claimed = _claims_too_much(header)
+                    return None if claimed is None else (n, claimed)
+                skip = length + 4
+                while skip > 0:
+                    piece = stream.read(min(skip, 2**20))
+                    if not piece:
+                        return None
+                    skip -= len(piece)
+
+
+class _ZlibRaw(io.RawIOBase):
+    """zlib-compressed bytes (TFRecord's ``ZLIB`` compression) as a raw stream, for io.BufferedReader."""
+
+    def __init__(self, raw):
+        super().__init__()
+        self.raw, self.z = raw, zlib.decompressobj()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self.z.eof:
+            data = self.z.unconsumed_tail or self.raw.read(2**16)
+            if not data:
+                return 0
+            out = self.z.decompress(data, len(b))
+            if out:
+                b[:len(out)] = out
+                return len(out)
+        return 0
 
 
 def _op_message(exc) -> str:
@@ -206,6 +353,20 @@ def _single(feat, name: str, path: str, n: int):
 
 def _decode(b: bytes, name: str, path: str, n: int) -> str:
     try:
-        return b.decode("utf-8")
+        text = b.decode("utf-8")
     except UnicodeDecodeError:
         raise DataError(f"feature {name!r}: value is not valid UTF-8", path, n) from None
+    if len(b) > MAX_CELL_CHARS and len(text) > MAX_CELL_CHARS:
+        raise DataError(cell_too_long(name, len(text)), path, n)
+    return text
+
+
+def _int_label(value: int, threshold: float | None, path: str, n: int) -> float:
+    """A label from an ``int64_list``, exactly: 1 / 0 / -1 (or ``value >= threshold``)."""
+    if threshold is not None:
+        return 1.0 if value >= threshold else 0.0  # int vs float: Python compares exactly
+    if value == 1:
+        return 1.0
+    if value in (0, -1):
+        return 0.0
+    raise DataError(f"label {value} is not 0/1 (or -1 for negative)", path, n)
