@@ -210,7 +210,8 @@ def _member_problems(infos: list, limits: LoadLimits) -> list[str]:
         if info.compress_type not in _COMPRESSIONS:
             problems.append(f"member {name!r} uses an unsupported compression (method {info.compress_type})")
             continue
-        if info.file_size > limits.expansion_floor and info.file_size > limits.max_expansion * max(1, info.compress_size):
+        expands = info.file_size > limits.max_expansion * max(1, info.compress_size)
+        if info.file_size > limits.expansion_floor and expands:
             problems.append(f"member {name!r} expands from {_mib(info.compress_size)} to {_mib(info.file_size)} "
                             f"(more than {limits.max_expansion:g} times: a decompression bomb)")
         if name == "config.json" and info.file_size > limits.max_config_bytes:
@@ -271,8 +272,8 @@ def _weights_problems(archive: zipfile.ZipFile, info, limits: LoadLimits) -> lis
             return [f"{info.filename} is not a readable .npz ({err})"]
         total = sum(i.file_size for i in inner_infos)
         if len(inner_infos) > limits.max_weight_objects or total > budget:
-            return [f"{info.filename} declares {len(inner_infos):,} arrays of {_mib(total)} in a {_mib(info.file_size)} "
-                    f"file (at most {limits.max_expansion:g} times its size)"]
+            return [f"{info.filename} declares {len(inner_infos):,} arrays of {_mib(total)} in a "
+                    f"{_mib(info.file_size)} file (at most {limits.max_expansion:g} times its size)"]
         return []
     try:
         import h5py
