@@ -940,8 +940,6 @@ def class3_artifact_modes(tally: ClassTally, trials: int, seed: int, workdir: st
 
     rng = np.random.default_rng(seed)
     umasks = [0o022, 0o002, 0o027, 0o077, 0o007, 0o026]
-    root = tempfile.mkdtemp(prefix="tfmec-class3-")  # its own folder: "nobody" must be able to enter it
-    os.chmod(root, 0o755)
     as_root = hasattr(os, "geteuid") and os.geteuid() == 0
     from tfmec.backend import keras as K
 
@@ -1000,6 +998,8 @@ def class3_artifact_modes(tally: ClassTally, trials: int, seed: int, workdir: st
 
     kinds = ["SavedModel version", "model.keras", "codes pair", "vocabulary.json", "metrics.json",
              "report.md and figures"] + (["ONNX model"] if onnx_available() else [])
+    root = tempfile.mkdtemp(prefix="tfmec-class3-")  # its own folder: "nobody" must be able to enter it
+    os.chmod(root, 0o755)
     try:
         for trial in range(trials):
             for kind in kinds:
