@@ -231,3 +231,19 @@ def test_int8_and_hashing_on_a_user_model():
     assert buckets == {"item_table": 100}
     assert hashed.get_layer("item_table").mask_zero
     assert predict(hashed, x).shape == (64,)
+
+
+def test_checkpointed_fit_of_a_model_with_lookups_inside(tmp_path):
+    """fit_early_stopping(checkpoint_dir=...) on the tutorial model (a tf-keras lookup lists its vocabulary
+    among the weights: it is not a trained array) trains, restores its best weights and resumes."""
+    from tfmec.training import fit_early_stopping
+
+    style = user_models.string_lookup()
+    style.model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=style.loss, metrics=[keras.metrics.AUC(name="auc")])
+    first = fit_early_stopping(style.model, style.data, style.data, epochs=2, verbose=0,
+                               checkpoint_dir=str(tmp_path / "ck"))
+    assert first["epochs"] >= 1
+    again = fit_early_stopping(style.model, style.data, style.data, epochs=2, verbose=0,
+                               checkpoint_dir=str(tmp_path / "ck"))
+    assert again["resumed_from_epoch"] == 2  # finished: nothing trained again
+    assert np.all(np.isfinite(predict(style.model, style.eval_x)))

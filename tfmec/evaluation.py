@@ -66,9 +66,7 @@ def array_weights(weights) -> list:
 def variable_bytes(variables) -> int:
     """Bytes of a list of variables at their stored dtypes."""
     total = 0
-    for v in variables:
-        if not hasattr(v, "dtype") or not hasattr(v, "shape"):
-            continue  # a tf-keras lookup table's weight handler: no array of its own
+    for v in array_weights(variables):
         dtype = tf.as_dtype(v.dtype)
         total += int(np.prod(v.shape)) * dtype.size
     return total

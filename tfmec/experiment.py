@@ -514,8 +514,7 @@ def run_experiment(cfg: RunConfig, log=None) -> dict:
     """Runs every method of ``cfg`` on one data load; writes ``cfg.out/metrics.json`` and returns it.
     Holds the lock of ``cfg.out`` throughout (:mod:`tfmec.outlock`): a second run into the same folder
     raises :class:`~tfmec.outlock.OutputInUseError` before writing anything."""
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    cfg.validate()
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))  # cfg validated by holds_output_lock
     t0 = time.perf_counter()
     content = data_content(cfg) if cfg.checkpoint_dir else None  # hashed before reading (checkpoints bind to it)
     data = load_for(cfg)

@@ -40,12 +40,13 @@ import tensorflow as tf
 
 from tfmec.atomic import writing
 from tfmec.backend import IS_LEGACY_KERAS, tf_variable
+from tfmec.evaluation import array_weights
 
 
 def model_state_variables(model) -> list:
     """Every ``tf.Variable`` of the model's state: weights plus (Keras 3) seed-generator states."""
     seen, out = set(), []
-    for v in list(model.variables):
+    for v in array_weights(model.variables):  # not a tf-keras lookup's table handler
         t = tf_variable(v)
         if id(t) not in seen:
             seen.add(id(t))
@@ -179,7 +180,7 @@ class TrainingBackup:
         self.model_vars = model_state_variables(model)
         self.optimizer_vars = optimizer_variables(model)
         self.best_vars = [tf.Variable(np.zeros(w.shape, w.dtype.as_numpy_dtype), trainable=False)
-                          for w in (tf_variable(x) for x in model.weights)]
+                          for w in (tf_variable(x) for x in array_weights(model.weights))]
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.finished = tf.Variable(False, trainable=False)
         self.has_best = tf.Variable(False, trainable=False)

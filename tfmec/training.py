@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import tensorflow as tf
 
 from tfmec.backend import keras
@@ -29,31 +30,44 @@ def compile_ctr(model, learning_rate: float = 1e-3, optimizer: str = "adam"):
     return model
 
 
+def weight_arrays(model) -> list:
+    """Copies of the model's weight arrays (``model.get_weights()`` without the vocabulary that a
+    tf-keras lookup layer lists among its weights: lookups are not trained)."""
+    from tfmec.evaluation import array_weights
+
+    return [np.array(w.numpy()) for w in array_weights(model.weights)]
+
+
+def set_weight_arrays(model, arrays) -> None:
+    """Restores :func:`weight_arrays`."""
+    from tfmec.evaluation import array_weights
+
+    for w, value in zip(array_weights(model.weights), arrays, strict=True):
+        w.assign(value)
+
+
 class NonFiniteLossError(ValueError):
     """Training produced a NaN or infinite loss: the weights are garbage from then on."""
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Raises :class:`NonFiniteLossError` at the first batch whose loss is NaN or infinite (Keras's own
-    ``TerminateOnNaN`` only stops, leaving a model of NaN weights that then "evaluates" to a number).
-    The message names the epoch and batch and the likely causes."""
+    """Raises :class:`NonFiniteLossError` at the end of the first epoch whose loss is NaN or infinite
+    (Keras's own ``TerminateOnNaN`` only stops, leaving a model of NaN weights that then "evaluates" to
+    a number). Checked once per epoch, not per batch: a batch hook would copy the loss to the host after
+    every step, and one NaN batch makes the epoch's mean NaN anyway."""
 
     def __init__(self, what: str = "training"):
         super().__init__()
         self.what = what
-        self._epoch = 0
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
+    def on_epoch_end(self, epoch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is None:
             return
         value = float(loss)
         if not math.isfinite(value):
             raise NonFiniteLossError(
-                f"{self.what}: the loss became {value} at epoch {self._epoch + 1}, batch {batch + 1}; the run is "
+                f"{self.what}: the loss became {value} in epoch {epoch + 1}; the run is "
                 f"stopped (its weights would be garbage). Lower --learning-rate or the loss weights "
                 f"(--alpha, --beta), or check the data for extreme numeric values")
 
@@ -77,7 +91,7 @@ class EarlyStoppingOnAUC(keras.callbacks.Callback):
             return
         self.wait, self.best_epoch = 0, 0
         self.best = -float("inf") if self.start_score is None else float(self.start_score)
-        self.best_weights = None if self.start_score is None else self.model.get_weights()
+        self.best_weights = None if self.start_score is None else weight_arrays(self.model)
 
     def get_state(self) -> dict:
         """``{"best", "best_epoch", "wait", "best_weights"}``: what a checkpoint must hold to resume."""
@@ -101,7 +115,7 @@ class EarlyStoppingOnAUC(keras.callbacks.Callback):
             raise ValueError(f"early stopping monitors {self.monitor!r}, which fit did not log; pass validation data")
         if score > self.best:
             self.best, self.best_epoch, self.wait = float(score), epoch + 1, 0
-            self.best_weights = self.model.get_weights()
+            self.best_weights = weight_arrays(self.model)
         else:
             self.wait += 1
             if self.wait >= self.patience:
@@ -109,7 +123,7 @@ class EarlyStoppingOnAUC(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.best_weights is not None:
-            self.model.set_weights(self.best_weights)
+            set_weight_arrays(self.model, self.best_weights)
 
 
 def fit_early_stopping(

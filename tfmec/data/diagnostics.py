@@ -13,7 +13,6 @@ records them in ``metrics.json`` under ``warnings``. What it checks:
 """
 from __future__ import annotations
 
-import hashlib
 import os
 
 import numpy as np
@@ -24,31 +23,21 @@ OOV_SHARE_WARN = 0.99
 """Warn for a categorical field when more than this share of its test ids are OOV (id 0)."""
 
 
-def _file_digest(path: str, limit: int = 1 << 30) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        read = 0
-        while read < limit:
-            block = fh.read(1 << 20)
-            if not block:
-                break
-            h.update(block)
-            read += len(block)
-    return h.hexdigest()
-
-
 def repeated_files(paths) -> list[str]:
     """Warnings for data files given more than once (the same resolved path, or the same bytes)."""
+    from tfmec.data.fingerprint import file_sha256  # cached: a run with --checkpoint-dir hashed them already
+
     out, seen_path, seen_digest = [], {}, {}
-    for p in paths:
+    sizes = [os.path.getsize(p) if os.path.isfile(p) else -1 for p in paths]
+    for p, size in zip(paths, sizes):
         real = os.path.realpath(p)
         if real in seen_path:
             out.append(f"the data file {p} is given twice (same file as {seen_path[real]}): its rows are counted "
                        f"twice and land in both the training and the test split")
             continue
         seen_path[real] = p
-        if os.path.isfile(real):
-            digest = _file_digest(real)
+        if size >= 0 and sizes.count(size) > 1:  # only files of equal size can have equal content
+            digest = file_sha256(real)["sha256"]
             if digest in seen_digest:
                 out.append(f"the data files {seen_digest[digest]} and {p} have the same content: their rows are "
                            f"counted twice and land in both the training and the test split")
@@ -56,11 +45,12 @@ def repeated_files(paths) -> list[str]:
     return out
 
 
-def _row_hashes(dataset) -> tuple[np.ndarray, dict]:
-    """One 64-bit hash per row of ``(features, label)`` batches, and per field the ids seen."""
-    hashes, ids = [], {}
+def _row_hashes(dataset) -> tuple[np.ndarray, dict, np.ndarray]:
+    """One 64-bit hash per row of ``(features, label)`` batches, per field the ids seen, and the labels."""
+    hashes, ids, labels = [], {}, []
     for features, label in dataset:
-        cols = [np.asarray(label).reshape(-1).astype(np.float64).view(np.uint64)]
+        labels.append(np.asarray(label).reshape(-1).astype(np.float64))
+        cols = [labels[-1].view(np.uint64)]
         for name in sorted(features):
             col = np.asarray(features[name])
             col = col.reshape(col.shape[0], -1)
@@ -71,15 +61,17 @@ def _row_hashes(dataset) -> tuple[np.ndarray, dict]:
         for c in cols:
             h = (h ^ c) * np.uint64(1099511628211)
         hashes.append(h)
-    return (np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)), {k: np.concatenate(v) for k, v in ids.items()}
+    if not hashes:
+        return np.zeros(0, np.uint64), {}, np.zeros(0)
+    return np.concatenate(hashes), {k: np.concatenate(v) for k, v in ids.items()}, np.concatenate(labels)
 
 
 def degenerate_data_warnings(data, paths=()) -> list[str]:
     """The warnings (module docstring) for ``data``; ``paths`` are the data files it was read from."""
     warnings = repeated_files(paths)
     with np.errstate(over="ignore"):
-        train_h, _ = _row_hashes(data.train)
-        test_h, test_ids = _row_hashes(data.test)
+        train_h, _, _ = _row_hashes(data.train)
+        test_h, test_ids, labels = _row_hashes(data.test)
     if test_h.size:
         twins = float(np.isin(test_h, train_h).mean())
         if twins > TWIN_SHARE_WARN:
@@ -96,7 +88,6 @@ def degenerate_data_warnings(data, paths=()) -> list[str]:
     elif bad:
         warnings.append(f"field(s) {bad} are OOV (id 0) in more than {OOV_SHARE_WARN:.0%} of the test rows: their "
                         f"tables cannot tell the test values apart")
-    labels = np.concatenate([np.asarray(y).reshape(-1) for _, y in data.test]) if test_h.size else np.zeros(0)
     if labels.size and np.unique(labels).size < 2:
         warnings.append(f"the test split has one class only (label {labels[0]:g} everywhere): no AUC exists")
     return warnings

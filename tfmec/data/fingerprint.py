@@ -97,10 +97,5 @@ def check_unchanged(fingerprint: list[dict]) -> None:
             raise ValueError(f"{f['path']} changed while tfmec was reading it; run again once it is complete")
 
 
-def describe(entry: dict) -> str:
-    """``sha256 0123456789ab... (N bytes)``"""
-    return f"sha256 {entry['sha256'][:16]}... ({entry['bytes']:,} bytes)"
-
-
-__all__ = ["file_sha256", "input_files", "content_fingerprint", "comparable", "check_unchanged", "describe",
+__all__ = ["file_sha256", "input_files", "content_fingerprint", "comparable", "check_unchanged",
            "CHUNK_BYTES"]

@@ -11,9 +11,7 @@ from tfmec.graph.functional import rebuild_functional
 from tfmec.graph.walk import (
     LayerRef,
     TableRef,
-    call_count,
     child_layers,
-    find_layers,
     find_tables,
     is_table,
     iter_layers,
@@ -23,5 +21,5 @@ from tfmec.graph.walk import (
     table_dims,
 )
 
-__all__ = ["rebuild_functional", "LayerRef", "TableRef", "call_count", "child_layers", "find_layers", "find_tables",
+__all__ = ["rebuild_functional", "LayerRef", "TableRef", "child_layers", "find_tables",
            "is_table", "iter_layers", "keyed_by_table", "resolve_table", "table_aliases", "table_dims"]

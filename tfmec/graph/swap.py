@@ -168,7 +168,14 @@ def _construct_unnamed(layer, cls):
 
 class _Swapper:
     def __init__(self, replace: Callable, inplace: bool = False):
-        self.replace = replace
+        answers: dict = {}
+
+        def ask(layer):  # replace is asked once per layer object, whoever asks (pairing, rebuild checks)
+            if id(layer) not in answers:
+                answers[id(layer)] = replace(layer)
+            return answers[id(layer)]
+
+        self.replace = ask
         self.inplace = inplace
         self.memo: dict = {}
         self.replaced: dict = {}  # id(old) -> new, only the replaced layers

@@ -61,11 +61,6 @@ def is_table(layer) -> bool:
     return isinstance(layer, keras.layers.Embedding) or bool(getattr(layer, "is_embedding_table", False))
 
 
-def _input_layer_types() -> tuple:
-    types = [keras.layers.InputLayer]
-    return tuple(types)
-
-
 def child_layers(layer) -> list:
     """The layers directly inside ``layer`` (in tracking order, input layers excluded): ``layer.layers``
     of a model, else the layers Keras tracks as its attributes (lists and dicts included)."""
@@ -77,7 +72,7 @@ def child_layers(layer) -> list:
     except AttributeError:
         children = getattr(layer, "layers", []) or []
     for child in children:
-        if isinstance(child, _input_layer_types()) or not isinstance(child, keras.layers.Layer):
+        if isinstance(child, keras.layers.InputLayer) or not isinstance(child, keras.layers.Layer):
             continue
         found.append(child)
     return found
@@ -186,15 +181,5 @@ def keyed_by_table(tables: list[TableRef], mapping, what: str) -> dict:
     return out
 
 
-def find_layers(model, kind) -> list[LayerRef]:
-    """Every layer of class ``kind`` (a class or tuple) inside ``model``, each once, in walk order."""
-    return [ref for ref in iter_layers(model) if isinstance(ref.layer, kind)]
-
-
-def call_count(layer) -> int:
-    """How many times ``layer`` is called in the graphs it belongs to (``> 1``: a shared layer)."""
-    return len(getattr(layer, "_inbound_nodes", []) or [])
-
-
 __all__ = ["LayerRef", "TableRef", "is_table", "child_layers", "iter_layers", "find_tables", "table_dims",
-           "table_aliases", "resolve_table", "keyed_by_table", "find_layers", "call_count", "FIELD_TABLE_PREFIX"]
+           "table_aliases", "resolve_table", "keyed_by_table", "FIELD_TABLE_PREFIX"]

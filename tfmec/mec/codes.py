@@ -185,7 +185,7 @@ class CodeSet(dict):
         with writing(path + ".npz"):  # 3. the arrays to their usual name (load finds them either way)
             os.replace(staged, path + ".npz")
             _fsync_directory(os.path.dirname(os.path.abspath(path)))
-        _remove_staged(path, keep=None)
+        _remove_staged(path)
 
     @classmethod
     def load(cls, path: str) -> "CodeSet":
@@ -254,8 +254,8 @@ def _finish_interrupted_save(path: str) -> None:
                 os.replace(staged, path + ".npz")
 
 
-def _remove_staged(path: str, keep: str | None) -> None:
-    """Removes arrays left under a staged name by earlier interrupted saves of ``path`` (not ``keep``)."""
+def _remove_staged(path: str) -> None:
+    """Removes arrays left under a staged name by earlier interrupted saves of ``path``."""
     directory = os.path.dirname(os.path.abspath(path))
     pattern = re.compile(re.escape(os.path.basename(path)) + r"\.[0-9a-f]{16}\.npz")
     try:
@@ -263,6 +263,6 @@ def _remove_staged(path: str, keep: str | None) -> None:
     except OSError:
         return
     for name in names:
-        if pattern.fullmatch(name) and os.path.join(directory, name) != keep:
+        if pattern.fullmatch(name):
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(directory, name))

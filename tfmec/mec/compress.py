@@ -110,7 +110,7 @@ def compress_embeddings(
         tower = compress_embeddings(model.tower, codes, contrastive_weight=contrastive_weight,
                                     num_negatives=num_negatives, temperature=temperature,
                                     trainable_codebooks=trainable_codebooks, bits=bits, mapping=mapping, seed=seed,
-                                    head_rows=head_rows)
+                                    head_rows=head_rows, inplace=inplace)
         return model.with_tower(tower)
     cfg = getattr(codes, "config", {}) or {}
     beta = cfg.get("beta", 0.0) if contrastive_weight is None else contrastive_weight
@@ -168,13 +168,9 @@ def compress_embeddings(
 
     with local_integer_variables():  # uint8/uint16 codes under MultiWorkerMirroredStrategy (tfmec.distribute)
         new, _ = swap_layers(model, replace, inplace=inplace)
-    if is_functional(new) and type(new) is not MECModel and not _is_tfmec_functional_subclass(new):
+    if is_functional(new) and not isinstance(new, MECModel):
         new = MECModel(inputs=new.input, outputs=new.output, name=new.name)
     return new
-
-
-def _is_tfmec_functional_subclass(model) -> bool:
-    return isinstance(model, MECModel)
 
 
 def _assign_codes(tables, codes, mapping) -> dict:
