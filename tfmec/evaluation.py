@@ -6,7 +6,6 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tfmec.backend import keras
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -91,9 +90,14 @@ def model_bytes(model) -> int:
     return variable_bytes(model.weights)
 
 
+def param_count_of(weights) -> int:
+    """Number of scalars in a list of weights (arrays only)."""
+    return int(sum(int(np.prod(v.shape)) for v in array_weights(weights)))
+
+
 def param_count(model) -> int:
     """Number of scalars in the model's weights."""
-    return int(sum(int(np.prod(v.shape)) for v in array_weights(model.weights)))
+    return param_count_of(model.weights)
 
 
 def _throughput_batch(dataset: tf.data.Dataset, batch_size: int) -> dict:

@@ -50,16 +50,17 @@ import tensorflow as tf
 
 from tfmec.afm.cross import cross_network_params, cross_refusal, factor_cross_network
 from tfmec.afm.stats import (
+    _no_rows,
     dense_preactivation_moments,
     embedding_output_moments,
     pca,
     select_rank,
 )
 from tfmec.backend import keras
-from tfmec.evaluation import embedding_bytes, model_bytes, param_count
+from tfmec.evaluation import array_weights, embedding_bytes, model_bytes, param_count, param_count_of
 from tfmec.graph.capture import features_of, patched_calls
-from tfmec.graph.swap import CopyError, new_instance, swap_layers, transfer_state
-from tfmec.graph.walk import child_layers, find_tables, is_table, iter_layers, resolve_table
+from tfmec.graph.swap import CopyError, new_instance, own_weights, swap_layers, transfer_state
+from tfmec.graph.walk import find_tables, is_table, iter_layers, resolve_table
 from tfmec.layers.afm_dense import AFMDense, LowRankEmbedding, dense_params, embedding_params
 from tfmec.layers.cross import CrossNetV2
 from tfmec.towers import is_tower_model
@@ -243,7 +244,7 @@ def _forward_calls(model, layers: Sequence, calibration) -> list[int]:
     calibration batch (a layer called ``n`` times appears ``n`` times; never called: absent)."""
     first = next(iter(calibration), None)
     if first is None:
-        raise ValueError("the calibration data yielded no rows: AFM needs a non-empty calibration dataset")
+        raise _no_rows()
     calls, graphs = [], []
 
     def make_call(i, original):
@@ -319,18 +320,10 @@ def _select_tables(model, embeddings) -> list:
     return [ref for ref in tables if id(ref.layer) in chosen]
 
 
-def _own_weights(layer) -> list:
-    """The weights ``layer`` creates itself, not through sub-layers."""
-    inner = {id(w) for child in child_layers(layer) for w in child.weights}
-    return [w for w in layer.weights if id(w) not in inner]
-
-
 def _own_kernels(layer) -> list:
     """The shapes of the 2-D float weights (both sides >= 2) ``layer`` creates itself."""
     out = []
-    for w in _own_weights(layer):
-        if not hasattr(w, "shape") or not hasattr(w, "dtype"):
-            continue  # a tf-keras lookup table's weight handler
+    for w in array_weights(own_weights(layer)):
         shape = tuple(int(x) for x in w.shape)
         if len(shape) != 2 or min(shape) < 2:
             continue
@@ -361,7 +354,7 @@ def _unreachable(refs) -> list:
         else:
             reason = (f"unreachable: {cls} holds its own kernels {kernels} instead of keras.layers.Dense "
                       f"sub-layers; AFM factors Dense layers only")
-        params = int(sum(int(np.prod(w.shape)) for w in _own_weights(layer)))
+        params = param_count_of(own_weights(layer))
         out.append((ref, kernels, params, reason))
     return out
 
@@ -402,16 +395,12 @@ def _embedding_refusal(layer, calls: int) -> str:
     return ""
 
 
-def _weights_size(layer) -> int:
-    return int(sum(int(np.prod(w.shape)) for w in layer.weights))
-
-
 def _cross_layer_params(model) -> int:
     return sum(cross_network_params(ref.layer) for ref in iter_layers(model) if isinstance(ref.layer, CrossNetV2))
 
 
 def _dense_layer_params(model) -> int:
-    return sum(_weights_size(ref.layer) for ref in iter_layers(model)
+    return sum(param_count(ref.layer) for ref in iter_layers(model)
                if isinstance(ref.layer, (keras.layers.Dense, AFMDense)))
 
 
@@ -757,7 +746,7 @@ def compress(
         refusal = _embedding_refusal(ref.layer, n)
         if refusal:
             v, d = ref.input_dim, ref.output_dim
-            size = _weights_size(ref.layer)
+            size = param_count(ref.layer)
             _add(report, LayerReport(ref.path, "embedding", v, d, None, None, size, size, False, refusal), verbose)
         else:
             tables.append(ref.layer)

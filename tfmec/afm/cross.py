@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from tfmec.afm.stats import StreamingMoments, pca, select_rank
+from tfmec.afm.stats import StreamingMoments, _no_rows, pca, select_rank
 from tfmec.layers.cross import CrossNetV2
 
 
@@ -103,7 +103,7 @@ def factor_cross_network(model, layer, calibration, *, rank=None, energy=None, p
 
         run_capturing(model, [layer], calibration, reduce, what="inputs")
         if moments.count == 0:
-            raise ValueError("the calibration data yielded no rows: AFM needs a non-empty calibration dataset")
+            raise _no_rows()
         bias = maps[index]["bias"]
         mean = moments.mean + bias  # z = x W + b: b shifts the mean only
         values, vectors = pca(moments.covariance())

@@ -129,7 +129,7 @@ def collect_moments(calibration, fn: Callable, dims: Sequence[int]) -> list[Stre
         for acc, (n, mean, scatter) in zip(moments, step(features_of(element))):
             acc.merge_block(int(n), mean.numpy(), scatter.numpy())
     if not moments or moments[0].count == 0:
-        raise ValueError("the calibration data yielded no rows: AFM needs a non-empty calibration dataset")
+        raise _no_rows()
     return moments
 
 
@@ -171,7 +171,7 @@ def _table(layer) -> np.ndarray:
     table = getattr(layer, "embeddings", None)
     if table is None or len(table.shape) != 2:
         raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) holds no [V, d] 'embeddings' table")
-    return np.asarray(table.numpy(), dtype=np.float64)
+    return table.numpy()  # at its own width: only the rows looked up are widened to float64
 
 
 def embedding_output_moments(model, layers: Sequence, calibration) -> list[StreamingMoments]:
@@ -196,7 +196,7 @@ def embedding_output_moments(model, layers: Sequence, calibration) -> list[Strea
         for ids in arrays:
             ids = np.asarray(ids).reshape(-1).astype(np.int64)
             keep = (ids >= 1 if masked[i] else ids >= 0) & (ids < table.shape[0])
-            moments[i].update(table[ids[keep]])
+            moments[i].update(table[ids[keep]].astype(np.float64))
 
     run_capturing(model, layers, calibration, reduce, what="inputs")
     if moments and all(m.count == 0 for m in moments):

@@ -282,9 +282,7 @@ def _apply_one(entry: dict, values) -> np.ndarray:
     string = entry["values"] == "string"
     arr = np.asarray(values.numpy() if hasattr(values, "numpy") else values)
     flat = arr.reshape(-1)
-    if string:
-        flat = np.asarray([_token(v, True) for v in flat], dtype=object)
-    else:
+    if not string:
         if not np.issubdtype(flat.dtype, np.integer):
             if flat.size and not np.all(np.equal(np.mod(flat.astype(np.float64), 1), 0)):
                 raise ValueError(f"lookup {entry['layer']!r} takes integers, got {flat.dtype} values")
@@ -293,9 +291,15 @@ def _apply_one(entry: dict, values) -> np.ndarray:
     table = {tok: i for i, tok in enumerate(entry["tokens"]) if i >= start}
     if entry.get("mask_token") is not None:
         table[entry["mask_token"]] = int(entry["mask_id"])
-    uniq, inverse = np.unique(flat, return_inverse=True) if flat.size else (flat, np.zeros(0, np.int64))
+    try:
+        uniq, inverse = np.unique(flat, return_inverse=True) if flat.size else (flat, np.zeros(0, np.int64))
+    except TypeError:  # bytes beside str cannot be sorted together: decode every value first
+        flat = np.asarray([_token(v, True) for v in flat], dtype=object)
+        uniq, inverse = np.unique(flat, return_inverse=True)
     oov = entry.get("oov_id")
-    ids_u = np.asarray([table.get(u.item() if hasattr(u, "item") else u, -1) for u in uniq], dtype=np.int64)
+    # one dictionary look-up (and, for strings, one decode) per distinct value, not per row
+    keys = [_token(u, True) if string else int(u) for u in uniq]
+    ids_u = np.asarray([table.get(k, -1) for k in keys], dtype=np.int64)
     if (ids_u < 0).any():
         if oov is None:
             unseen = [u for u, i in zip(uniq, ids_u) if i < 0][:5]

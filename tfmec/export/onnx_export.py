@@ -34,7 +34,7 @@ from tfmec.data.vocabulary import write_bytes_atomic
 from tfmec.export.batching import predict_in_batches
 from tfmec.export.lookups import apply_lookups, plan
 from tfmec.export.module import OUTPUT_KEY, model_input_specs
-from tfmec.export.signature import model_caller, single_output
+from tfmec.export.signature import single_output
 
 DEFAULT_OPSET = 17
 
@@ -81,20 +81,6 @@ def _onnx_function(model):
         return {OUTPUT_KEY: tf.cast(tf.reshape(probability, [-1, 1]), tf.float32)}
 
     return predict, signature, entries
-
-
-def ids_function(model):
-    """``(tf.function, [input specs dict])``: ``f({name: tensor}) -> {"probability": float32[batch, 1]}``
-    on the model's own inputs (see :func:`~tfmec.export.signature.input_specs`)."""
-    specs = model_input_specs(model)
-    call = model_caller(model)
-
-    @tf.function(input_signature=[specs], autograph=False)
-    def predict(inputs):
-        probability = call(inputs)
-        return {OUTPUT_KEY: tf.cast(tf.reshape(probability, [-1, 1]), tf.float32)}
-
-    return predict, [specs]
 
 
 @contextlib.contextmanager
@@ -250,5 +236,5 @@ def predict_onnx(path_or_session, inputs, batch_size: int = 8192, *, lookups=Non
     return predict_in_batches(batch, {k: inputs[k] for k in dtypes}, batch_size)
 
 
-__all__ = ["onnx", "onnx_available", "predict_onnx", "onnx_session", "vocabulary_path", "ids_function", "write_vocabulary_json",
+__all__ = ["onnx", "onnx_available", "predict_onnx", "onnx_session", "vocabulary_path", "write_vocabulary_json",
            "check_onnx_model", "read_lookups"]

@@ -330,7 +330,8 @@ def needs_rebuild(layer, swapper) -> bool:
     return any(swapper.replace(ref.layer) is not None for ref in iter_layers(layer))
 
 
-def _own_weights(layer) -> list:
+def own_weights(layer) -> list:
+    """The weights ``layer`` creates itself, not through its sub-layers."""
     inner = {id(w) for child in child_layers(layer) for w in child.weights}
     return [w for w in layer.weights if id(w) not in inner]
 
@@ -339,10 +340,10 @@ def _transfer_own_weights(old, new) -> None:
     """Variables a container creates itself (not through sub-layers): copied by position."""
     if old is new:
         return
-    own_old = _own_weights(old)
+    own_old = own_weights(old)
     if not own_old:
         return
-    own_new = _own_weights(new)
+    own_new = own_weights(new)
     if len(own_new) != len(own_old):
         raise CopyError(f"{type(old).__name__!r} creates its own variables in build(); tfmec cannot rebuild them. "
                         + copy_hint(old))
@@ -470,5 +471,5 @@ def swap_layers(model, replace: Callable, *, inplace: bool = False):
     return new, swapper.replaced
 
 
-__all__ = ["swap_layers", "transfer_state", "set_child", "keep_class", "new_instance", "is_functional",
+__all__ = ["swap_layers", "own_weights", "transfer_state", "set_child", "keep_class", "new_instance", "is_functional",
            "is_sequential", "CopyError", "copy_hint"]
