@@ -147,6 +147,14 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     g.add_argument("--hash-bytes", type=int, default=None, metavar="BYTES",
                    help="bytes of the hashed embedding tables (default: the MEC model's embedding bytes when "
                         "mec runs too, else 1/8 of the baseline's)")
+    g = run.add_argument_group("byte budget (mec tiers; every competitor sized to the same bytes)")
+    b = g.add_mutually_exclusive_group()
+    b.add_argument("--memory-budget", type=int, default=None, metavar="BYTES",
+                   help="bytes of all embedding tables together: mec chooses popularity tiers per table "
+                        "(exact head rows, PQ codes, a zero-byte hashed tail) for the best validation AUC within "
+                        "them; hash, qr, int8, int4 and pq are sized to the same bytes")
+    b.add_argument("--target-ratio", type=float, default=None, metavar="R",
+                   help="the same budget as a ratio: the uncompressed tables' bytes / R")
     run.add_argument("--no-export", action="store_true",
                      help="skip the SavedModel / ONNX export (DIR/<method>/saved_model/<version>/, model.onnx)")
     run.add_argument("--checkpoint-dir", default=None, metavar="DIR",

@@ -72,6 +72,11 @@ class RunConfig:
     # hashing trick: bytes of the hashed tables (None: the MEC model's bytes when mec runs, else 1/8 of
     # the baseline's embedding bytes)
     hash_bytes: int | None = None
+    # byte budget of the embedding tables (issue 19): bytes, or the uncompressed tables' bytes / ratio. With
+    # one of them, mec chooses popularity tiers per table (tfmec.mec.compress_to_budget) and every
+    # competitor (hash, qr, int8, int4, pq) is sized to the same bytes
+    memory_budget: int | None = None
+    target_ratio: float | None = None
     # export: DIR/<method>/saved_model/<version>/ and DIR/<method>/model.onnx, parity on test rows
     export: bool = True
     export_rows: int = 2048
@@ -118,6 +123,12 @@ class RunConfig:
             raise ValueError("--embedding-dim, --batch-size and --epochs must be positive")
         if self.hash_bytes is not None and self.hash_bytes < 1:
             raise ValueError("--hash-bytes must be positive")
+        if self.memory_budget is not None and self.target_ratio is not None:
+            raise ValueError("give --memory-budget or --target-ratio, not both")
+        if self.memory_budget is not None and self.memory_budget < 1:
+            raise ValueError(f"--memory-budget must be a positive number of bytes, got {self.memory_budget}")
+        if self.target_ratio is not None and not self.target_ratio >= 1:
+            raise ValueError(f"--target-ratio must be >= 1, got {self.target_ratio}")
         from tfmec.validation import check_run_settings
 
         check_run_settings(self)  # ranges and contradictory settings (issue 10)
@@ -292,6 +303,8 @@ def run_mec(ctx: RunContext, method: str = "mec", stage2: str | None = None, **o
 
     cfg = ctx.cfg
     base, _ = ctx.baseline()
+    if method == "mec" and (cfg.memory_budget is not None or cfg.target_ratio is not None):
+        return run_mec_budget(ctx)
     settings = dict(num_subspaces=cfg.subspaces, num_codewords=cfg.codewords, alpha=cfg.alpha, beta=cfg.beta,
                     epochs=cfg.stage1_epochs, share_codebooks=cfg.share_codebooks)
     settings.update(overrides)
@@ -323,6 +336,33 @@ def run_mec(ctx: RunContext, method: str = "mec", stage2: str | None = None, **o
              "share_codebooks": bool(settings["share_codebooks"]), "groups": codes.groups,
              "head_rows": cfg.head_rows},
     )
+    return run
+
+
+def run_mec_budget(ctx: RunContext) -> dict:
+    """Method ``mec`` with ``--memory-budget`` / ``--target-ratio``: popularity tiers per table chosen
+    by :func:`tfmec.mec.compress_to_budget` on the trained baseline (validation data picks the
+    popularity exponent; test data is never read), then stage 2 fine-tunes with the contrastive term
+    as ``mec`` does. The allocation is logged and kept in the run's ``budget`` entry."""
+    from tfmec.mec import compress_to_budget
+    from tfmec.mec.memory import memory_report
+
+    cfg = ctx.cfg
+    base, _ = ctx.baseline()
+    full = memory_report(base)["original_embedding_bytes"]
+    budget = budget_bytes(cfg, full)
+    t0 = time.perf_counter()
+    model, plan = compress_to_budget(base, ctx.data.frequencies, budget, ctx.data.valid, contrastive_weight=cfg.beta,
+                                     seed=cfg.seed, log=ctx.log if cfg.verbose > 0 else None)
+    seconds = time.perf_counter() - t0
+    ctx.log(f"mec {plan.describe()}\n  (chosen in {seconds:.1f}s)")
+    if cfg.stage2 == "none":
+        run = ctx.finish(model, "mec", 0.0, 0)
+    else:
+        run = ctx.train_and_evaluate(model, "mec", fine_tune=True)
+    run.update(stage1_seconds=seconds, budget=plan.to_dict(),
+               mec={"memory_budget": budget, "target_ratio": cfg.target_ratio, "beta": cfg.beta,
+                    "stage2": cfg.stage2, "stage2_lr_scale": cfg.stage2_lr_scale})
     return run
 
 
@@ -389,31 +429,102 @@ def run_mec_afm(ctx: RunContext) -> dict:
     return run
 
 
+def _fit_only(ctx: RunContext, model, name: str) -> dict:
+    """Compiles and fits ``model`` from scratch with the baseline's settings (early stopping on validation
+    AUC, checkpoints under ``fit/<name>``), without evaluating it: ``fit_early_stopping``'s result."""
+    cfg = ctx.cfg
+    compile_ctr(model, cfg.learning_rate, cfg.optimizer)
+    checkpoint = ctx.checkpoint_path("fit", name)
+    return fit_early_stopping(model, ctx.data.train_stream if checkpoint else ctx.data.train, ctx.data.valid,
+                              epochs=cfg.epochs, patience=cfg.patience, verbose=cfg.verbose, keep_start=False,
+                              checkpoint_dir=checkpoint,
+                              checkpoint_fingerprint=ctx.checkpoint_fingerprint() if checkpoint else None)
+
+
+def _run_quantized(ctx: RunContext, bits: int) -> dict:
+    """Methods ``int8`` / ``int4`` (:func:`run_int8`, :func:`run_int4`)."""
+    from tfmec.baselines import (ROW_SCALE_MIN_DIM, allocate_quantized, hashed_embedding_factory, probe_tables,
+                                 quantize_embeddings, table_bytes)
+
+    method, cfg = f"int{bits}", ctx.cfg
+    base, _ = ctx.baseline()
+    info = {"bits": bits, "row_scale_min_dim": ROW_SCALE_MIN_DIM, "budget_bytes": None, "hashed_tables": []}
+    source, train_seconds, epochs = base, 0.0, 0
+    tables = probe_tables(lambda factory: ctx.build(embedding_factory=factory))
+    budget = budget_bytes(cfg, table_bytes(tables))
+    if budget is not None:
+        plan = allocate_quantized(tables, budget, bits)
+        info.update(budget_bytes=budget, bucket_cap=plan["cap"], hashed_tables=plan["hashed"],
+                    table_bytes=plan["bytes"], buckets={n: plan["buckets"][n] for n in plan["hashed"]})
+        ctx.log(f"{method}: budget {budget:,} bytes; " + (
+            f"cap {plan['cap']:,} rows, {len(plan['hashed'])} of {len(tables)} tables hashed into int{bits} rows "
+            f"(the hashing trick trained first), {plan['bytes']:,} bytes" if plan["hashed"]
+            else f"int{bits} tables fit whole ({plan['bytes']:,} bytes)"))
+        if plan["hashed"]:
+            source = ctx.build(embedding_factory=hashed_embedding_factory(plan["buckets"], seed=cfg.seed))
+            fit = _fit_only(ctx, source, f"{method}-hashed")
+            train_seconds, epochs = fit["train_seconds"], fit["epochs"]
+            info["best_epoch"] = fit["best_epoch"]
+    t0 = time.perf_counter()
+    model, report = quantize_embeddings(source, bits=bits)
+    seconds = time.perf_counter() - t0
+    ctx.log(f"{method}: {len(report)} tables quantised in {seconds:.1f}s")
+    run = ctx.finish(model, method, train_seconds + seconds, epochs)
+    if budget is not None and run["embedding_bytes"] > budget:  # the allocation guarantees it; never report over
+        raise RuntimeError(f"{method}: {run['embedding_bytes']:,} embedding bytes exceed the budget of {budget:,}")
+    info.update(tables=len(report), per_row_tables=sum(t["per_row_scale"] for t in report.values()),
+                max_abs_error=max((t["max_abs_error"] for t in report.values()), default=0.0))
+    run[method] = info
+    return run
+
+
 def run_int8(ctx: RunContext) -> dict:
     """Method ``int8``: post-training int8 quantisation of the trained baseline's embedding tables
     (:func:`tfmec.baselines.quantize_embeddings`: a float32 step per row for tables of ``d >= 8``, one
     per table for narrower ones); the MLP stays float32 and nothing is trained afterwards, so
-    ``train_seconds`` is the quantisation time."""
-    from tfmec.baselines import ROW_SCALE_MIN_DIM, quantize_embeddings
+    ``train_seconds`` is the quantisation time.
 
-    base, _ = ctx.baseline()
-    t0 = time.perf_counter()
-    model, tables = quantize_embeddings(base)
-    seconds = time.perf_counter() - t0
-    ctx.log(f"int8: {len(tables)} tables quantised in {seconds:.1f}s")
-    run = ctx.finish(model, "int8", seconds, 0)
-    run["int8"] = {"row_scale_min_dim": ROW_SCALE_MIN_DIM, "tables": len(tables),
-                   "per_row_tables": sum(t["per_row_scale"] for t in tables.values()),
-                   "max_abs_error": max((t["max_abs_error"] for t in tables.values()), default=0.0)}
-    return run
+    With a byte budget (``--memory-budget`` / ``--target-ratio``, :func:`budget_bytes`) that the int8
+    tables do not fit, ids are hashed into fewer int8 rows (one row cap for every table,
+    :func:`tfmec.baselines.allocate_quantized`): the hashing trick at those buckets is trained from scratch
+    with the baseline's settings, then quantised (``train_seconds`` includes that training). ``run["int8"]``
+    records the budget, the cap and the hashed tables."""
+    return _run_quantized(ctx, 8)
+
+
+def run_int4(ctx: RunContext) -> dict:
+    """Method ``int4``: as :func:`run_int8` with int4 values (two per byte, a float32 step per row for
+    tables of ``d >= 8``), sized to the budget the same way; ``run["int4"]`` records the plan."""
+    return _run_quantized(ctx, 4)
+
+
+def budget_bytes(cfg: RunConfig, full_bytes: int) -> int | None:
+    """The embedding byte budget of ``--memory-budget`` / ``--target-ratio`` (``full_bytes``, the
+    uncompressed float32 tables' bytes, divided by the ratio, rounded down), or None when neither is given."""
+    if cfg.memory_budget is not None:
+        return int(cfg.memory_budget)
+    if cfg.target_ratio is not None:
+        return int(int(full_bytes) // float(cfg.target_ratio))
+    return None
 
 
 def hash_budget(ctx: RunContext, full_bytes: int) -> tuple[int, str]:
     """``(bytes, source)`` of the hashing trick's tables: ``cfg.hash_bytes`` when given, else the
-    embedding bytes of this run's MEC model when one was trained, else 1/8 of ``full_bytes`` (the
+    budget of ``--memory-budget`` / ``--target-ratio`` (:func:`budget_bytes`), else the embedding bytes of
+    this run's MEC model when one was trained, else 1/8 of ``full_bytes`` (the
     uncompressed tables)."""
     if ctx.cfg.hash_bytes is not None:
         return int(ctx.cfg.hash_bytes), "hash_bytes"
+    return method_budget(ctx, full_bytes)
+
+
+def method_budget(ctx: RunContext, full_bytes: int) -> tuple[int, str]:
+    """``(bytes, source)`` of a method trained at a byte budget (``hash`` after ``--hash-bytes``, ``qr``):
+    the budget of ``--memory-budget`` / ``--target-ratio`` (:func:`budget_bytes`), else the embedding bytes
+    of this run's MEC model when one was trained, else 1/8 of ``full_bytes`` (the uncompressed tables)."""
+    budget = budget_bytes(ctx.cfg, full_bytes)
+    if budget is not None:
+        return budget, "memory_budget"
     if "mec" in ctx.models:
         return int(ctx.models["mec"][1]["embedding_bytes"]), "mec"
     return int(full_bytes) // 8, "baseline/8"
@@ -440,27 +551,50 @@ def run_hash(ctx: RunContext) -> dict:
     return run
 
 
+def run_qr(ctx: RunContext) -> dict:
+    """Method ``qr``: quotient-remainder embeddings at a bytes budget (:func:`method_budget`: the
+    ``--memory-budget`` / ``--target-ratio`` budget, else the MEC model's bytes when mec ran, else 1/8 of the
+    baseline's), trained from scratch with the baseline's settings. Every table larger than the common row
+    cap becomes a :class:`~tfmec.layers.qr_embedding.QREmbedding` (:func:`tfmec.baselines.allocate_qr`);
+    smaller tables stay ordinary Embeddings."""
+    from tfmec.baselines import allocate_qr, probe_tables, qr_embedding_factory, table_bytes
+
+    cfg = ctx.cfg
+    tables = probe_tables(lambda factory: ctx.build(embedding_factory=factory))
+    full = table_bytes(tables)
+    budget, source = method_budget(ctx, full)
+    plan = allocate_qr(tables, budget)
+    ctx.log(f"qr: budget {budget:,} bytes ({source}); cap {plan['cap']:,} rows, {len(plan['qr'])} of "
+            f"{len(tables)} tables quotient-remainder, {plan['bytes']:,} bytes")
+    model = ctx.build(embedding_factory=qr_embedding_factory(plan["buckets"], seed=cfg.seed))
+    run = ctx.train_and_evaluate(model, "qr")
+    run["qr"] = {"budget_bytes": budget, "budget_source": source, "row_cap": plan["cap"], "qr_tables": plan["qr"],
+                 "buckets": plan["buckets"], "table_bytes_full": full, "table_bytes": plan["bytes"]}
+    return run
+
+
 METHODS: dict[str, Callable] = {
     "none": run_baseline, "mec": run_mec, "pq": run_pq, "pq-no-retrain": run_pq_no_retrain,
     "mec-no-pwr": run_mec_no_pwr, "mec-no-contrastive": run_mec_no_contrastive, "afm": run_afm, "mec+afm": run_mec_afm,
-    "int8": run_int8, "hash": run_hash,
+    "int8": run_int8, "hash": run_hash, "qr": run_qr, "int4": run_int4,
 }
 
 
 def execution_order(methods: Sequence[str]) -> list[str]:
     """The order methods run in: as given, except that ``mec`` runs before ``mec+afm`` (which reuses
-    its model instead of training MEC a second time) and ``hash`` after ``mec`` and ``mec+afm`` (its
-    default budget is the MEC model's bytes). Results are reported in the given order."""
+    its model instead of training MEC a second time) and ``hash`` and ``qr`` after ``mec`` and ``mec+afm``
+    (their default budget is the MEC model's bytes). Results are reported in the given order."""
     methods = list(methods)
     if "mec" in methods and "mec+afm" in methods and methods.index("mec") > methods.index("mec+afm"):
         methods.remove("mec")
         methods.insert(methods.index("mec+afm"), "mec")
     deps = [i for i, m in enumerate(methods) if m in ("mec", "mec+afm")]
-    if "hash" not in methods or not deps or methods.index("hash") > max(deps):
+    moving = [m for m in methods[: max(deps)] if m in ("hash", "qr")] if deps else []
+    if not moving:
         return methods
-    rest = [m for m in methods if m != "hash"]
+    rest = [m for m in methods if m not in moving]
     at = max(i for i, m in enumerate(rest) if m in ("mec", "mec+afm")) + 1
-    return rest[:at] + ["hash"] + rest[at:]
+    return rest[:at] + moving + rest[at:]
 
 
 def data_content(cfg: RunConfig):

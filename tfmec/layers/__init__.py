@@ -42,10 +42,14 @@ from tfmec.layers.quantized_embedding import (  # noqa: E402
     semi_synthetic_negative_codes,
 )
 from tfmec.layers.shared_quantized_embedding import SharedQuantizedEmbedding  # noqa: E402
+from tfmec.layers.tiered_embedding import Tier, TieredEmbedding, tiers_storage_bytes  # noqa: E402
 
 __all__ += [
     "QuantizedEmbedding",
     "SharedQuantizedEmbedding",
+    "Tier",
+    "TieredEmbedding",
+    "tiers_storage_bytes",
     "contrastive_loss",
     "decode_codes",
     "semi_synthetic_negative_codes",

@@ -173,8 +173,29 @@ def contrastive_loss(
 
 
 
+class ContrastiveSteps:
+    """The ``negatives_step`` counter of a layer with a contrastive term (see the module docstring):
+    ``_add_step_counter`` in ``build``, ``_next_negatives_seed`` once per training call. The layer sets
+    ``self._negatives_seed`` (int) and ``self.negatives_step``."""
+
+    def _add_step_counter(self):
+        """The scalar ``int64`` counter of training steps that drew negatives (see the module doc)."""
+        aggregation = tf.VariableAggregation.ONLY_FIRST_REPLICA if IS_LEGACY_KERAS else "only_first_replica"
+        return self.add_weight(name="negatives_step", shape=(), dtype="int64", initializer="zeros",
+                               trainable=False, aggregation=aggregation)
+
+    def _next_negatives_seed(self):
+        """The shape-``[2]`` stateless seed of this step's negatives; advances ``negatives_step``."""
+        step = tf.convert_to_tensor(self.negatives_step)
+        seed = tf.stack([tf.constant(self._negatives_seed, tf.int64), tf.cast(step, tf.int64)])
+        with tf.control_dependencies([seed]):
+            self.negatives_step.assign_add(1)
+        return seed
+
+
+
 @register
-class QuantizedEmbedding(keras.layers.Layer):
+class QuantizedEmbedding(ContrastiveSteps, keras.layers.Layer):
     """Embedding table stored as product-quantisation codes plus codebooks (MEC, stage 2).
 
     Args:
@@ -430,20 +451,6 @@ class QuantizedEmbedding(keras.layers.Layer):
         self._initial_codes = self._initial_codebooks = self._initial_projection = self._initial_head = None
         self.built = True
 
-    def _add_step_counter(self):
-        """The scalar ``int64`` counter of training steps that drew negatives (see the module doc)."""
-        aggregation = tf.VariableAggregation.ONLY_FIRST_REPLICA if IS_LEGACY_KERAS else "only_first_replica"
-        return self.add_weight(name="negatives_step", shape=(), dtype="int64", initializer="zeros",
-                               trainable=False, aggregation=aggregation)
-
-    def _next_negatives_seed(self):
-        """The shape-``[2]`` stateless seed of this step's negatives; advances ``negatives_step``."""
-        step = tf.convert_to_tensor(self.negatives_step)
-        seed = tf.stack([tf.constant(self._negatives_seed, tf.int64), tf.cast(step, tf.int64)])
-        with tf.control_dependencies([seed]):
-            self.negatives_step.assign_add(1)
-        return seed
-
     def _head_initial_value(self) -> np.ndarray:
         """The given head rows, else the PQ decoding of rows ``0 .. H-1`` (built weights needed)."""
         if self._initial_head is not None:
@@ -552,6 +559,7 @@ class QuantizedEmbedding(keras.layers.Layer):
 
 
 __all__ = [
+    "ContrastiveSteps",
     "QuantizedEmbedding",
     "contrastive_loss",
     "semi_synthetic_negative_codes",

@@ -1,0 +1,407 @@
+"""Embedding table stored in popularity tiers (beyond the MEC paper; issue 19).
+
+tfmec numbers a table's ids by descending training frequency (id 0 is the OOV bucket), so a *tier*
+is a range of ids: tier ``t`` holds ids ``start_t .. start_t + rows_t - 1`` and the tiers cover
+``0 .. V - 1`` in order. Each tier has its own storage:
+
+- ``exact``: float32 rows ``[rows_t, d]`` (the head: the most used ids cost ``4 d`` bytes each);
+- ``pq``: product-quantisation codes ``[rows_t, M_t]`` bit-packed at ``bits_t`` bits per code (stored
+  ``uint8[rows_t, ceil(M_t * bits_t / 8)]``) plus codebooks ``float32[M_t, K_t, d / M_t]``;
+- ``hashed``: zero bytes per id: the code of id ``i`` in sub-space ``m`` is ``hash_m(i) mod K_t`` (the
+  cubic hash of :mod:`tfmec.layers.hashed_embedding`, one salt per sub-space), read from the tier's
+  codebooks ``float32[M_t, K_t, d / M_t]``. ``K_t^M_t`` distinct rows for ``K_t * d * 4`` bytes: the far
+  tail, ids seen rarely or never in training, costs nothing per id.
+
+The lookup is plain gathers and ``tf.where`` (each tier decodes the batch's ids clipped into its range;
+the tier an id falls in is selected), so the layer runs in TF Serving and converts with tf2onnx.
+
+The contrastive term of MEC applies to the ``pq`` and ``hashed`` tiers as in
+:class:`~tfmec.layers.QuantizedEmbedding` (semi-synthetic negatives of each id's own codes, from its own
+tier's codebooks), averaged over the batch's ids of those tiers; the negatives are drawn from the
+stateless seed ``(seed, negatives_step)`` so that resumed training draws the same ones.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfmec.backend import keras, register
+from tfmec.layers._utils import array_initializer, as_shape, map_out_of_range_ids, zero_mask
+from tfmec.layers.bitpack import bits_needed, check_bits, decode_packed_tf, pack_codes, packed_width, unpack_codes_tf
+from tfmec.layers.hashed_embedding import HASH_PRIME, hash_coefficients
+from tfmec.layers.quantized_embedding import ContrastiveSteps, contrastive_loss, decode_codes
+
+TIER_KINDS = ("exact", "pq", "hashed")
+_MAX_VOCAB = 2**31 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Tier:
+    """One id range of a :class:`TieredEmbedding` and how it is stored.
+
+    Attributes:
+        kind: ``"exact"``, ``"pq"`` or ``"hashed"`` (see the module docstring).
+        rows: number of ids in the tier (>= 1).
+        num_subspaces: ``M`` (pq and hashed; must divide ``d``).
+        num_codewords: ``K`` (pq and hashed; 2..65536).
+        bits: pq only: stored width of a code, ``ceil(log2 K)`` .. 16 (default ``ceil(log2 K)``).
+    """
+
+    kind: str
+    rows: int
+    num_subspaces: int = 0
+    num_codewords: int = 0
+    bits: int | None = None
+
+    def __post_init__(self):
+        if self.kind not in TIER_KINDS:
+            raise ValueError(f"tier kind must be one of {TIER_KINDS}, got {self.kind!r}")
+        if int(self.rows) < 1:
+            raise ValueError(f"a {self.kind} tier needs at least 1 row, got {self.rows}")
+        if self.kind != "exact":
+            if int(self.num_subspaces) < 1:
+                raise ValueError(f"a {self.kind} tier needs num_subspaces >= 1, got {self.num_subspaces}")
+            if not 2 <= int(self.num_codewords) <= 65536:
+                raise ValueError(f"a {self.kind} tier needs num_codewords in [2, 65536], got {self.num_codewords}")
+        if self.kind == "pq":
+            object.__setattr__(self, "bits", check_bits(self.bits or bits_needed(self.num_codewords),
+                                                        self.num_codewords))
+        elif self.bits is not None:
+            raise ValueError(f"bits applies to pq tiers only, not {self.kind}")
+
+    @classmethod
+    def from_config(cls, config) -> "Tier":
+        """A tier from a dict (``to_config``'s) or a Tier."""
+        if isinstance(config, Tier):
+            return config
+        if not isinstance(config, Mapping):
+            raise TypeError(f"a tier is a dict with kind and rows, got {config!r}")
+        unknown = set(config) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown tier key(s) {sorted(unknown)}; a tier has kind, rows, num_subspaces, "
+                             "num_codewords, bits")
+        return cls(**dict(config))
+
+    def to_config(self) -> dict:
+        """The JSON-serialisable dict of the tier (the layer's config holds a list of them)."""
+        out = {"kind": self.kind, "rows": int(self.rows)}
+        if self.kind != "exact":
+            out.update(num_subspaces=int(self.num_subspaces), num_codewords=int(self.num_codewords))
+        if self.kind == "pq":
+            out["bits"] = int(self.bits)
+        return out
+
+    def id_bytes(self, dim: int) -> float:
+        """Bytes per id: ``4 d`` (exact), ``ceil(M bits / 8)`` (pq), 0 (hashed)."""
+        if self.kind == "exact":
+            return 4.0 * dim
+        if self.kind == "pq":
+            return float(packed_width(self.num_subspaces, self.bits))
+        return 0.0
+
+    def fixed_bytes(self, dim: int) -> int:
+        """Bytes independent of the number of ids: the codebooks ``K d * 4`` (pq, hashed), else 0."""
+        return 0 if self.kind == "exact" else int(self.num_codewords) * int(dim) * 4
+
+    def storage_bytes(self, dim: int) -> int:
+        """Bytes of the tier's weights: ``rows * id_bytes + fixed_bytes``."""
+        return int(round(self.rows * self.id_bytes(dim))) + self.fixed_bytes(dim)
+
+
+def tiers_storage_bytes(tiers: Sequence, dim: int, contrastive: bool = False) -> int:
+    """Bytes of a :class:`TieredEmbedding` with these tiers and width ``dim`` (weights as stored, plus
+    the 8-byte ``negatives_step`` counter when the layer has a contrastive term)."""
+    tiers = [Tier.from_config(t) for t in tiers]
+    has_codes = any(t.kind != "exact" for t in tiers)
+    return sum(t.storage_bytes(dim) for t in tiers) + (8 if contrastive and has_codes else 0)
+
+
+def hashed_codes(ids, num_subspaces: int, num_codewords: int, salt: int = 0):
+    """In-graph codes of a hashed tier: ``int32[N, M]`` for integer ids ``[N]`` (non-negative, < 2**31):
+    code ``m`` is the cubic hash with salt ``salt * 1024 + m`` of the id, mod ``K``; Horner's rule in
+    int64, all sub-spaces at once."""
+    m = int(num_subspaces)
+    coefs = np.array([hash_coefficients(int(salt) * 1024 + j) for j in range(m)], dtype=np.int64).T  # [4, M]
+    p = tf.constant(HASH_PRIME, tf.int64)
+    x = tf.math.floormod(tf.cast(ids, tf.int64), p)[:, None]  # [N, 1]
+    h = tf.broadcast_to(tf.constant(coefs[0])[None, :], tf.stack([tf.shape(x)[0], m]))
+    for c in coefs[1:]:
+        h = tf.math.floormod(h * x + tf.constant(c)[None, :], p)
+    return tf.cast(tf.math.floormod(h, tf.constant(int(num_codewords), tf.int64)), tf.int32)
+
+
+def hashed_codes_numpy(ids, num_subspaces: int, num_codewords: int, salt: int = 0) -> np.ndarray:
+    """NumPy reference of :func:`hashed_codes`: ``int64[N, M]``."""
+    x = (np.asarray(ids, dtype=np.int64) % HASH_PRIME)[:, None]
+    coefs = np.array([hash_coefficients(int(salt) * 1024 + j) for j in range(int(num_subspaces))], dtype=np.int64).T
+    h = np.broadcast_to(coefs[0][None, :], (x.shape[0], coefs.shape[1])).copy()
+    for c in coefs[1:]:
+        h = (h * x + c[None, :]) % HASH_PRIME
+    return h % int(num_codewords)
+
+
+@register
+class TieredEmbedding(ContrastiveSteps, keras.layers.Layer):
+    """Embedding table whose ids fall into popularity tiers, each with its own storage (issue 19).
+
+    Example:
+
+    >>> layer = TieredEmbedding(1000, 16, tiers=[
+    ...     {"kind": "exact", "rows": 50},
+    ...     {"kind": "pq", "rows": 450, "num_subspaces": 4, "num_codewords": 16},
+    ...     {"kind": "hashed", "rows": 500, "num_subspaces": 4, "num_codewords": 16}])
+    >>> layer(tf.constant([0, 7, 999])).shape
+    TensorShape([3, 16])
+    >>> layer.storage_bytes  # 50*64 + 450*2 + 16*16*4 + 16*16*4
+    6148
+
+    Args:
+        input_dim: ``V``, number of ids (``< 2**31``); the tiers' rows must sum to it.
+        output_dim: ``d``; every ``num_subspaces`` must divide it.
+        tiers: the tiers in id order, as :class:`Tier` or dicts (``{"kind": "pq", "rows": 900,
+            "num_subspaces": 4, "num_codewords": 16, "bits": 4}``).
+        arrays: optional initial values, one dict per tier (never part of the config: the weights
+            carry them): ``{"rows": float[rows, d]}`` (exact), ``{"codes": int[rows, M], "codebooks":
+            float[M, K, d/M]}`` (pq), ``{"codebooks": float[M, K, d/M]}`` (hashed). Default: rows and
+            codebooks normal(0, 0.05), codes uniform, drawn with ``seed``.
+        trainable_codebooks: whether exact rows and codebooks train (codes never do).
+        oov_id: the row used for ids ``< 0`` or ``>= V``.
+        contrastive_weight, num_negatives, temperature: MEC's contrastive term (see
+            :class:`~tfmec.layers.QuantizedEmbedding`); 0 turns it off.
+        hash_salt: salt of the hashed tiers' codes (tier ``t`` uses ``hash_salt + t``).
+        seed: seed of the default initial values and of the negatives.
+        mask_zero: as ``keras.layers.Embedding``: ``compute_mask`` returns ``ids != 0``.
+
+    Weights: per tier ``t``: ``rows_t float32[rows, d]`` (exact), ``codes_t uint8[rows,
+    ceil(M bits / 8)]`` (non-trainable) and ``codebooks_t float32[M, K, d/M]`` (pq),
+    ``codebooks_t`` (hashed); ``negatives_step`` (int64 scalar) with a contrastive term.
+
+    Shapes: integer ids ``[...]`` -> ``[..., d]`` (compute dtype); the mask is bool ``[...]``.
+
+    Storage: ``storage_bytes`` equals the bytes of ``layer.weights`` and
+    :func:`tiers_storage_bytes` of the config.
+    """
+
+    is_embedding_table = True
+
+    def __init__(self, input_dim: int, output_dim: int, tiers: Sequence, arrays: Sequence | None = None,
+                 trainable_codebooks: bool = True, oov_id: int = 0, contrastive_weight: float = 0.0,
+                 num_negatives: int = 4, temperature: float = 0.5, hash_salt: int = 0, seed: int | None = None,
+                 mask_zero: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        name = type(self).__name__
+        self.input_dim, self.output_dim = int(input_dim), int(output_dim)
+        if not 1 <= self.input_dim <= _MAX_VOCAB:
+            raise ValueError(f"{name}: input_dim must be in [1, 2**31), got {input_dim}")
+        if self.output_dim < 1:
+            raise ValueError(f"{name}: output_dim must be >= 1, got {output_dim}")
+        self.tiers = [Tier.from_config(t) for t in tiers]
+        if not self.tiers:
+            raise ValueError(f"{name}: give at least one tier")
+        total = sum(t.rows for t in self.tiers)
+        if total != self.input_dim:
+            raise ValueError(f"{name}: the tiers' rows sum to {total}, not input_dim {self.input_dim}")
+        for t, tier in enumerate(self.tiers):
+            if tier.kind != "exact" and self.output_dim % tier.num_subspaces:
+                raise ValueError(f"{name}: tier {t} ({tier.kind}): num_subspaces {tier.num_subspaces} does not "
+                                 f"divide output_dim {self.output_dim}")
+        self.starts = [0]
+        for tier in self.tiers[:-1]:
+            self.starts.append(self.starts[-1] + tier.rows)
+        self.oov_id = int(oov_id)
+        if not 0 <= self.oov_id < self.input_dim:
+            raise ValueError(f"{name}: oov_id must be in [0, {self.input_dim}), got {oov_id}")
+        self.contrastive_weight = float(contrastive_weight)
+        if self.contrastive_weight < 0:
+            raise ValueError(f"{name}: contrastive_weight must be >= 0, got {contrastive_weight}")
+        self.num_negatives = int(num_negatives)
+        if self.num_negatives < 1:
+            raise ValueError(f"{name}: num_negatives must be >= 1, got {num_negatives}")
+        self.temperature = float(temperature)
+        if self.temperature <= 0:
+            raise ValueError(f"{name}: temperature must be > 0, got {temperature}")
+        self.trainable_codebooks = bool(trainable_codebooks)
+        self.hash_salt = int(hash_salt)
+        self.mask_zero = bool(mask_zero)
+        self.supports_masking = self.mask_zero
+        self.seed = None if seed is None else int(seed)
+        self._negatives_seed = self.seed if self.seed is not None else int(np.random.randint(0, 2**31 - 1))
+        self._initial = self._check_arrays(arrays)
+        self.tier_weights = []
+        self.negatives_step = None
+        self._last_contrastive_loss = None
+
+    def _check_arrays(self, arrays):
+        name = type(self).__name__
+        if arrays is None:
+            return [None] * len(self.tiers)
+        if len(arrays) != len(self.tiers):
+            raise ValueError(f"{name}: arrays has {len(arrays)} entries for {len(self.tiers)} tiers")
+        out = []
+        d = self.output_dim
+        for t, (tier, given) in enumerate(zip(self.tiers, arrays)):
+            if given is None:
+                out.append(None)
+                continue
+            given = dict(given)
+            if tier.kind == "exact":
+                rows = np.asarray(given["rows"], np.float32)
+                if rows.shape != (tier.rows, d):
+                    raise ValueError(f"{name}: tier {t} rows must be [{tier.rows}, {d}], got {rows.shape}")
+                out.append({"rows": rows})
+                continue
+            m, k = tier.num_subspaces, tier.num_codewords
+            books = np.asarray(given["codebooks"], np.float32)
+            if books.shape != (m, k, d // m):
+                raise ValueError(f"{name}: tier {t} codebooks must be [{m}, {k}, {d // m}], got {books.shape}")
+            entry = {"codebooks": books}
+            if tier.kind == "pq":
+                codes = np.asarray(given["codes"])
+                if codes.shape != (tier.rows, m) or not np.issubdtype(codes.dtype, np.integer):
+                    raise ValueError(f"{name}: tier {t} codes must be integers [{tier.rows}, {m}], got "
+                                     f"{codes.dtype} {codes.shape}")
+                if codes.size and (codes.min() < 0 or codes.max() >= k):
+                    raise ValueError(f"{name}: tier {t} codes must lie in [0, {k})")
+                entry["codes"] = codes
+            out.append(entry)
+        return out
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def vocab_size(self) -> int:
+        """``V`` (the name the other tfmec tables use)."""
+        return self.input_dim
+
+    @property
+    def storage_bytes(self) -> int:
+        """Bytes of the weights as stored (:func:`tiers_storage_bytes`)."""
+        return tiers_storage_bytes(self.tiers, self.output_dim, self.contrastive_weight > 0)
+
+    @property
+    def last_contrastive_loss(self):
+        """The unweighted contrastive loss of the last training call (None before any)."""
+        return self._last_contrastive_loss
+
+    # ------------------------------------------------------------------ construction
+    def build(self, input_shape=None):
+        rng = np.random.default_rng(self.seed)
+        d = self.output_dim
+        self.tier_weights = []
+        for t, (tier, given) in enumerate(zip(self.tiers, self._initial)):
+            given = given or {}
+            weights = {}
+            if tier.kind == "exact":
+                rows = given.get("rows")
+                init = array_initializer(rows) if rows is not None else keras.initializers.RandomNormal(
+                    stddev=0.05, seed=None if self.seed is None else self.seed + t)
+                weights["rows"] = self.add_weight(name=f"rows_{t}", shape=(tier.rows, d), dtype="float32",
+                                                  initializer=init, trainable=self.trainable_codebooks)
+            else:
+                m, k = tier.num_subspaces, tier.num_codewords
+                books = given.get("codebooks")
+                init = array_initializer(books) if books is not None else keras.initializers.RandomNormal(
+                    stddev=0.05, seed=None if self.seed is None else self.seed + t)
+                if tier.kind == "pq":
+                    codes = given.get("codes")
+                    if codes is None:
+                        codes = rng.integers(0, k, size=(tier.rows, m))
+                    packed = pack_codes(codes, tier.bits)
+                    weights["codes"] = self.add_weight(name=f"codes_{t}", shape=packed.shape, dtype="uint8",
+                                                       initializer=array_initializer(packed), trainable=False)
+                weights["codebooks"] = self.add_weight(name=f"codebooks_{t}", shape=(m, k, d // m),
+                                                       dtype="float32", initializer=init,
+                                                       trainable=self.trainable_codebooks)
+            self.tier_weights.append(weights)
+        if self.contrastive_weight > 0 and any(t.kind != "exact" for t in self.tiers):
+            self.negatives_step = self._add_step_counter()
+        self._initial = [None] * len(self.tiers)  # the weights hold the arrays now
+        self.built = True
+
+    # ------------------------------------------------------------------ computation
+    def tier_codes(self, t: int, local, ids):
+        """Int32 codes ``[N, M_t]`` of tier ``t`` (pq or hashed) for ``local`` rows of the tier and
+        table ``ids`` ``[N]`` (int32)."""
+        tier = self.tiers[t]
+        if tier.kind == "hashed":
+            return hashed_codes(ids, tier.num_subspaces, tier.num_codewords, self.hash_salt + t)
+        return unpack_codes_tf(tf.gather(self.tier_weights[t]["codes"], local), tier.bits, tier.num_subspaces)
+
+    def _tier_rows(self, t: int, ids, training_contrastive: bool):
+        """``(rows [N, d] float32, codes or None)`` of tier ``t`` for every id of ``ids [N]``, each
+        clipped into the tier's range."""
+        tier, weights = self.tiers[t], self.tier_weights[t]
+        local = ids if len(self.tiers) == 1 else tf.clip_by_value(ids - self.starts[t], 0, tier.rows - 1)
+        if tier.kind == "exact":
+            return tf.gather(weights["rows"], local), None
+        books = tf.cast(weights["codebooks"], tf.float32)
+        if tier.kind == "pq" and tier.bits in (1, 2, 4) and not training_contrastive:
+            return decode_packed_tf(tf.gather(weights["codes"], local), books, tier.bits), None
+        codes = self.tier_codes(t, local, ids)
+        return decode_codes(codes, books), codes
+
+    def call(self, inputs, training=None):
+        """Integer ids ``[...]`` -> ``[..., d]`` (see the class docstring)."""
+        if not self.built:
+            self.build(None)
+        ids = map_out_of_range_ids(inputs, self.input_dim, self.oov_id, self.name)
+        flat = ids.shape.rank == 1
+        flat_ids = ids if flat else tf.reshape(ids, [-1])
+        contrastive = bool(training) and self.negatives_step is not None
+        counted = None
+        if contrastive and self.mask_zero:
+            counted = tf.reshape(tf.not_equal(tf.convert_to_tensor(inputs), 0), [-1])
+        out = None
+        losses, weights = [], []
+        seed = self._next_negatives_seed() if contrastive else None
+        for t, tier in enumerate(self.tiers):
+            rows, codes = self._tier_rows(t, flat_ids, contrastive)
+            start, stop = self.starts[t], self.starts[t] + tier.rows
+            in_tier = None
+            if len(self.tiers) > 1:
+                in_tier = tf.logical_and(flat_ids >= start, flat_ids < stop)
+                out = rows if out is None else tf.where(in_tier[:, None], rows, out)
+            else:
+                out = rows
+            if contrastive and codes is not None:
+                w = tf.ones_like(flat_ids, tf.float32) if in_tier is None else tf.cast(in_tier, tf.float32)
+                if counted is not None:
+                    w = w * tf.cast(counted, tf.float32)
+                tier_seed = seed + tf.constant([t * 7919, 0], tf.int64)  # other negatives per tier
+                loss = contrastive_loss(rows, codes, self.tier_weights[t]["codebooks"], self.num_negatives,
+                                        self.temperature, seed=tier_seed, row_weights=w)
+                losses.append(loss * tf.reduce_sum(w))
+                weights.append(tf.reduce_sum(w))
+        if losses:
+            loss = tf.math.divide_no_nan(tf.add_n(losses), tf.add_n(weights))
+            self._last_contrastive_loss = loss
+            self.add_loss(self.contrastive_weight * loss)
+        if not flat:
+            out = tf.reshape(out, tf.concat([tf.shape(ids), [self.output_dim]], axis=0))
+        return tf.cast(out, self.compute_dtype)
+
+    def compute_mask(self, inputs, mask=None):
+        """None without ``mask_zero``; else bool ``inputs != 0`` (the ids' shape)."""
+        return zero_mask(inputs, self.mask_zero)
+
+    def compute_output_shape(self, input_shape):
+        return as_shape(input_shape) + (self.output_dim,)
+
+    def decoded_table(self, ids=None) -> np.ndarray:
+        """NumPy ``float32[N, d]`` rows of ``ids`` (default: every id) as the layer reads them."""
+        ids = np.arange(self.input_dim) if ids is None else np.asarray(ids)
+        return np.asarray(self(tf.constant(ids.astype(np.int64)), training=False), np.float32)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(input_dim=self.input_dim, output_dim=self.output_dim,
+                      tiers=[t.to_config() for t in self.tiers], trainable_codebooks=self.trainable_codebooks,
+                      oov_id=self.oov_id, contrastive_weight=self.contrastive_weight,
+                      num_negatives=self.num_negatives, temperature=self.temperature, hash_salt=self.hash_salt,
+                      seed=self.seed, mask_zero=self.mask_zero)
+        return config
+
+
+__all__ = ["Tier", "TieredEmbedding", "TIER_KINDS", "tiers_storage_bytes", "hashed_codes", "hashed_codes_numpy"]

@@ -1,0 +1,357 @@
+"""A byte budget instead of knobs: popularity tiers per table chosen for the best validation AUC (issue 19).
+
+``compress_to_budget(model, counts, budget_bytes, validation_data)`` turns every float embedding table
+of a trained model into a :class:`~tfmec.layers.TieredEmbedding` so that all tables together take at
+most ``budget_bytes``. The allocation:
+
+1. **Options.** For a table of width ``d``: exact float rows (``4 d`` bytes per id), PQ at every
+   ``M`` of :func:`subspace_choices` with ``K`` of 4, 16 or 256 (``ceil(M log2 K / 8)`` bytes per id plus
+   ``K d 4`` bytes of codebooks), and a hashed tail (0 bytes per id, ``K d 4`` of codebooks).
+2. **Measured distortion.** Each option is fitted on the table's used rows (popularity-weighted
+   k-means for PQ, weighted bucket means for the hashed tail: :mod:`tfmec.mec.tiers`) and its squared
+   error ``D_o(i)`` measured on every used id ``i``; exact rows have none.
+3. **Lagrangian allocation.** With popularity weights ``w_i = count_i ** alpha``, each table minimises
+   ``sum_i w_i D(i) + lambda * bytes`` over contiguous tiers (ids are numbered by descending
+   frequency; options in decreasing bytes per id, each used at most once) by dynamic programming
+   over a grid of candidate boundaries (geometric, plus the cumulative-popularity quantiles and the
+   last used id). One ``lambda`` for all tables, found by bisection: the smallest whose total bytes
+   fit the budget. By construction the result is never over the budget (checked again on the
+   built model).
+4. **Checked on validation data.** Each ``alpha`` of ``alphas`` gives one allocation; with
+   ``validation_data`` the one whose model has the best validation AUC (before any fine-tuning) is
+   kept. Test data is never read.
+
+Stage 2 is the caller's: ``model.fit`` trains the codebooks and exact rows with MEC's contrastive term
+(``contrastive_weight``), as for :func:`~tfmec.mec.compress_embeddings`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from tfmec.layers.tiered_embedding import Tier, TieredEmbedding, tiers_storage_bytes
+from tfmec.mec.tiers import fit_hashed, fit_pq, fit_tiers
+
+DEFAULT_CODEWORDS = (4, 16, 256)
+MAX_SUBSPACES = 16
+GRID_POINTS = 160
+FIT_ROWS = 65536  # distortion is measured on at most this many used ids per table (the most popular)
+
+
+def subspace_choices(dim: int) -> list[int]:
+    """The ``M`` tried for a table of width ``dim``: powers of two up to 16 that divide it (1 for
+    ``dim = 1``: scalar quantisation of first-order weights)."""
+    return [m for m in (1, 2, 4, 8, 16) if m <= min(dim, MAX_SUBSPACES) and dim % m == 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """A way to store a range of ids (a :class:`~tfmec.layers.Tier` without its row count)."""
+
+    kind: str
+    num_subspaces: int = 0
+    num_codewords: int = 0
+
+    def tier(self, rows: int) -> Tier:
+        return Tier(self.kind, int(rows), self.num_subspaces, self.num_codewords)
+
+    def label(self) -> str:
+        return "exact" if self.kind == "exact" else f"{self.kind} M={self.num_subspaces} K={self.num_codewords}"
+
+
+def table_options(dim: int, vocab_size: int, codewords: Sequence[int] = DEFAULT_CODEWORDS) -> list[Option]:
+    """Every option for a ``[vocab_size, dim]`` table, in decreasing bytes per id (exact first, hashed
+    last); options whose codebooks alone weigh as much as the float table are left out."""
+    full = 4 * dim * vocab_size
+    opts = [Option("exact")]
+    for m in subspace_choices(dim):
+        for k in codewords:
+            if k * dim * 4 < full:
+                opts.append(Option("pq", m, k))
+    hashed_m = max(m for m in subspace_choices(dim) if m <= 4)
+    for k in codewords:
+        if k * dim * 4 < full:
+            opts.append(Option("hashed", hashed_m, k))
+    return sorted(opts, key=lambda o: (-o.tier(1).id_bytes(dim), o.tier(1).fixed_bytes(dim)))
+
+
+@dataclasses.dataclass
+class TableProfile:
+    """What the allocation needs of one table: its shape, the grid of candidate boundaries, and for
+    every option the weighted distortion summed up to each grid point (``cost[o][g]``)."""
+
+    key: str
+    vocab_size: int
+    dim: int
+    options: list
+    grid: np.ndarray  # int64[G], 0 .. V
+    cost: np.ndarray  # float64[O, G]: sum over ids < grid[g] of w_i D_o(i)
+
+
+def _grid(vocab_size: int, weights: np.ndarray, points: int = GRID_POINTS) -> np.ndarray:
+    geo = np.geomspace(1, vocab_size, num=points)
+    used = np.flatnonzero(weights > 0)
+    extra = [0, vocab_size]
+    if used.size:
+        extra.append(int(used[-1]) + 1)
+        cum = np.cumsum(weights)
+        for q in (0.5, 0.8, 0.9, 0.95, 0.99, 0.999):
+            extra.append(int(np.searchsorted(cum, q * cum[-1])) + 1)
+    grid = np.unique(np.concatenate([np.round(geo).astype(np.int64), np.asarray(extra, np.int64)]))
+    return grid[(grid >= 0) & (grid <= vocab_size)]
+
+
+def profile_table(key: str, table: np.ndarray, weights: np.ndarray, seed: int = 0,
+                  codewords: Sequence[int] = DEFAULT_CODEWORDS) -> TableProfile:
+    """The :class:`TableProfile` of ``table [V, d]`` under popularity ``weights [V]``: each option
+    fitted on the (at most ``FIT_ROWS``) most popular used ids, its distortion measured there."""
+    v, d = table.shape
+    w = np.asarray(weights, np.float64)
+    options = table_options(d, v, codewords)
+    grid = _grid(v, w)
+    used = np.flatnonzero(w > 0)
+    if used.size > FIT_ROWS:
+        used = np.sort(used[np.argsort(-w[used], kind="stable")[:FIT_ROWS]])
+    rows = np.asarray(table[used], np.float32)
+    wu = w[used]
+    cost = np.zeros((len(options), grid.size))
+    position = np.searchsorted(used, grid)  # number of profiled ids below each grid point
+    for o, opt in enumerate(options):
+        if opt.kind == "exact" or not used.size:
+            continue
+        if opt.kind == "pq":
+            _, _, err = fit_pq(rows, wu, opt.num_subspaces, opt.num_codewords, seed=seed)
+        else:
+            _, err = fit_hashed(rows, used, wu, opt.num_subspaces, opt.num_codewords, salt=7)
+        cum = np.concatenate([[0.0], np.cumsum(wu * err)])
+        cost[o] = cum[position]
+    return TableProfile(key, v, d, options, grid, cost)
+
+
+def best_tiers(profile: TableProfile, lam: float) -> tuple[list[Tier], float]:
+    """``(tiers, distortion)`` minimising ``distortion + lam * bytes`` for one table: contiguous tiers on
+    the profile's grid, options in their order (decreasing bytes per id), each at most once."""
+    opts, grid, cost = profile.options, profile.grid, profile.cost
+    d = profile.dim
+    n_g, n_o = grid.size, len(opts)
+    inf = math.inf
+    # f[o][j]: least cost covering ids [0, grid[j]) with options 0..o; choice[o][j] = (start j', option) or None
+    f_prev = np.full(n_g, inf)
+    f_prev[0] = 0.0
+    back = []
+    for o, opt in enumerate(opts):
+        rate = lam * opt.tier(1).id_bytes(d)
+        fixed = lam * opt.tier(1).fixed_bytes(d)
+        f = f_prev.copy()
+        came = np.full(n_g, -1)
+        best_start, best_val = -1, inf
+        for j in range(n_g):
+            if j > 0:
+                val = best_val + rate * grid[j] + cost[o][j] + fixed
+                if val < f[j]:
+                    f[j], came[j] = val, best_start
+            cand = f_prev[j] - rate * grid[j] - cost[o][j]
+            if cand < best_val:
+                best_val, best_start = cand, j
+        back.append(came)
+        f_prev = f
+    # walk back from (last option, V)
+    tiers, j, o = [], n_g - 1, n_o - 1
+    while j > 0:
+        while o >= 0 and back[o][j] < 0:
+            o -= 1
+        start = back[o][j]
+        tiers.append(opts[o].tier(int(grid[j] - grid[start])))
+        j, o = start, o - 1
+    tiers.reverse()
+    distortion = 0.0
+    start = 0
+    for t in tiers:
+        o = next(i for i, opt in enumerate(opts) if opt.kind == t.kind and opt.num_subspaces == t.num_subspaces
+                 and opt.num_codewords == t.num_codewords)
+        a, b = np.searchsorted(grid, start), np.searchsorted(grid, start + t.rows)
+        distortion += cost[o][b] - cost[o][a]
+        start += t.rows
+    return tiers, distortion
+
+
+def allocate(profiles: Sequence[TableProfile], budget_bytes: int, contrastive: bool = True,
+             iterations: int = 60) -> dict:
+    """The allocation of every table within ``budget_bytes``: ``{"lambda", "bytes", "distortion",
+    "tables": {key: [Tier, ...]}}``. Raises ``ValueError`` naming the least bytes possible when the
+    budget is below them."""
+    def solve(lam):
+        tables, total, dist = {}, 0, 0.0
+        for p in profiles:
+            tiers, dd = best_tiers(p, lam)
+            tables[p.key] = tiers
+            total += tiers_storage_bytes(tiers, p.dim, contrastive)
+            dist += dd
+        return tables, total, dist
+
+    tables, total, dist = solve(0.0)
+    if total <= budget_bytes:
+        return {"lambda": 0.0, "bytes": total, "distortion": dist, "tables": tables}
+    hi = 1e-12
+    while True:
+        tables, total, dist = solve(hi)
+        if total <= budget_bytes:
+            break
+        if hi > 1e30:
+            raise ValueError(f"a memory budget of {budget_bytes:,} bytes is below the least the embedding tables can "
+                             f"take ({total:,} bytes: every table one hashed tier of the fewest codewords); give at "
+                             f"least that")
+        hi *= 10.0
+    lo = hi / 10.0
+    best = (tables, total, dist, hi)
+    for _ in range(iterations):
+        mid = math.sqrt(lo * hi)
+        tables, total, dist = solve(mid)
+        if total <= budget_bytes:
+            hi, best = mid, (tables, total, dist, mid)
+        else:
+            lo = mid
+        if hi / lo < 1.0001:
+            break
+    tables, total, dist, lam = best
+    return {"lambda": lam, "bytes": total, "distortion": dist, "tables": tables}
+
+
+@dataclasses.dataclass
+class BudgetPlan:
+    """What :func:`compress_to_budget` chose: per table its tiers, the bytes, the popularity exponent
+    ``alpha`` kept and the validation AUC of every candidate."""
+
+    budget_bytes: int
+    bytes: int
+    alpha: float
+    tables: dict  # key -> list of tier dicts
+    candidates: list  # [{"alpha", "bytes", "validation_auc"}]
+    untouched_bytes: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        """One line per table: its tiers as ``rows x kind``."""
+        lines = [f"memory budget {self.budget_bytes:,} bytes: {self.bytes:,} used (alpha {self.alpha})"]
+        for key, tiers in self.tables.items():
+            parts = [f"{t['rows']:,} {t['kind']}" + (f" M={t['num_subspaces']} K={t['num_codewords']}"
+                                                     if t["kind"] != "exact" else "") for t in tiers]
+            lines.append(f"  {key}: " + ", ".join(parts))
+        return "\n".join(lines)
+
+
+def compress_to_budget(model, counts: Mapping, budget_bytes: int, validation_data=None, *,
+                       alphas: Sequence[float] = (1.0, 0.5), contrastive_weight: float = 2e-3,
+                       num_negatives: int = 4, temperature: float = 0.5, seed: int = 0,
+                       codewords: Sequence[int] = DEFAULT_CODEWORDS, inplace: bool = False, log=None):
+    """A copy of ``model`` whose float embedding tables are popularity-tiered to fit ``budget_bytes``.
+
+    Args:
+        model: a trained Keras model with ``keras.layers.Embedding`` tables anywhere
+            (:func:`tfmec.graph.find_tables`).
+        counts: ``{table key, layer name or path: int[V]}`` training counts of each table's ids (from
+            :func:`tfmec.mec.count_ids`, or a tfmec vocabulary's counts); a table without counts gets
+            all-ones weights. Ids are assumed numbered by descending frequency (tfmec's vocabularies
+            and ``count_ids`` of a ``StringLookup`` are); tiers are id ranges either way.
+        budget_bytes: bytes of all embedding tables together (tables that are not float
+            ``Embedding`` layers count as they are).
+        validation_data: a ``tf.data.Dataset`` of ``(features, labels)``; with it each ``alpha`` is
+            tried and the best validation AUC kept.
+        alphas: popularity exponents tried (``w = count ** alpha``).
+        contrastive_weight, num_negatives, temperature: MEC's contrastive term in stage 2.
+        seed: seed of the k-means fits and the negatives.
+        codewords: the ``K`` values tried for PQ and hashed tiers.
+        inplace: swap inside ``model`` itself (subclassed models that cannot be copied).
+        log: optional ``print``-like callable for progress lines.
+
+    Returns:
+        ``(compressed model, BudgetPlan)``; the compressed model's embedding bytes are at most
+        ``budget_bytes``.
+
+    Raises:
+        ValueError: a budget below the least the tables can take (the message gives it), a model
+            without float tables, or ``counts`` naming no table.
+    """
+    from tfmec.backend import keras
+    from tfmec.evaluation import embedding_layers, evaluate, variable_bytes
+    from tfmec.graph import find_tables, keyed_by_table
+    from tfmec.graph.swap import swap_layers
+
+    log = log or (lambda *_: None)
+    refs = find_tables(model)
+    float_refs = [r for r in refs if isinstance(r.layer, keras.layers.Embedding) and r.layer.weights]
+    if not float_refs:
+        raise ValueError(f"compress_to_budget: model {getattr(model, 'name', model)!r} has no float "
+                         "keras.layers.Embedding tables (searched every nested model and layer)")
+    others = sum(variable_bytes(layer.weights) for layer in embedding_layers(model)
+                 if not any(layer is r.layer for r in float_refs))
+    budget = int(budget_bytes) - int(others)
+    counted = keyed_by_table(refs, counts, "counts") if counts else {}
+    tables = {r.key: np.asarray(r.layer.get_weights()[0], np.float32) for r in float_refs}
+    candidates, best = [], None
+    for alpha in alphas:
+        profiles = []
+        for key, table in tables.items():
+            c = np.asarray(counted.get(key, np.ones(table.shape[0])), np.float64)
+            if c.shape != (table.shape[0],):
+                raise ValueError(f"counts of table {key!r} have shape {c.shape}, the table has {table.shape[0]} rows")
+            profiles.append(profile_table(key, table, np.power(np.maximum(c, 0.0), alpha), seed=seed,
+                                          codewords=codewords))
+        plan = allocate(profiles, budget, contrastive=contrastive_weight > 0)
+        candidate = _build(model, float_refs, tables, counted, plan["tables"], alpha, seed, contrastive_weight,
+                           num_negatives, temperature, inplace=inplace and len(alphas) == 1)
+        auc = None
+        if validation_data is not None:
+            auc = float(evaluate(candidate, validation_data)["auc"])
+        candidates.append({"alpha": float(alpha), "bytes": int(plan["bytes"] + others), "validation_auc": auc})
+        log(f"budget alpha={alpha}: {plan['bytes'] + others:,} bytes"
+            + ("" if auc is None else f", validation AUC {auc:.4f} before fine-tuning"))
+        if best is None or (auc is not None and auc > best[0]):
+            best = (auc if auc is not None else -math.inf, candidate, plan, alpha)
+        if validation_data is None:
+            break
+    _, model_out, plan, alpha = best
+    used = sum(variable_bytes(layer.weights) for layer in embedding_layers(model_out))
+    if used > int(budget_bytes):
+        raise AssertionError(f"compress_to_budget built {used:,} bytes of tables for a budget of {budget_bytes:,}")
+    return model_out, BudgetPlan(int(budget_bytes), int(used), float(alpha),
+                                 {k: [t.to_config() for t in v] for k, v in plan["tables"].items()},
+                                 candidates, int(others))
+
+
+def _build(model, refs, tables, counted, allocation, alpha, seed, beta, negatives, tau, inplace=False):
+    from tfmec.distribute import local_integer_variables
+    from tfmec.graph.swap import is_functional, swap_layers
+    from tfmec.mec.model import MECModel
+
+    by_layer = {id(r.layer): r.key for r in refs}
+
+    def replace(layer):
+        key = by_layer.get(id(layer))
+        if key is None:
+            return None
+        tiers = allocation[key]
+        if len(tiers) == 1 and tiers[0].kind == "exact":
+            return None  # the whole table stays float: keep the layer
+        table = tables[key]
+        c = np.asarray(counted.get(key, np.ones(table.shape[0])), np.float64)
+        arrays = fit_tiers(table, tiers, np.power(np.maximum(c, 0.0), alpha), seed=seed)
+        has_codes = any(t.kind != "exact" for t in tiers) and table.shape[1] > 1
+        return TieredEmbedding(table.shape[0], table.shape[1], tiers, arrays=arrays, name=layer.name,
+                               contrastive_weight=beta if has_codes else 0.0, num_negatives=negatives,
+                               temperature=tau, seed=seed, mask_zero=bool(getattr(layer, "mask_zero", False)))
+
+    with local_integer_variables():
+        new, _ = swap_layers(model, replace, inplace=inplace)
+    if is_functional(new) and not isinstance(new, MECModel):
+        new = MECModel(inputs=new.input, outputs=new.output, name=new.name)
+    return new
+
+
+__all__ = ["compress_to_budget", "allocate", "profile_table", "best_tiers", "table_options", "subspace_choices",
+           "BudgetPlan", "Option", "TableProfile"]
