@@ -7,9 +7,8 @@ is a range of ids: tier ``t`` holds ids ``start_t .. start_t + rows_t - 1`` and 
 - ``exact``: float32 rows ``[rows_t, d]`` (the head: the most used ids cost ``4 d`` bytes each);
 - ``pq``: product-quantisation codes ``[rows_t, M_t]`` bit-packed at ``bits_t`` bits per code (stored
   ``uint8[rows_t, ceil(M_t * bits_t / 8)]``) plus codebooks ``float32[M_t, K_t, d / M_t]``;
-- ``hashed``: zero bytes per id: the code of id ``i`` in sub-space ``m`` is ``hash_m(i) mod K_t`` (the
-  cubic hash of :mod:`tfmec.layers.hashed_embedding`, one salt per sub-space), read from the tier's
-  codebooks ``float32[M_t, K_t, d / M_t]``. ``K_t^M_t`` distinct rows for ``K_t * d * 4`` bytes: the far
+- ``hashed``: zero bytes per id: the code of id ``i`` in sub-space ``m`` is a multiplicative hash of
+  ``i`` (:func:`hashed_codes`, one multiplier per sub-space), read from the tier's codebooks ``float32[M_t, K_t, d / M_t]``. ``K_t^M_t`` distinct rows for ``K_t * d * 4`` bytes: the far
   tail, ids seen rarely or never in training, costs nothing per id.
 
 The lookup is plain gathers and ``tf.where`` (each tier decodes the batch's ids clipped into its range;
@@ -31,7 +30,7 @@ import tensorflow as tf
 from tfmec.backend import keras, register
 from tfmec.layers._utils import array_initializer, as_shape, map_out_of_range_ids, zero_mask
 from tfmec.layers.bitpack import bits_needed, check_bits, decode_packed_tf, pack_codes, packed_width, unpack_codes_tf
-from tfmec.layers.hashed_embedding import HASH_PRIME, hash_coefficients
+from tfmec.layers.hashed_embedding import hash_coefficients
 from tfmec.layers.quantized_embedding import ContrastiveSteps, contrastive_loss, decode_codes
 
 TIER_KINDS = ("exact", "pq", "hashed")
@@ -119,28 +118,39 @@ def tiers_storage_bytes(tiers: Sequence, dim: int, contrastive: bool = False) ->
     return sum(t.storage_bytes(dim) for t in tiers) + (8 if contrastive and has_codes else 0)
 
 
+def _hash_multipliers(num_subspaces: int, salt: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(a, b)`` ``int32[M]``: odd multipliers and offsets of the hashed codes (the bits of the
+    splitmix coefficients of :func:`tfmec.layers.hashed_embedding.hash_coefficients`, as int32)."""
+    coefs = np.array([hash_coefficients(int(salt) * 1024 + j) for j in range(int(num_subspaces))], dtype=np.uint64)
+    a = ((coefs[:, 0] * np.uint64(2) + np.uint64(1)) % np.uint64(2**32)).astype(np.uint32)  # odd
+    b = (coefs[:, 1] % np.uint64(2**32)).astype(np.uint32)
+    return a.view(np.int32), b.view(np.int32)
+
+
 def hashed_codes(ids, num_subspaces: int, num_codewords: int, salt: int = 0):
-    """In-graph codes of a hashed tier: ``int32[N, M]`` for integer ids ``[N]`` (non-negative, < 2**31):
-    code ``m`` is the cubic hash with salt ``salt * 1024 + m`` of the id, mod ``K``; Horner's rule in
-    int64, all sub-spaces at once."""
-    m = int(num_subspaces)
-    coefs = np.array([hash_coefficients(int(salt) * 1024 + j) for j in range(m)], dtype=np.int64).T  # [4, M]
-    p = tf.constant(HASH_PRIME, tf.int64)
-    x = tf.math.floormod(tf.cast(ids, tf.int64), p)[:, None]  # [N, 1]
-    h = tf.broadcast_to(tf.constant(coefs[0])[None, :], tf.stack([tf.shape(x)[0], m]))
-    for c in coefs[1:]:
-        h = tf.math.floormod(h * x + tf.constant(c)[None, :], p)
-    return tf.cast(tf.math.floormod(h, tf.constant(int(num_codewords), tf.int64)), tf.int32)
+    """In-graph codes of a hashed tier: ``int32[N, M]`` for integer ids ``[N]`` (``0 <= id < 2**31``).
+
+    Multiplicative hashing, one odd multiplier per sub-space: ``h_m = a_m * id + b_m`` in int32
+    arithmetic, which wraps modulo 2**32 (as NumPy's, XLA's and ONNX Runtime's); the code is the top
+    ``log2 K`` bits of ``h_m`` (``K`` a power of two: ``floor(h_m / 2**(32 - log2 K)) + K / 2``) or
+    ``h_m mod K``. Three element-wise int32 ops for all ``M`` sub-spaces at once."""
+    a, b = _hash_multipliers(num_subspaces, salt)
+    k = int(num_codewords)
+    h = tf.cast(ids, tf.int32)[:, None] * tf.constant(a)[None, :] + tf.constant(b)[None, :]
+    if k & (k - 1) == 0 and k > 1:
+        return tf.math.floordiv(h, tf.constant(2**32 // k, tf.int32)) + tf.constant(k // 2, tf.int32)
+    return tf.math.floormod(h, tf.constant(k, tf.int32))
 
 
 def hashed_codes_numpy(ids, num_subspaces: int, num_codewords: int, salt: int = 0) -> np.ndarray:
-    """NumPy reference of :func:`hashed_codes`: ``int64[N, M]``."""
-    x = (np.asarray(ids, dtype=np.int64) % HASH_PRIME)[:, None]
-    coefs = np.array([hash_coefficients(int(salt) * 1024 + j) for j in range(int(num_subspaces))], dtype=np.int64).T
-    h = np.broadcast_to(coefs[0][None, :], (x.shape[0], coefs.shape[1])).copy()
-    for c in coefs[1:]:
-        h = (h * x + c[None, :]) % HASH_PRIME
-    return h % int(num_codewords)
+    """NumPy reference of :func:`hashed_codes`: ``int64[N, M]`` (the wrap computed in uint32)."""
+    a, b = _hash_multipliers(num_subspaces, salt)
+    k = int(num_codewords)
+    x = np.asarray(ids, dtype=np.int64).astype(np.uint32)[:, None]
+    h = (x * a.view(np.uint32)[None, :] + b.view(np.uint32)[None, :]).view(np.int32).astype(np.int64)
+    if k & (k - 1) == 0 and k > 1:
+        return h // (2**32 // k) + k // 2
+    return h % k
 
 
 @register
@@ -329,18 +339,51 @@ class TieredEmbedding(ContrastiveSteps, keras.layers.Layer):
             return hashed_codes(ids, tier.num_subspaces, tier.num_codewords, self.hash_salt + t)
         return unpack_codes_tf(tf.gather(self.tier_weights[t]["codes"], local), tier.bits, tier.num_subspaces)
 
-    def _tier_rows(self, t: int, ids, training_contrastive: bool):
-        """``(rows [N, d] float32, codes or None)`` of tier ``t`` for every id of ``ids [N]``, each
-        clipped into the tier's range."""
-        tier, weights = self.tiers[t], self.tier_weights[t]
-        local = ids if len(self.tiers) == 1 else tf.clip_by_value(ids - self.starts[t], 0, tier.rows - 1)
-        if tier.kind == "exact":
-            return tf.gather(weights["rows"], local), None
-        books = tf.cast(weights["codebooks"], tf.float32)
-        if tier.kind == "pq" and tier.bits in (1, 2, 4) and not training_contrastive:
-            return decode_packed_tf(tf.gather(weights["codes"], local), books, tier.bits), None
-        codes = self.tier_codes(t, local, ids)
-        return decode_codes(codes, books), codes
+    def _local(self, t: int, ids):
+        """Rows of tier ``t`` for table ids ``[N]``, clipped into the tier (ids of other tiers read a
+        row that the selection then drops)."""
+        start, rows = self.starts[t], self.tiers[t].rows
+        if len(self.tiers) == 1:
+            return ids
+        if start == 0:
+            return tf.minimum(ids, rows - 1)
+        if start + rows == self.input_dim:
+            return tf.maximum(ids - start, 0)
+        return tf.clip_by_value(ids - start, 0, rows - 1)
+
+    def _in_tier(self, t: int, ids):
+        """Bool ``[N]``: the ids of ``[N]`` that fall in tier ``t``."""
+        start, stop = self.starts[t], self.starts[t] + self.tiers[t].rows
+        if start == 0:
+            return ids < stop
+        if stop == self.input_dim:
+            return ids >= start
+        return tf.logical_and(ids >= start, ids < stop)
+
+    @property
+    def shared_subspaces(self) -> int | None:
+        """``M`` when every pq and hashed tier has the same number of sub-spaces (their codes then
+        index one concatenated codebook and decode with one gather), else None."""
+        ms = {t.num_subspaces for t in self.tiers if t.kind != "exact"}
+        return ms.pop() if len(ms) == 1 else None
+
+    def _decode_merged(self, ids, coded: list):
+        """``[N, d]`` float32 of the coded tiers ``coded`` (indices, all of one ``M``) for ids ``[N]``:
+        each tier's codes plus its offset in the concatenated codebooks, selected per id, then one gather."""
+        m = self.shared_subspaces
+        sub = self.output_dim // m
+        books, index, base = [], None, 0
+        for t in coded:
+            tier = self.tiers[t]
+            books.append(tf.reshape(tf.cast(self.tier_weights[t]["codebooks"], tf.float32),
+                                    [m * tier.num_codewords, sub]))
+            offsets = tf.constant(base + np.arange(m, dtype=np.int32) * tier.num_codewords)
+            idx = self.tier_codes(t, self._local(t, ids), ids) + offsets[None, :]
+            # in id order, each tier overrides the ids from its start on (later tiers override it in turn)
+            index = idx if index is None else tf.where((ids >= self.starts[t])[:, None], idx, index)
+            base += m * tier.num_codewords
+        flat_books = books[0] if len(books) == 1 else tf.concat(books, axis=0)
+        return tf.reshape(tf.gather(flat_books, index), [-1, self.output_dim])
 
     def call(self, inputs, training=None):
         """Integer ids ``[...]`` -> ``[..., d]`` (see the class docstring)."""
@@ -350,37 +393,53 @@ class TieredEmbedding(ContrastiveSteps, keras.layers.Layer):
         flat = ids.shape.rank == 1
         flat_ids = ids if flat else tf.reshape(ids, [-1])
         contrastive = bool(training) and self.negatives_step is not None
+        coded = [t for t, tier in enumerate(self.tiers) if tier.kind != "exact"]
+        out = None
+        if coded and not contrastive and self.shared_subspaces is not None:
+            out = self._decode_merged(flat_ids, coded)
+        elif coded:
+            out = self._decode_each(flat_ids, coded, contrastive, inputs)
+        for t, tier in enumerate(self.tiers):
+            if tier.kind == "exact":
+                rows = tf.gather(self.tier_weights[t]["rows"], self._local(t, flat_ids))
+                out = rows if out is None else tf.where(self._in_tier(t, flat_ids)[:, None], rows, out)
+        if not flat:
+            out = tf.reshape(out, tf.concat([tf.shape(ids), [self.output_dim]], axis=0))
+        return tf.cast(out, self.compute_dtype)
+
+    def _decode_each(self, ids, coded: list, contrastive: bool, inputs):
+        """``[N, d]`` of the coded tiers decoded one by one (tiers of different ``M``, or training with
+        the contrastive term, which adds ``beta`` times the loss averaged over the coded ids)."""
         counted = None
         if contrastive and self.mask_zero:
-            counted = tf.reshape(tf.not_equal(tf.convert_to_tensor(inputs), 0), [-1])
-        out = None
-        losses, weights = [], []
+            counted = tf.cast(tf.reshape(tf.not_equal(tf.convert_to_tensor(inputs), 0), [-1]), tf.float32)
         seed = self._next_negatives_seed() if contrastive else None
-        for t, tier in enumerate(self.tiers):
-            rows, codes = self._tier_rows(t, flat_ids, contrastive)
-            start, stop = self.starts[t], self.starts[t] + tier.rows
-            in_tier = None
-            if len(self.tiers) > 1:
-                in_tier = tf.logical_and(flat_ids >= start, flat_ids < stop)
-                out = rows if out is None else tf.where(in_tier[:, None], rows, out)
+        out, losses, weights = None, [], []
+        for t in coded:
+            tier = self.tiers[t]
+            books = tf.cast(self.tier_weights[t]["codebooks"], tf.float32)
+            local = self._local(t, ids)
+            if tier.kind == "pq" and tier.bits in (1, 2, 4) and not contrastive:
+                rows = decode_packed_tf(tf.gather(self.tier_weights[t]["codes"], local), books, tier.bits)
+                codes = None
             else:
-                out = rows
-            if contrastive and codes is not None:
-                w = tf.ones_like(flat_ids, tf.float32) if in_tier is None else tf.cast(in_tier, tf.float32)
+                codes = self.tier_codes(t, local, ids)
+                rows = decode_codes(codes, books)
+            out = rows if out is None else tf.where((ids >= self.starts[t])[:, None], rows, out)
+            if contrastive:
+                w = tf.cast(self._in_tier(t, ids), tf.float32) if len(self.tiers) > 1 else tf.ones_like(ids, tf.float32)
                 if counted is not None:
-                    w = w * tf.cast(counted, tf.float32)
+                    w = w * counted
                 tier_seed = seed + tf.constant([t * 7919, 0], tf.int64)  # other negatives per tier
-                loss = contrastive_loss(rows, codes, self.tier_weights[t]["codebooks"], self.num_negatives,
-                                        self.temperature, seed=tier_seed, row_weights=w)
+                loss = contrastive_loss(rows, codes, books, self.num_negatives, self.temperature, seed=tier_seed,
+                                        row_weights=w)
                 losses.append(loss * tf.reduce_sum(w))
                 weights.append(tf.reduce_sum(w))
         if losses:
             loss = tf.math.divide_no_nan(tf.add_n(losses), tf.add_n(weights))
             self._last_contrastive_loss = loss
             self.add_loss(self.contrastive_weight * loss)
-        if not flat:
-            out = tf.reshape(out, tf.concat([tf.shape(ids), [self.output_dim]], axis=0))
-        return tf.cast(out, self.compute_dtype)
+        return out
 
     def compute_mask(self, inputs, mask=None):
         """None without ``mask_zero``; else bool ``inputs != 0`` (the ids' shape)."""

@@ -39,6 +39,8 @@ DEFAULT_CODEWORDS = (4, 16, 256)
 MAX_SUBSPACES = 16
 GRID_POINTS = 160
 FIT_ROWS = 65536  # distortion is measured on at most this many used ids per table (the most popular)
+PROFILE_SAMPLE = 4096  # k-means of the profile: rows of its weighted sample, and Lloyd iterations
+PROFILE_ITERATIONS = 4
 
 
 def subspace_choices(dim: int) -> list[int]:
@@ -64,17 +66,15 @@ class Option:
 
 def table_options(dim: int, vocab_size: int, codewords: Sequence[int] = DEFAULT_CODEWORDS) -> list[Option]:
     """Every option for a ``[vocab_size, dim]`` table, in decreasing bytes per id (exact first, hashed
-    last); options whose codebooks alone weigh as much as the float table are left out."""
+    last): exact rows, and for every ``M`` of :func:`subspace_choices` and ``K`` of ``codewords`` a pq
+    and a hashed option. Options whose codebooks weigh half the float table or more are left out
+    (they can never pay for themselves)."""
     full = 4 * dim * vocab_size
     opts = [Option("exact")]
     for m in subspace_choices(dim):
         for k in codewords:
-            if k * dim * 4 < full:
-                opts.append(Option("pq", m, k))
-    hashed_m = max(m for m in subspace_choices(dim) if m <= 4)
-    for k in codewords:
-        if k * dim * 4 < full:
-            opts.append(Option("hashed", hashed_m, k))
+            if 2 * k * dim * 4 < full:
+                opts += [Option("pq", m, k), Option("hashed", m, k)]
     return sorted(opts, key=lambda o: (-o.tier(1).id_bytes(dim), o.tier(1).fixed_bytes(dim)))
 
 
@@ -123,7 +123,8 @@ def profile_table(key: str, table: np.ndarray, weights: np.ndarray, seed: int = 
         if opt.kind == "exact" or not used.size:
             continue
         if opt.kind == "pq":
-            _, _, err = fit_pq(rows, wu, opt.num_subspaces, opt.num_codewords, seed=seed)
+            _, _, err = fit_pq(rows, wu, opt.num_subspaces, opt.num_codewords, seed=seed, iterations=PROFILE_ITERATIONS,
+                               sample_rows=PROFILE_SAMPLE)
         else:
             _, err = fit_hashed(rows, used, wu, opt.num_subspaces, opt.num_codewords, salt=7)
         cum = np.concatenate([[0.0], np.cumsum(wu * err)])
@@ -131,50 +132,61 @@ def profile_table(key: str, table: np.ndarray, weights: np.ndarray, seed: int = 
     return TableProfile(key, v, d, options, grid, cost)
 
 
-def best_tiers(profile: TableProfile, lam: float) -> tuple[list[Tier], float]:
-    """``(tiers, distortion)`` minimising ``distortion + lam * bytes`` for one table: contiguous tiers on
-    the profile's grid, options in their order (decreasing bytes per id), each at most once."""
-    opts, grid, cost = profile.options, profile.grid, profile.cost
-    d = profile.dim
-    n_g, n_o = grid.size, len(opts)
-    inf = math.inf
-    # f[o][j]: least cost covering ids [0, grid[j]) with options 0..o; choice[o][j] = (start j', option) or None
-    f_prev = np.full(n_g, inf)
+def _best_chain(profile: TableProfile, lam: float, allowed: list[int]) -> tuple[float, list]:
+    """``(objective, [(option index, start grid index, stop grid index), ...])``: the least
+    ``distortion + lam * bytes`` over contiguous tiers on the grid using the options ``allowed`` in
+    their order, each at most once (a running minimum makes it O(grid x options))."""
+    grid, cost, d = profile.grid, profile.cost, profile.dim
+    n_g = grid.size
+    f_prev = np.full(n_g, math.inf)
     f_prev[0] = 0.0
     back = []
-    for o, opt in enumerate(opts):
+    for o in allowed:
+        opt = profile.options[o]
         rate = lam * opt.tier(1).id_bytes(d)
         fixed = lam * opt.tier(1).fixed_bytes(d)
-        f = f_prev.copy()
-        came = np.full(n_g, -1)
-        best_start, best_val = -1, inf
-        for j in range(n_g):
-            if j > 0:
-                val = best_val + rate * grid[j] + cost[o][j] + fixed
-                if val < f[j]:
-                    f[j], came[j] = val, best_start
-            cand = f_prev[j] - rate * grid[j] - cost[o][j]
-            if cand < best_val:
-                best_val, best_start = cand, j
-        back.append(came)
+        # f[j] = min(f_prev[j], min_{i<j} f_prev[i] - rate*g_i - cost_i + rate*g_j + cost_j + fixed)
+        term = f_prev - rate * grid - cost[o]
+        run_min = np.minimum.accumulate(term)
+        arg = np.zeros(n_g, np.int64)
+        best_i = 0
+        for j in range(1, n_g):  # argmin of term[0..j-1]
+            if term[j - 1] <= term[best_i]:
+                best_i = j - 1
+            arg[j] = best_i
+        via = np.full(n_g, math.inf)
+        via[1:] = run_min[:-1] + rate * grid[1:] + cost[o][1:] + fixed
+        use = via < f_prev
+        f = np.where(use, via, f_prev)
+        back.append(np.where(use, arg, -1))
         f_prev = f
-    # walk back from (last option, V)
-    tiers, j, o = [], n_g - 1, n_o - 1
+    chain, j, k = [], n_g - 1, len(allowed) - 1
     while j > 0:
-        while o >= 0 and back[o][j] < 0:
-            o -= 1
-        start = back[o][j]
-        tiers.append(opts[o].tier(int(grid[j] - grid[start])))
-        j, o = start, o - 1
-    tiers.reverse()
-    distortion = 0.0
-    start = 0
-    for t in tiers:
-        o = next(i for i, opt in enumerate(opts) if opt.kind == t.kind and opt.num_subspaces == t.num_subspaces
-                 and opt.num_codewords == t.num_codewords)
-        a, b = np.searchsorted(grid, start), np.searchsorted(grid, start + t.rows)
-        distortion += cost[o][b] - cost[o][a]
-        start += t.rows
+        while back[k][j] < 0:
+            k -= 1
+        start = int(back[k][j])
+        chain.append((allowed[k], start, j))
+        j, k = start, k - 1
+    chain.reverse()
+    return float(f_prev[-1]), chain
+
+
+def best_tiers(profile: TableProfile, lam: float) -> tuple[list[Tier], float]:
+    """``(tiers, distortion)`` minimising ``distortion + lam * bytes`` for one table: contiguous tiers on
+    the profile's grid, options in decreasing bytes per id, each at most once, and the coded tiers of
+    one table sharing ``M`` (so that they decode with one gather: :class:`TieredEmbedding`). Every
+    family of one ``M`` is solved and the best kept."""
+    families = sorted({o.num_subspaces for o in profile.options if o.kind != "exact"})
+    best = None
+    for m in families or [0]:
+        allowed = [i for i, o in enumerate(profile.options) if o.kind == "exact" or o.num_subspaces == m]
+        value, chain = _best_chain(profile, lam, allowed)
+        if best is None or value < best[0]:
+            best = (value, chain)
+    tiers, distortion = [], 0.0
+    for o, a, b in best[1]:
+        tiers.append(profile.options[o].tier(int(profile.grid[b] - profile.grid[a])))
+        distortion += profile.cost[o][b] - profile.cost[o][a]
     return tiers, distortion
 
 

@@ -56,9 +56,10 @@ def nearest_codes(x: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def fit_pq(rows: np.ndarray, weights: np.ndarray, num_subspaces: int, num_codewords: int, seed: int = 0,
-           iterations: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           iterations: int = 10, sample_rows: int = SAMPLE_ROWS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weighted PQ of ``rows [n, d]``: ``(codes int64[n, M], codebooks float32[M, K, d/M], squared error
-    float64[n])``. k-means runs on a weighted sample of the rows; every row then gets its nearest codeword."""
+    float64[n])``. k-means runs on a weighted sample of at most ``sample_rows`` rows; every row then
+    gets its nearest codeword."""
     n, d = rows.shape
     m, k = int(num_subspaces), int(num_codewords)
     sub = d // m
@@ -66,7 +67,7 @@ def fit_pq(rows: np.ndarray, weights: np.ndarray, num_subspaces: int, num_codewo
     w = np.asarray(weights, np.float64)
     if not (w > 0).any():
         w = np.ones(n)
-    pick = _sample(n, w, rng)
+    pick = _sample(n, w, rng, sample_rows)
     fit_w = w[pick] + 1e-9 * w[pick].max()
     codebooks = np.zeros((m, k, sub), np.float32)
     codes = np.zeros((n, m), np.int64)
