@@ -136,7 +136,9 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--method", dest="methods", type=_csv_list, default=["none"],
                      help="comma-separated methods run side by side: none (uncompressed baseline), mec, pq "
                           "(plain k-means PQ), pq-no-retrain, mec-no-pwr, mec-no-contrastive (ablations), afm, "
-                          "mec+afm, int8 (post-training int8 tables), hash (hashing trick at --hash-bytes)")
+                          "mec+afm, int8 / int4 (post-training int8 / int4 tables; with --memory-budget or "
+                          "--target-ratio, ids hashed into fewer quantised rows to fit), hash (hashing trick at "
+                          "--hash-bytes), qr (quotient-remainder tables at the budget)")
     run.add_argument("--out", default="runs/latest", help="output directory")
     run.add_argument("--config", default=None, metavar="FILE",
                      help="JSON file of RunConfig settings (e.g. best_config.json of 'tfmec tune'); flags given "
