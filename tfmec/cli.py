@@ -22,6 +22,13 @@ def _csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(t) for t in _csv_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def _float_range(text: str):
     """``LOW,HIGH`` -> (low, high); ``VALUE`` -> value (a fixed hyperparameter)."""
     try:
@@ -157,6 +164,9 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
                         "them; hash, qr, int8, int4 and pq are sized to the same bytes")
     b.add_argument("--target-ratio", type=float, default=None, metavar="R",
                    help="the same budget as a ratio: the uncompressed tables' bytes / R")
+    g.add_argument("--frontier", type=_float_list, default=[], metavar="R1,R2,...",
+                   help="also train every budgeted method of --method (mec, pq, hash, qr, int8, int4) at each of "
+                        "these ratios and draw test AUC against bytes, one line per method, into the report")
     run.add_argument("--no-export", action="store_true",
                      help="skip the SavedModel / ONNX export (DIR/<method>/saved_model/<version>/, model.onnx)")
     run.add_argument("--checkpoint-dir", default=None, metavar="DIR",

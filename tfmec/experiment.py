@@ -22,6 +22,7 @@ from tfmec.training import OPTIMIZERS, compile_ctr, fit_early_stopping
 FORMATS = tuple(READER_FORMATS)  # criteo, avazu, csv, libsvm (libfm), mind, parquet, tfrecord
 PLANNED_METHODS: dict[str, int] = {}  # method -> the issue that tracks it (none pending)
 STAGE2_MODES = ("finetune", "retrain", "none")
+BUDGET_METHODS = ("mec", "pq", "hash", "qr", "int8", "int4")  # sized to --memory-budget / --target-ratio
 
 
 @dataclasses.dataclass
@@ -77,6 +78,8 @@ class RunConfig:
     # competitor (hash, qr, int8, int4, pq) is sized to the same bytes
     memory_budget: int | None = None
     target_ratio: float | None = None
+    # the AUC-vs-bytes frontier: every budgeted method of `methods` trained again at each of these ratios
+    frontier: Sequence[float] = ()
     # export: DIR/<method>/saved_model/<version>/ and DIR/<method>/model.onnx, parity on test rows
     export: bool = True
     export_rows: int = 2048
@@ -129,6 +132,13 @@ class RunConfig:
             raise ValueError(f"--memory-budget must be a positive number of bytes, got {self.memory_budget}")
         if self.target_ratio is not None and not self.target_ratio >= 1:
             raise ValueError(f"--target-ratio must be >= 1, got {self.target_ratio}")
+        if self.frontier:
+            bad = [r for r in self.frontier if not float(r) >= 1]
+            if bad:
+                raise ValueError(f"--frontier ratios must be >= 1, got {bad}")
+            if not set(self.methods) & set(BUDGET_METHODS):
+                raise ValueError(f"--frontier trains the budgeted methods of --method ({', '.join(BUDGET_METHODS)}); "
+                                 f"none is requested")
         from tfmec.validation import check_run_settings
 
         check_run_settings(self)  # ranges and contradictory settings (issue 10)
@@ -303,8 +313,8 @@ def run_mec(ctx: RunContext, method: str = "mec", stage2: str | None = None, **o
 
     cfg = ctx.cfg
     base, _ = ctx.baseline()
-    if method == "mec" and (cfg.memory_budget is not None or cfg.target_ratio is not None):
-        return run_mec_budget(ctx)
+    if method in ("mec", "pq") and (cfg.memory_budget is not None or cfg.target_ratio is not None):
+        return run_mec_budget(ctx, method)
     settings = dict(num_subspaces=cfg.subspaces, num_codewords=cfg.codewords, alpha=cfg.alpha, beta=cfg.beta,
                     epochs=cfg.stage1_epochs, share_codebooks=cfg.share_codebooks)
     settings.update(overrides)
@@ -339,11 +349,14 @@ def run_mec(ctx: RunContext, method: str = "mec", stage2: str | None = None, **o
     return run
 
 
-def run_mec_budget(ctx: RunContext) -> dict:
+def run_mec_budget(ctx: RunContext, method: str = "mec") -> dict:
     """Method ``mec`` with ``--memory-budget`` / ``--target-ratio``: popularity tiers per table chosen
     by :func:`tfmec.mec.compress_to_budget` on the trained baseline (validation data picks the
     popularity exponent; test data is never read), then stage 2 fine-tunes with the contrastive term
-    as ``mec`` does. The allocation is logged and kept in the run's ``budget`` entry."""
+    as ``mec`` does. The allocation is logged and kept in the run's ``budget`` entry.
+
+    Method ``pq`` at a budget: the same with one PQ (or exact) tier per table and no contrastive term
+    (``compress_to_budget(plain=True)``): plain product quantisation sized to the same bytes."""
     from tfmec.mec import compress_to_budget
     from tfmec.mec.memory import memory_report
 
@@ -352,16 +365,18 @@ def run_mec_budget(ctx: RunContext) -> dict:
     full = memory_report(base)["original_embedding_bytes"]
     budget = budget_bytes(cfg, full)
     t0 = time.perf_counter()
-    model, plan = compress_to_budget(base, ctx.data.frequencies, budget, ctx.data.valid, contrastive_weight=cfg.beta,
-                                     seed=cfg.seed, log=ctx.log if cfg.verbose > 0 else None)
+    plain = method == "pq"
+    model, plan = compress_to_budget(base, ctx.data.frequencies, budget, ctx.data.valid,
+                                     contrastive_weight=0.0 if plain else cfg.beta, seed=cfg.seed, plain=plain,
+                                     alphas=(1.0,) if plain else (1.0, 0.5), log=ctx.log if cfg.verbose > 0 else None)
     seconds = time.perf_counter() - t0
-    ctx.log(f"mec {plan.describe()}\n  (chosen in {seconds:.1f}s)")
+    ctx.log(f"{method} {plan.describe()}\n  (chosen in {seconds:.1f}s)")
     if cfg.stage2 == "none":
-        run = ctx.finish(model, "mec", 0.0, 0)
+        run = ctx.finish(model, method, 0.0, 0)
     else:
-        run = ctx.train_and_evaluate(model, "mec", fine_tune=True)
+        run = ctx.train_and_evaluate(model, method, fine_tune=True)
     run.update(stage1_seconds=seconds, budget=plan.to_dict(),
-               mec={"memory_budget": budget, "target_ratio": cfg.target_ratio, "beta": cfg.beta,
+               mec={"memory_budget": budget, "target_ratio": cfg.target_ratio, "beta": 0.0 if plain else cfg.beta,
                     "stage2": cfg.stage2, "stage2_lr_scale": cfg.stage2_lr_scale})
     return run
 
@@ -597,6 +612,42 @@ def execution_order(methods: Sequence[str]) -> list[str]:
     return rest[:at] + moving + rest[at:]
 
 
+def run_frontier(ctx: RunContext) -> list:
+    """The AUC-vs-bytes frontier: each budgeted method of ``cfg.methods`` (:data:`BUDGET_METHODS`)
+    trained again at every ratio of ``cfg.frontier`` (budget = uncompressed embedding bytes / ratio)
+    on the same data, split, seed and trained baseline. Models go to ``out/frontier/<ratio>x/<method>/``
+    (no export). Returns one point per (method, ratio): ``{"method", "ratio", "embedding_bytes",
+    "test_auc", "test_logloss"}``, plus the baseline at ratio 1."""
+    cfg = ctx.cfg
+    base_model, base_run = ctx.baseline()
+    points = [{"method": "baseline", "ratio": 1.0, "embedding_bytes": base_run["embedding_bytes"],
+               "test_auc": base_run["test_auc"], "test_logloss": base_run["test_logloss"]}]
+    methods = [m for m in cfg.methods if m in BUDGET_METHODS]
+    for ratio in cfg.frontier:
+        tag = f"{float(ratio):g}x"
+        sub = dataclasses.replace(
+            cfg, target_ratio=float(ratio), memory_budget=None, hash_bytes=None, frontier=(), export=False,
+            out=os.path.join(cfg.out, "frontier", tag),
+            checkpoint_dir=None if cfg.checkpoint_dir is None else os.path.join(cfg.checkpoint_dir, "frontier", tag))
+        sub_ctx = RunContext(sub, ctx.data, ctx.log, baseline=(base_model, base_run))
+        sub_ctx.data_content = ctx.data_content
+        for method in methods:
+            ctx.log(f"frontier {tag}: {method} ...")
+            try:
+                run = METHODS[method](sub_ctx)
+            except ValueError as err:  # the method cannot reach this ratio (its least bytes are above it)
+                if "budget" not in str(err):
+                    raise
+                ctx.warn(f"frontier {tag}: {method} cannot reach this ratio: {err}")
+                points.append({"method": method, "ratio": float(ratio), "embedding_bytes": None, "test_auc": None,
+                               "test_logloss": None, "error": str(err)})
+                continue
+            points.append({"method": method, "ratio": float(ratio), "embedding_bytes": run["embedding_bytes"],
+                           "test_auc": run["test_auc"], "test_logloss": run["test_logloss"],
+                           "compression_ratio_embeddings": run.get("compression_ratio_embeddings")})
+    return points
+
+
 def data_content(cfg: RunConfig):
     """The content fingerprint of every file ``cfg`` reads (None for synthetic data): what training
     checkpoints are bound to (:mod:`tfmec.data.fingerprint`)."""
@@ -671,6 +722,7 @@ def run_experiment(cfg: RunConfig, log=None) -> dict:
         log(f"method {method}: {cfg.model} ...")
         results[method] = METHODS[method](ctx)
     runs = [results[m] for m in cfg.methods]
+    frontier = run_frontier(ctx) if cfg.frontier else None
     metrics = {
         "dataset": cfg.data if cfg.data == "synthetic" else ",".join(cfg.data_paths),
         "rows": data.rows,
@@ -679,6 +731,8 @@ def run_experiment(cfg: RunConfig, log=None) -> dict:
         "runs": runs,
         "warnings": ctx.warnings,
     }
+    if frontier is not None:
+        metrics["frontier"] = frontier
     if content is not None:
         check_unchanged(content)  # the splits are read again while training: the same bytes throughout
     from tfmec.report import write_report
@@ -688,5 +742,6 @@ def run_experiment(cfg: RunConfig, log=None) -> dict:
     return metrics
 
 
-__all__ = ["RunConfig", "RunContext", "run_experiment", "format_table", "execution_order", "hash_budget", "METHODS",
+__all__ = ["RunConfig", "RunContext", "run_experiment", "run_frontier", "BUDGET_METHODS", "budget_bytes",
+           "method_budget", "format_table", "execution_order", "hash_budget", "METHODS",
            "FORMATS"]

@@ -104,32 +104,64 @@ def _grid(vocab_size: int, weights: np.ndarray, points: int = GRID_POINTS) -> np
     return grid[(grid >= 0) & (grid <= vocab_size)]
 
 
-def profile_table(key: str, table: np.ndarray, weights: np.ndarray, seed: int = 0,
-                  codewords: Sequence[int] = DEFAULT_CODEWORDS) -> TableProfile:
-    """The :class:`TableProfile` of ``table [V, d]`` under popularity ``weights [V]``: each option
-    fitted on the (at most ``FIT_ROWS``) most popular used ids, its distortion measured there."""
+@dataclasses.dataclass
+class TableErrors:
+    """Each option's squared error on the used ids of one table (measured once, weighted per ``alpha``
+    afterwards by :meth:`profile`)."""
+
+    key: str
+    vocab_size: int
+    dim: int
+    options: list
+    counts: np.ndarray  # float64[V]
+    used: np.ndarray  # int64[U]: the measured ids, ascending
+    errors: np.ndarray  # float64[O, U]
+
+    def profile(self, alpha: float = 1.0) -> TableProfile:
+        """The :class:`TableProfile` with popularity weights ``counts ** alpha``."""
+        w = np.power(np.maximum(self.counts, 0.0), alpha)
+        grid = _grid(self.vocab_size, w)
+        position = np.searchsorted(self.used, grid)  # measured ids below each grid point
+        wu = w[self.used]
+        cost = np.zeros((len(self.options), grid.size))
+        for o in range(len(self.options)):
+            cum = np.concatenate([[0.0], np.cumsum(wu * self.errors[o])])
+            cost[o] = cum[position]
+        return TableProfile(self.key, self.vocab_size, self.dim, self.options, grid, cost)
+
+
+def measure_table(key: str, table: np.ndarray, counts: np.ndarray, seed: int = 0,
+                  codewords: Sequence[int] = DEFAULT_CODEWORDS, fit_alpha: float = 0.75) -> TableErrors:
+    """Every option of ``table [V, d]`` fitted on its (at most ``FIT_ROWS``) most used ids, weighted by
+    ``counts ** fit_alpha`` (k-means from a weighted random start, a few Lloyd steps: a profile, not the
+    final fit), and its squared error on each of them."""
     v, d = table.shape
-    w = np.asarray(weights, np.float64)
+    counts = np.asarray(counts, np.float64)
     options = table_options(d, v, codewords)
-    grid = _grid(v, w)
-    used = np.flatnonzero(w > 0)
+    used = np.flatnonzero(counts > 0)
     if used.size > FIT_ROWS:
-        used = np.sort(used[np.argsort(-w[used], kind="stable")[:FIT_ROWS]])
+        used = np.sort(used[np.argsort(-counts[used], kind="stable")[:FIT_ROWS]])
     rows = np.asarray(table[used], np.float32)
-    wu = w[used]
-    cost = np.zeros((len(options), grid.size))
-    position = np.searchsorted(used, grid)  # number of profiled ids below each grid point
+    wu = np.power(counts[used], fit_alpha)
+    errors = np.zeros((len(options), used.size))
     for o, opt in enumerate(options):
         if opt.kind == "exact" or not used.size:
             continue
         if opt.kind == "pq":
-            _, _, err = fit_pq(rows, wu, opt.num_subspaces, opt.num_codewords, seed=seed, iterations=PROFILE_ITERATIONS,
-                               sample_rows=PROFILE_SAMPLE)
+            if opt.num_codewords >= used.size:  # as many codewords as rows: no error (and no saving)
+                continue
+            _, _, errors[o] = fit_pq(rows, wu, opt.num_subspaces, opt.num_codewords, seed=seed,
+                                     iterations=PROFILE_ITERATIONS, sample_rows=PROFILE_SAMPLE, init="random")
         else:
-            _, err = fit_hashed(rows, used, wu, opt.num_subspaces, opt.num_codewords, salt=7)
-        cum = np.concatenate([[0.0], np.cumsum(wu * err)])
-        cost[o] = cum[position]
-    return TableProfile(key, v, d, options, grid, cost)
+            _, errors[o] = fit_hashed(rows, used, wu, opt.num_subspaces, opt.num_codewords, salt=7)
+    return TableErrors(key, v, d, options, counts, used, errors)
+
+
+def profile_table(key: str, table: np.ndarray, weights: np.ndarray, seed: int = 0,
+                  codewords: Sequence[int] = DEFAULT_CODEWORDS) -> TableProfile:
+    """The :class:`TableProfile` of ``table [V, d]`` under popularity ``weights [V]`` (used as they are:
+    :func:`measure_table` with ``fit_alpha=1``, profiled at ``alpha=1``)."""
+    return measure_table(key, table, weights, seed, codewords, fit_alpha=1.0).profile(1.0)
 
 
 def _best_chain(profile: TableProfile, lam: float, allowed: list[int]) -> tuple[float, list]:
@@ -171,11 +203,20 @@ def _best_chain(profile: TableProfile, lam: float, allowed: list[int]) -> tuple[
     return float(f_prev[-1]), chain
 
 
-def best_tiers(profile: TableProfile, lam: float) -> tuple[list[Tier], float]:
+def best_tiers(profile: TableProfile, lam: float, plain: bool = False) -> tuple[list[Tier], float]:
     """``(tiers, distortion)`` minimising ``distortion + lam * bytes`` for one table: contiguous tiers on
     the profile's grid, options in decreasing bytes per id, each at most once, and the coded tiers of
     one table sharing ``M`` (so that they decode with one gather: :class:`TieredEmbedding`). Every
-    family of one ``M`` is solved and the best kept."""
+    family of one ``M`` is solved and the best kept.
+
+    With ``plain``: one tier for the whole table, exact or PQ (plain product quantisation sized to
+    the budget: the competitor without popularity tiers)."""
+    if plain:
+        d, last = profile.dim, profile.grid.size - 1
+        best = min((profile.cost[o][last] + lam * opt.tier(profile.vocab_size).storage_bytes(d), o)
+                   for o, opt in enumerate(profile.options) if opt.kind in ("exact", "pq"))
+        o = best[1]
+        return [profile.options[o].tier(profile.vocab_size)], float(profile.cost[o][last])
     families = sorted({o.num_subspaces for o in profile.options if o.kind != "exact"})
     best = None
     for m in families or [0]:
@@ -191,14 +232,15 @@ def best_tiers(profile: TableProfile, lam: float) -> tuple[list[Tier], float]:
 
 
 def allocate(profiles: Sequence[TableProfile], budget_bytes: int, contrastive: bool = True,
-             iterations: int = 60) -> dict:
+             iterations: int = 60, plain: bool = False) -> dict:
     """The allocation of every table within ``budget_bytes``: ``{"lambda", "bytes", "distortion",
-    "tables": {key: [Tier, ...]}}``. Raises ``ValueError`` naming the least bytes possible when the
-    budget is below them."""
+    "tables": {key: [Tier, ...]}}`` (``plain``: one exact or PQ tier per table, see
+    :func:`best_tiers`). Raises ``ValueError`` naming the least bytes possible when the budget is below
+    them."""
     def solve(lam):
         tables, total, dist = {}, 0, 0.0
         for p in profiles:
-            tiers, dd = best_tiers(p, lam)
+            tiers, dd = best_tiers(p, lam, plain)
             tables[p.key] = tiers
             total += tiers_storage_bytes(tiers, p.dim, contrastive)
             dist += dd
@@ -213,9 +255,9 @@ def allocate(profiles: Sequence[TableProfile], budget_bytes: int, contrastive: b
         if total <= budget_bytes:
             break
         if hi > 1e30:
+            how = "one PQ tier of the fewest codewords" if plain else "one hashed tier of the fewest codewords"
             raise ValueError(f"a memory budget of {budget_bytes:,} bytes is below the least the embedding tables can "
-                             f"take ({total:,} bytes: every table one hashed tier of the fewest codewords); give at "
-                             f"least that")
+                             f"take ({total:,} bytes: every table {how}); give at least that")
         hi *= 10.0
     lo = hi / 10.0
     best = (tables, total, dist, hi)
@@ -260,7 +302,8 @@ class BudgetPlan:
 def compress_to_budget(model, counts: Mapping, budget_bytes: int, validation_data=None, *,
                        alphas: Sequence[float] = (1.0, 0.5), contrastive_weight: float = 2e-3,
                        num_negatives: int = 4, temperature: float = 0.5, seed: int = 0,
-                       codewords: Sequence[int] = DEFAULT_CODEWORDS, inplace: bool = False, log=None):
+                       codewords: Sequence[int] = DEFAULT_CODEWORDS, plain: bool = False, inplace: bool = False,
+                       log=None):
     """A copy of ``model`` whose float embedding tables are popularity-tiered to fit ``budget_bytes``.
 
     Args:
@@ -278,6 +321,8 @@ def compress_to_budget(model, counts: Mapping, budget_bytes: int, validation_dat
         contrastive_weight, num_negatives, temperature: MEC's contrastive term in stage 2.
         seed: seed of the k-means fits and the negatives.
         codewords: the ``K`` values tried for PQ and hashed tiers.
+        plain: one exact or PQ tier per table (plain PQ sized to the budget, no popularity tiers: the
+            competitor ``tfmec run --method pq`` uses at a budget).
         inplace: swap inside ``model`` itself (subclassed models that cannot be copied).
         log: optional ``print``-like callable for progress lines.
 
@@ -305,16 +350,16 @@ def compress_to_budget(model, counts: Mapping, budget_bytes: int, validation_dat
     budget = int(budget_bytes) - int(others)
     counted = keyed_by_table(refs, counts, "counts") if counts else {}
     tables = {r.key: np.asarray(r.layer.get_weights()[0], np.float32) for r in float_refs}
+    measured = []
+    for key, table in tables.items():
+        c = np.asarray(counted.get(key, np.ones(table.shape[0])), np.float64)
+        if c.shape != (table.shape[0],):
+            raise ValueError(f"counts of table {key!r} have shape {c.shape}, the table has {table.shape[0]} rows")
+        measured.append(measure_table(key, table, c, seed=seed, codewords=codewords))
     candidates, best = [], None
     for alpha in alphas:
-        profiles = []
-        for key, table in tables.items():
-            c = np.asarray(counted.get(key, np.ones(table.shape[0])), np.float64)
-            if c.shape != (table.shape[0],):
-                raise ValueError(f"counts of table {key!r} have shape {c.shape}, the table has {table.shape[0]} rows")
-            profiles.append(profile_table(key, table, np.power(np.maximum(c, 0.0), alpha), seed=seed,
-                                          codewords=codewords))
-        plan = allocate(profiles, budget, contrastive=contrastive_weight > 0)
+        profiles = [m.profile(alpha) for m in measured]
+        plan = allocate(profiles, budget, contrastive=contrastive_weight > 0, plain=plain)
         candidate = _build(model, float_refs, tables, counted, plan["tables"], alpha, seed, contrastive_weight,
                            num_negatives, temperature, inplace=inplace and len(alphas) == 1)
         auc = None
@@ -365,5 +410,5 @@ def _build(model, refs, tables, counted, allocation, alpha, seed, beta, negative
     return new
 
 
-__all__ = ["compress_to_budget", "allocate", "profile_table", "best_tiers", "table_options", "subspace_choices",
+__all__ = ["compress_to_budget", "allocate", "profile_table", "measure_table", "TableErrors", "best_tiers", "table_options", "subspace_choices",
            "BudgetPlan", "Option", "TableProfile"]

@@ -38,15 +38,27 @@ def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, weights: n
     return centres
 
 
-def kmeans(x: np.ndarray, k: int, seed: int = 0, iterations: int = 10, weights: np.ndarray | None = None) -> np.ndarray:
-    """k-means++ seeding then ``iterations`` weighted Lloyd steps; returns ``float32[k, dm]``.
+def kmeans(x: np.ndarray, k: int, seed: int = 0, iterations: int = 10, weights: np.ndarray | None = None,
+           init: str = "kmeans++") -> np.ndarray:
+    """k-means++ seeding (or, with ``init="random"``, ``k`` rows drawn by weight without replacement,
+    repeated with a little noise when there are fewer rows) then ``iterations`` weighted Lloyd steps;
+    returns ``float32[k, dm]``.
 
     Empty clusters keep their previous centre.
     """
     rng = np.random.default_rng(seed)
     x64 = np.asarray(x, dtype=np.float64)
     w = np.ones(x64.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
-    centres = kmeans_plus_plus(x64, k, rng, w)
+    if init == "random":
+        p = (w + 1e-12) / (w + 1e-12).sum()
+        pick = rng.choice(x64.shape[0], size=min(k, x64.shape[0]), replace=False, p=p)
+        centres = x64[np.resize(pick, k)].copy()
+        if k > pick.size:
+            centres[pick.size:] += rng.normal(0, 1e-3 * (float(np.std(x64)) or 1.0), centres[pick.size:].shape)
+    elif init == "kmeans++":
+        centres = kmeans_plus_plus(x64, k, rng, w)
+    else:
+        raise ValueError(f"init must be 'kmeans++' or 'random', got {init!r}")
     for _ in range(iterations):
         assign = _sq_dist(x64, centres).argmin(1)
         sums = np.zeros_like(centres)

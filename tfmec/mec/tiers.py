@@ -56,10 +56,12 @@ def nearest_codes(x: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def fit_pq(rows: np.ndarray, weights: np.ndarray, num_subspaces: int, num_codewords: int, seed: int = 0,
-           iterations: int = 10, sample_rows: int = SAMPLE_ROWS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           iterations: int = 10, sample_rows: int = SAMPLE_ROWS,
+           init: str = "kmeans++") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weighted PQ of ``rows [n, d]``: ``(codes int64[n, M], codebooks float32[M, K, d/M], squared error
     float64[n])``. k-means runs on a weighted sample of at most ``sample_rows`` rows; every row then
-    gets its nearest codeword."""
+    gets its nearest codeword. ``init``: ``"kmeans++"`` seeding, or ``"random"`` (distinct sampled rows,
+    drawn by weight: much faster for large ``K``, used by the budget's profile)."""
     n, d = rows.shape
     m, k = int(num_subspaces), int(num_codewords)
     sub = d // m
@@ -74,7 +76,7 @@ def fit_pq(rows: np.ndarray, weights: np.ndarray, num_subspaces: int, num_codewo
     error = np.zeros(n, np.float64)
     for j in range(m):
         part = rows[:, j * sub:(j + 1) * sub]
-        codebooks[j] = kmeans(part[pick], k, seed=seed + j, iterations=iterations, weights=fit_w)
+        codebooks[j] = kmeans(part[pick], k, seed=seed + j, iterations=iterations, weights=fit_w, init=init)
         codes[:, j], dist = nearest_codes(part, codebooks[j])
         error += dist
     return codes, codebooks, error

@@ -75,6 +75,36 @@ def plot_auc_vs_bytes(runs: list, path: str) -> str:
     return _save(fig, path, "Test AUC against embedding bytes, one point per method")
 
 
+# ----------------------------------------------------------------------------- frontier
+def plot_frontier(points: list, path: str) -> str:
+    """Test AUC (y) against embedding bytes (x, log scale) of ``metrics.json``'s ``frontier`` points:
+    one line per method through its ratios (legend-keyed: each line's colour and marker name it, no
+    free-floating labels), the baseline as a dashed horizontal line."""
+    lines = {}
+    for p in points:
+        if p.get("method") != "baseline" and p.get("embedding_bytes") and p.get("test_auc") is not None:
+            lines.setdefault(p["method"], []).append((p["embedding_bytes"], p["test_auc"]))
+    if not lines:
+        raise NoData("no frontier point has both a test AUC and embedding bytes")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    markers = "osD^vP*X<>"
+    for i, (method, xy) in enumerate(sorted(lines.items())):
+        xy.sort()
+        ax.plot([x for x, _ in xy], [y for _, y in xy], marker=markers[i % len(markers)], linewidth=1.4,
+                markersize=6, label=method)
+    base = [p for p in points if p.get("method") == "baseline"]
+    if base:
+        ax.axhline(base[0]["test_auc"], color="grey", linestyle="--", linewidth=1,
+                   label=f"baseline ({base[0]['embedding_bytes']:,} bytes)")
+    ax.set_xscale("log")
+    ax.set_xlabel("embedding bytes (log scale)")
+    ax.set_ylabel("test AUC")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, path, "Frontier: test AUC against embedding bytes, one line per method")
+
+
 # ----------------------------------------------------------------------------- code usage
 def _stage1_run(runs: list):
     """The run whose MEC stage-1 statistics are shown: ``mec`` first, else the first run with any."""

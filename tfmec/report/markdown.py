@@ -93,6 +93,26 @@ def method_notes(runs: list) -> list:
     return notes
 
 
+def frontier_table(points: list) -> str:
+    """Markdown table of the frontier points: one row per ratio, one column per method (test AUC and
+    embedding bytes)."""
+    methods = sorted({p["method"] for p in points if p["method"] != "baseline"})
+    ratios = sorted({p["ratio"] for p in points if p["method"] != "baseline"})
+    at = {(p["method"], p["ratio"]): p for p in points}
+    base = next((p for p in points if p["method"] == "baseline"), None)
+    head = "| target ratio | " + " | ".join(f"{m} AUC (bytes)" for m in methods) + " |"
+    rows = [head, "|---|" + "---|" * len(methods)]
+    if base is not None:
+        rows.append(f"| 1x (baseline) | " + " | ".join(f"{base['test_auc']:.4f} ({base['embedding_bytes']:,})"
+                                                     for _ in methods) + " |")
+    for r in ratios:
+        cells = [f"{at[(m, r)]['test_auc']:.4f} ({at[(m, r)]['embedding_bytes']:,})"
+                 if (m, r) in at and at[(m, r)].get("test_auc") is not None
+                 else ("cannot reach" if (m, r) in at else "-") for m in methods]
+        rows.append(f"| {r:g}x | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def draw_figures(runs: list, out_dir: str) -> tuple[list, dict]:
     """Draws every figure of :data:`FIGURES` into ``out_dir``.
 
@@ -152,6 +172,16 @@ def write_report(metrics: dict, out_dir: str) -> dict:
     exports = export_table(runs)
     if exports:
         lines += ["", "## Export (SavedModel, ONNX)", "", exports]
+    frontier = metrics.get("frontier")
+    if frontier:
+        lines += ["", "## Frontier: every method at the same bytes", "", frontier_table(frontier)]
+        from tfmec.report.figures import plot_frontier
+
+        try:
+            title = plot_frontier(frontier, os.path.join(out_dir, "frontier.png"))
+            figures.insert(0, {"file": "frontier.png", "title": title})
+        except Exception as err:  # noqa: BLE001 - a figure must not cost a finished run its report
+            skipped["frontier"] = f"could not be drawn: {type(err).__name__}: {err}"
     lines += ["", "## Figures", ""]
     for fig in figures:
         lines += [f"### {fig['title']}", "", f"![{fig['title']}]({fig['file']})", ""]
