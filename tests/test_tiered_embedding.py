@@ -160,13 +160,9 @@ def test_hashed_tail_reads_the_codebook_rows_its_hash_selects(layout):
         assert not np.array_equal(hashed_codes_numpy(ids, m, k, salt=salt + t + 1), codes)
 
 
-_K2_BUG = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: for K=2 hashed_codes divides the int32 hash by tf.constant(2**32 // 2, tf.int32), which wraps to "
-    "-2**31, so for every id with h != 0 the TF code is 1 - hashed_codes_numpy's: a K=2 hashed tier reads the "
-    "other codeword than the one fit_tiers fitted"))
 
 
-@pytest.mark.parametrize("k", [pytest.param(2, marks=_K2_BUG), 3, 4, 6, 16, 100, 256, 65536])
+@pytest.mark.parametrize("k", [2, 3, 4, 6, 16, 100, 256, 65536])
 def test_hashed_codes_tf_equals_numpy(k):
     rng = np.random.default_rng(k)
     ids = np.concatenate([[0, 1, 2, 2**31 - 2, 2**31 - 1], rng.integers(0, 2**31 - 1, 500), np.arange(1000)])
@@ -340,14 +336,9 @@ def test_one_training_step_with_the_contrastive_term():
     assert frozen.trainable_weights == []
 
 
-_MIXED_BUG = pytest.mark.xfail(strict=True, raises=tf.errors.InvalidArgumentError, reason=(
-    "bug: with an exact tier next to a coded tier, under mixed_float16 TieredEmbedding.call selects with "
-    "tf.where between the exact rows (autocast float16 variable) and the decoded coded rows (codebooks cast "
-    "to float32): 'cannot compute SelectV2 as input #2 was expected to be a half tensor but is a float tensor'"))
 
 
-@pytest.mark.parametrize("layout", ["coded_only", pytest.param("shared_m", marks=_MIXED_BUG),
-                                    pytest.param("mixed_m", marks=_MIXED_BUG)])
+@pytest.mark.parametrize("layout", ["coded_only", "shared_m", "mixed_m"])
 def test_mixed_float16_outputs_float16(layout):
     tiers = LAYOUTS["shared_m"][1:] if layout == "coded_only" else LAYOUTS[layout]
     arrays = _arrays(tiers)
@@ -462,14 +453,9 @@ def test_export_parity_saved_model(hashed, tmp_path):
     assert export.max_abs_diff(export.predict_saved_model(sm, data, batch_size=7), want) <= SM_TOL
 
 
-_ONNX_HASH_BUG = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: hashed_codes computes h = a*id + b in wrapping int32 (negative for about half the ids) and then "
-    "tf.math.floordiv / tf.math.floormod; tf2onnx converts integer FloorDiv to ONNX Div and FloorMod to "
-    "x - Div(x, y) * y, and ONNX integer Div truncates toward zero, so ONNX Runtime reads other codewords "
-    "than Keras for negative h (SavedModel is exact)"))
 
 
-@pytest.mark.parametrize("hashed", [False, pytest.param(True, marks=_ONNX_HASH_BUG)])
+@pytest.mark.parametrize("hashed", [False, True])
 def test_export_parity_onnx(hashed, tmp_path):
     if not export.onnx_available():
         pytest.skip("tf2onnx / onnxruntime not installed")

@@ -131,15 +131,18 @@ def hashed_codes(ids, num_subspaces: int, num_codewords: int, salt: int = 0):
     """In-graph codes of a hashed tier: ``int32[N, M]`` for integer ids ``[N]`` (``0 <= id < 2**31``).
 
     Multiplicative hashing, one odd multiplier per sub-space: ``h_m = a_m * id + b_m`` in int32
-    arithmetic, which wraps modulo 2**32 (as NumPy's, XLA's and ONNX Runtime's); the code is the top
-    ``log2 K`` bits of ``h_m`` (``K`` a power of two: ``floor(h_m / 2**(32 - log2 K)) + K / 2``) or
-    ``h_m mod K``. Three element-wise int32 ops for all ``M`` sub-spaces at once."""
+    arithmetic, which wraps modulo 2**32 (as NumPy's, XLA's and ONNX Runtime's), read as uint32; the
+    code is the top ``log2 K`` bits of ``h_m`` (a right shift, for ``K`` a power of two) or ``h_m mod K``
+    (in int64). No signed division: ONNX's integer ``Div`` truncates where TensorFlow's floors."""
     a, b = _hash_multipliers(num_subspaces, salt)
     k = int(num_codewords)
-    h = tf.cast(ids, tf.int32)[:, None] * tf.constant(a)[None, :] + tf.constant(b)[None, :]
-    if k & (k - 1) == 0 and k > 1:
-        return tf.math.floordiv(h, tf.constant(2**32 // k, tf.int32)) + tf.constant(k // 2, tf.int32)
-    return tf.math.floormod(h, tf.constant(k, tf.int32))
+    h = tf.cast(tf.cast(ids, tf.int32)[:, None] * tf.constant(a)[None, :] + tf.constant(b)[None, :], tf.uint32)
+    if k & (k - 1) == 0:
+        shift = 32 - (k.bit_length() - 1)
+        if shift == 32:  # K = 1: every id reads codeword 0
+            return tf.zeros_like(h, tf.int32)
+        return tf.cast(tf.bitwise.right_shift(h, tf.constant(shift, tf.uint32)), tf.int32)
+    return tf.cast(tf.math.floormod(tf.cast(h, tf.int64), tf.constant(k, tf.int64)), tf.int32)
 
 
 def hashed_codes_numpy(ids, num_subspaces: int, num_codewords: int, salt: int = 0) -> np.ndarray:
@@ -147,9 +150,9 @@ def hashed_codes_numpy(ids, num_subspaces: int, num_codewords: int, salt: int = 
     a, b = _hash_multipliers(num_subspaces, salt)
     k = int(num_codewords)
     x = np.asarray(ids, dtype=np.int64).astype(np.uint32)[:, None]
-    h = (x * a.view(np.uint32)[None, :] + b.view(np.uint32)[None, :]).view(np.int32).astype(np.int64)
-    if k & (k - 1) == 0 and k > 1:
-        return h // (2**32 // k) + k // 2
+    h = (x * a.view(np.uint32)[None, :] + b.view(np.uint32)[None, :]).astype(np.int64)  # in [0, 2**32)
+    if k & (k - 1) == 0:
+        return h >> (32 - (k.bit_length() - 1)) if k > 1 else np.zeros_like(h)
     return h % k
 
 
@@ -401,7 +404,7 @@ class TieredEmbedding(ContrastiveSteps, keras.layers.Layer):
             out = self._decode_each(flat_ids, coded, contrastive, inputs)
         for t, tier in enumerate(self.tiers):
             if tier.kind == "exact":
-                rows = tf.gather(self.tier_weights[t]["rows"], self._local(t, flat_ids))
+                rows = tf.cast(tf.gather(self.tier_weights[t]["rows"], self._local(t, flat_ids)), tf.float32)
                 out = rows if out is None else tf.where(self._in_tier(t, flat_ids)[:, None], rows, out)
         if not flat:
             out = tf.reshape(out, tf.concat([tf.shape(ids), [self.output_dim]], axis=0))

@@ -235,14 +235,15 @@ def allocate(profiles: Sequence[TableProfile], budget_bytes: int, contrastive: b
              iterations: int = 60, plain: bool = False) -> dict:
     """The allocation of every table within ``budget_bytes``: ``{"lambda", "bytes", "distortion",
     "tables": {key: [Tier, ...]}}`` (``plain``: one exact or PQ tier per table, see
-    :func:`best_tiers`). Raises ``ValueError`` naming the least bytes possible when the budget is below
+    :func:`best_tiers`). ``contrastive``: coded tables of ``d > 1`` carry the 8-byte ``negatives_step``
+    counter (``d = 1`` tables get no contrastive term). Raises ``ValueError`` naming the least bytes possible when the budget is below
     them."""
     def solve(lam):
         tables, total, dist = {}, 0, 0.0
         for p in profiles:
             tiers, dd = best_tiers(p, lam, plain)
             tables[p.key] = tiers
-            total += tiers_storage_bytes(tiers, p.dim, contrastive)
+            total += tiers_storage_bytes(tiers, p.dim, contrastive and p.dim > 1)  # d = 1: no contrastive term
             dist += dd
         return tables, total, dist
 
@@ -250,6 +251,13 @@ def allocate(profiles: Sequence[TableProfile], budget_bytes: int, contrastive: b
     if total <= budget_bytes:
         return {"lambda": 0.0, "bytes": total, "distortion": dist, "tables": tables}
     hi = 1e-12
+    while True:  # the least lambda tried that fits, scanning down (distortions may be tiny) then up
+        tables, total, dist = solve(hi)
+        if total > budget_bytes:
+            break
+        if hi < 1e-60:
+            return {"lambda": hi, "bytes": total, "distortion": dist, "tables": tables}
+        hi /= 10.0
     while True:
         tables, total, dist = solve(hi)
         if total <= budget_bytes:
