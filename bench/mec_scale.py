@@ -15,6 +15,11 @@ the largest table really holds 10^7 + 1 rows, whatever share of them the trainin
    per table and ratios.
 4. ``throughput``: prediction throughput of both models, alternated over ``--rounds`` rounds.
 5. ``export``: SavedModel bytes on disk of both models and the MEC SavedModel's parity.
+6. ``budget`` (issue 19): ``tfmec.mec.compress_to_budget`` at ``--target-ratio`` on the baseline's
+   weights, fine-tuned, test AUC, the tiers chosen, throughput side by side and SavedModel parity::
+
+       python bench/mec_scale.py --phase baseline --out bench/out/scale --results bench/results/mec_scale_budget.jsonl
+       python bench/mec_scale.py --phase budget --target-ratio 64 --results bench/results/mec_scale_budget.jsonl
 
 Every phase appends one JSON line to ``--results``.
 """
@@ -253,8 +258,66 @@ def phase_export(args):
     return row
 
 
+def phase_budget(args):
+    """Issue 19: the budgeted MEC at ``--target-ratio`` (the uncompressed tables' bytes / ratio):
+    ``tfmec.mec.compress_to_budget`` on the trained baseline (validation data picks the popularity
+    exponent), fine-tuned as stage 2 (LazyAdam at 0.1x, keeping the start when no epoch helps), test
+    AUC against the baseline's, the tiers of the largest table, then prediction throughput of both
+    models side by side (Keras, ``--rounds`` rounds at batch 256 and 4096) and the SavedModel's parity."""
+    import shutil
+
+    from tfmec.evaluation import embedding_bytes, embedding_layers, evaluate, throughput_side_by_side, variable_bytes
+    from tfmec.export import keras_probabilities, max_abs_diff, predict_saved_model, saved_model
+    from tfmec.mec import compress_to_budget
+    from tfmec.training import compile_ctr, fit_early_stopping
+
+    gen, train, valid, test = _data(args)
+    schema = _schema(gen)
+    base = _build(schema, args)
+    base.load_weights(os.path.join(args.out, "baseline.weights.h5"))
+    counts = dict(np.load(os.path.join(args.out, "counts.npz")))
+    test_ds, valid_ds = _dataset(gen, test, 16384), _dataset(gen, valid, 16384)
+    base_eval = evaluate(base, test_ds)
+    full = sum(4 * int(np.prod(layer.weights[0].shape)) for layer in embedding_layers(base))
+    budget = int(full // args.target_ratio)
+    t0 = time.perf_counter()
+    model, plan = compress_to_budget(base, counts, budget, valid_ds, contrastive_weight=2e-3, seed=args.seed,
+                                     log=print)
+    choose_s = time.perf_counter() - t0
+    start_eval = evaluate(model, test_ds)
+    compile_ctr(model, args.learning_rate * 0.1, optimizer="lazy_adam")
+    fit = fit_early_stopping(model, _dataset(gen, train, args.batch, True, args.seed), valid_ds,
+                             epochs=args.epochs, patience=1, verbose=args.verbose, keep_start=True)
+    mec_eval = evaluate(model, test_ds)
+    largest = max(plan.tables, key=lambda k: sum(t["rows"] for t in plan.tables[k]))
+    row = {"phase": "budget", "target_ratio": args.target_ratio, "budget_bytes": budget,
+           "baseline_test_auc": base_eval["auc"], "mec_test_auc_before_fine_tuning": start_eval["auc"],
+           "mec_test_auc": mec_eval["auc"], "auc_delta": mec_eval["auc"] - base_eval["auc"],
+           "best_epoch": fit["best_epoch"], "fine_tune_seconds": fit["train_seconds"], "choose_seconds": choose_s,
+           "embedding_bytes_baseline": embedding_bytes(base), "embedding_bytes_mec": embedding_bytes(model),
+           "ratio_all_tables": embedding_bytes(base) / embedding_bytes(model), "alpha": plan.alpha,
+           "candidates": plan.candidates, "largest_table": largest, "largest_table_tiers": plan.tables[largest],
+           "tables": plan.tables, "peak_rss_gb": _peak_rss_gb()}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    row["commit"] = commit
+    for batch in (256, 4096):
+        speeds = throughput_side_by_side({"baseline": base, "mec": model}, test_ds, batch_size=batch,
+                                         rounds=args.rounds)
+        row[f"batch{batch}"] = {"baseline_rows_per_s": speeds["baseline"], "mec_rows_per_s": speeds["mec"],
+                                "ratio": speeds["mec"] / speeds["baseline"]}
+    root = os.path.join(args.out, f"export_budget_{args.target_ratio:g}")
+    shutil.rmtree(root, ignore_errors=True)
+    x = {k: v[:4096] for k, v in next(iter(_dataset(gen, test, 4096)))[0].items()}
+    path = saved_model(model, os.path.join(root, "mec"))
+    row["mec_saved_model_max_abs_diff"] = max_abs_diff(predict_saved_model(path, x, signature="ids"),
+                                                       keras_probabilities(model, x))
+    shutil.rmtree(root, ignore_errors=True)
+    return row
+
+
 PHASES = {"baseline": phase_baseline, "stage1": phase_stage1, "stage2": phase_stage2, "throughput": phase_throughput,
-          "export": phase_export}
+          "export": phase_export, "budget": phase_budget}
 
 
 def summarise(rows: list[dict]) -> str:
@@ -317,6 +380,7 @@ def main(argv=None):
     p.add_argument("--head-rows", type=float, default=0.0,
                    help="stage 2: exact head rows per table (a share below 1, else a count; beyond the paper)")
     p.add_argument("--stage1-batch", type=int, default=16384)
+    p.add_argument("--target-ratio", type=float, default=64.0, help="budget phase: uncompressed bytes / ratio")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--verbose", type=int, default=0)

@@ -76,12 +76,31 @@ def method_notes(runs: list) -> list:
             notes.append(f"`{m}`: budget {h['budget_bytes']:,} bytes (from {h['budget_source']}); "
                          f"{len(h['hashed_tables'])} table(s) hashed into {h['bucket_cap']:,} rows each, "
                          f"the others kept whole; trained from scratch")
-        if isinstance(r.get("int8"), dict):
-            q = r["int8"]
-            notes.append(f"`{m}`: {q['tables']} table(s) int8 ({q['per_row_tables']} with a step per row, the "
-                         f"narrower ones one step per table); largest |error| {q['max_abs_error']:.2e}; "
-                         f"no training after quantisation")
-        if isinstance(r.get("mec"), dict) and m != "mec+afm":
+        for key in ("int8", "int4"):
+            if isinstance(r.get(key), dict):
+                q = r[key]
+                sized = (f"budget {q['budget_bytes']:,} bytes: ids of {len(q['hashed_tables'])} table(s) hashed into "
+                         f"{q['bucket_cap']:,} rows (the hashing trick trained first), then "
+                         if q.get("budget_bytes") and q.get("hashed_tables") else "")
+                notes.append(f"`{m}`: {sized}{q['tables']} table(s) {key} ({q['per_row_tables']} with a step per "
+                             f"row, the narrower ones one step per table); largest |error| {q['max_abs_error']:.2e}; "
+                             f"no training after quantisation")
+        if isinstance(r.get("qr"), dict):
+            q = r["qr"]
+            notes.append(f"`{m}`: quotient-remainder tables, budget {q['budget_bytes']:,} bytes (from "
+                         f"{q['budget_source']}); {len(q['qr_tables'])} table(s) split, row cap {q['row_cap']:,}; "
+                         f"trained from scratch")
+        if isinstance(r.get("budget"), dict):
+            b = r["budget"]
+            kinds = {}
+            for tiers in b["tables"].values():
+                for t in tiers:
+                    kinds[t["kind"]] = kinds.get(t["kind"], 0) + int(t["rows"])
+            rows = ", ".join(f"{n:,} ids {k}" for k, n in kinds.items())
+            notes.append(f"`{m}`: memory budget {b['budget_bytes']:,} bytes, {b['bytes']:,} used; popularity tiers "
+                         f"over {len(b['tables'])} table(s): {rows} (popularity exponent {b['alpha']}, chosen on "
+                         f"validation AUC); the tiers of each table are in metrics.json (`budget`)")
+        if isinstance(r.get("mec"), dict) and m != "mec+afm" and not isinstance(r.get("budget"), dict):
             s = r["mec"]
             quantised = f"{len(r['stage1'])} table(s) quantised, " if isinstance(r.get("stage1"), dict) else ""
             notes.append(f"`{m}`: {quantised}M={s.get('subspaces')}, K={s.get('codewords')}, alpha={s.get('alpha')}, "
