@@ -62,8 +62,9 @@ from tfmec.layers.afm_dense import AFMDense, LowRankEmbedding  # noqa: E402
 
 __all__ += ["AFMDense", "LowRankEmbedding"]
 
-# competing baselines of `tfmec run`: int8 tables and the hashing trick
+# competing baselines of `tfmec run`: int8 / int4 tables, the hashing trick, quotient-remainder tables
 from tfmec.layers.hashed_embedding import HashedEmbedding, hash_buckets  # noqa: E402
 from tfmec.layers.int8_embedding import Int8Embedding, quantize_int8  # noqa: E402
+from tfmec.layers.qr_embedding import QREmbedding  # noqa: E402
 
-__all__ += ["Int8Embedding", "quantize_int8", "HashedEmbedding", "hash_buckets"]
+__all__ += ["Int8Embedding", "quantize_int8", "HashedEmbedding", "hash_buckets", "QREmbedding"]

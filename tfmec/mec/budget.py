@@ -58,9 +58,11 @@ class Option:
     num_codewords: int = 0
 
     def tier(self, rows: int) -> Tier:
+        """This storage for ``rows`` ids."""
         return Tier(self.kind, int(rows), self.num_subspaces, self.num_codewords)
 
     def label(self) -> str:
+        """A short name: ``exact``, ``pq M=4 K=16``, ``hashed M=4 K=16``."""
         return "exact" if self.kind == "exact" else f"{self.kind} M={self.num_subspaces} K={self.num_codewords}"
 
 
@@ -295,6 +297,7 @@ class BudgetPlan:
     untouched_bytes: int = 0
 
     def to_dict(self) -> dict:
+        """The JSON-serialisable plan (``metrics.json``'s ``budget``)."""
         return dataclasses.asdict(self)
 
     def describe(self) -> str:
