@@ -10,7 +10,7 @@ from tfmec.backend import IS_LEGACY_KERAS, keras, legacy_functional_from_config,
 class MECModel(keras.Model):
     """A functional Keras model whose ``fit`` logs ``contrastive_loss`` separately.
 
-    The :class:`~tfmec.layers.QuantizedEmbedding` layers add ``beta * contrastive`` to the loss
+    The :class:`~tfmec.layers.QuantizedEmbedding` and :class:`~tfmec.layers.TieredEmbedding` layers add ``beta * contrastive`` to the loss
     themselves (``add_loss``), so the term reaches any model containing them; this class only adds
     the reporting: a ``Mean`` metric of the quantised layers' added losses per step. Build it like any
     functional model: ``MECModel(inputs=..., outputs=...)``. Saves and loads as ``.keras`` in both
@@ -31,8 +31,9 @@ class MECModel(keras.Model):
         return super().fit(*args, **kwargs)
 
     def _quantized_losses(self):
-        return [loss for layer in self.layers if getattr(layer, "num_subspaces", None) is not None
-                for loss in layer.losses]
+        """The ``beta``-weighted contrastive terms the table layers added this step (every layer with a
+        contrastive term has ``last_contrastive_loss``: QuantizedEmbedding, TieredEmbedding)."""
+        return [loss for layer in self.layers if hasattr(layer, "last_contrastive_loss") for loss in layer.losses]
 
     def compute_loss(self, *args, **kwargs):
         loss = super().compute_loss(*args, **kwargs)
