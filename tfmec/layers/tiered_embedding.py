@@ -22,6 +22,7 @@ stateless seed ``(seed, negatives_step)`` so that resumed training draws the sam
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -29,9 +30,9 @@ import tensorflow as tf
 
 from tfmec.backend import keras, register
 from tfmec.layers._utils import array_initializer, as_shape, map_out_of_range_ids, zero_mask
-from tfmec.layers.bitpack import bits_needed, check_bits, decode_packed_tf, pack_codes, packed_width, unpack_codes_tf
+from tfmec.layers.bitpack import bits_needed, check_bits, pack_codes, packed_width, unpack_codes_tf
 from tfmec.layers.hashed_embedding import hash_coefficients
-from tfmec.layers.quantized_embedding import ContrastiveSteps, contrastive_loss, decode_codes
+from tfmec.layers.quantized_embedding import ContrastiveSteps, contrastive_loss
 
 TIER_KINDS = ("exact", "pq", "hashed")
 _MAX_VOCAB = 2**31 - 1
@@ -188,9 +189,11 @@ class TieredEmbedding(ContrastiveSteps, keras.layers.Layer):
         seed: seed of the default initial values and of the negatives.
         mask_zero: as ``keras.layers.Embedding``: ``compute_mask`` returns ``ids != 0``.
 
-    Weights: per tier ``t``: ``rows_t float32[rows, d]`` (exact), ``codes_t uint8[rows,
-    ceil(M bits / 8)]`` (non-trainable) and ``codebooks_t float32[M, K, d/M]`` (pq),
-    ``codebooks_t`` (hashed); ``negatives_step`` (int64 scalar) with a contrastive term.
+    Weights: ``table float32[R, G]``: every exact row and every codebook in one weight, ``G`` the gcd
+    of the coded tiers' ``d / M`` (:attr:`slot_width`; ``d`` when there is none), tier after tier
+    (:meth:`tier_rows` and :meth:`tier_codebooks` are views of it), so that a lookup is integer index
+    arithmetic and ONE gather of ``d / G`` rows per id; ``codes_t uint8[rows, ceil(M bits / 8)]``
+    (non-trainable) per pq tier ``t``; ``negatives_step`` (int64 scalar) with a contrastive term.
 
     Shapes: integer ids ``[...]`` -> ``[..., d]`` (compute dtype); the mask is bool ``[...]``.
 
@@ -243,7 +246,7 @@ class TieredEmbedding(ContrastiveSteps, keras.layers.Layer):
         self.seed = None if seed is None else int(seed)
         self._negatives_seed = self.seed if self.seed is not None else int(np.random.randint(0, 2**31 - 1))
         self._initial = self._check_arrays(arrays)
-        self.tier_weights = []
+        self.tier_codes_weights = {}
         self.negatives_step = None
         self._last_contrastive_loss = None
 
@@ -299,35 +302,77 @@ class TieredEmbedding(ContrastiveSteps, keras.layers.Layer):
         return self._last_contrastive_loss
 
     # ------------------------------------------------------------------ construction
-    def build(self, input_shape=None):
+    # ------------------------------------------------------------------ layout
+    @property
+    def slot_width(self) -> int:
+        """``G``: floats per row of the ``table`` weight, the gcd of ``d / M_t`` over the coded tiers
+        (``d`` without any): each id reads ``S = d / G`` rows of it."""
+        g = self.output_dim
+        for t in self.tiers:
+            if t.kind != "exact":
+                g = math.gcd(g, self.output_dim // t.num_subspaces)
+        return g
+
+    def _layout(self) -> list[int]:
+        """Row offset of each tier's block in ``table``: exact rows take ``rows * S`` rows, a coded
+        tier's codebooks ``M * K * r`` (``r = d / M / G`` rows per codeword)."""
+        g = self.slot_width
+        slots = self.output_dim // g
+        bases, base = [], 0
+        for t in self.tiers:
+            bases.append(base)
+            base += t.rows * slots if t.kind == "exact" else t.num_subspaces * t.num_codewords * (
+                self.output_dim // t.num_subspaces // g)
+        bases.append(base)
+        return bases
+
+    def tier_rows(self, t: int):
+        """The exact rows of exact tier ``t``: a ``float32[rows, d]`` view of ``table``."""
+        a, b = self._layout()[t:t + 2]
+        return tf.reshape(self.table[a:b], [self.tiers[t].rows, self.output_dim])
+
+    def tier_codebooks(self, t: int):
+        """The codebooks of coded tier ``t``: a ``float32[M, K, d / M]`` view of ``table``."""
+        tier = self.tiers[t]
+        a, b = self._layout()[t:t + 2]
+        return tf.reshape(self.table[a:b], [tier.num_subspaces, tier.num_codewords,
+                                            self.output_dim // tier.num_subspaces])
+
+    # ------------------------------------------------------------------ construction
+    def _table_initial_value(self) -> np.ndarray:
         rng = np.random.default_rng(self.seed)
-        d = self.output_dim
-        self.tier_weights = []
-        for t, (tier, given) in enumerate(zip(self.tiers, self._initial)):
+        g, d = self.slot_width, self.output_dim
+        blocks = []
+        for tier, given in zip(self.tiers, self._initial):
             given = given or {}
-            weights = {}
             if tier.kind == "exact":
                 rows = given.get("rows")
-                init = array_initializer(rows) if rows is not None else keras.initializers.RandomNormal(
-                    stddev=0.05, seed=None if self.seed is None else self.seed + t)
-                weights["rows"] = self.add_weight(name=f"rows_{t}", shape=(tier.rows, d), dtype="float32",
-                                                  initializer=init, trainable=self.trainable_codebooks)
+                if rows is None:
+                    rows = rng.normal(0, 0.05, size=(tier.rows, d)).astype(np.float32)
+                blocks.append(np.asarray(rows, np.float32).reshape(-1, g))
             else:
-                m, k = tier.num_subspaces, tier.num_codewords
                 books = given.get("codebooks")
-                init = array_initializer(books) if books is not None else keras.initializers.RandomNormal(
-                    stddev=0.05, seed=None if self.seed is None else self.seed + t)
-                if tier.kind == "pq":
-                    codes = given.get("codes")
-                    if codes is None:
-                        codes = rng.integers(0, k, size=(tier.rows, m))
-                    packed = pack_codes(codes, tier.bits)
-                    weights["codes"] = self.add_weight(name=f"codes_{t}", shape=packed.shape, dtype="uint8",
-                                                       initializer=array_initializer(packed), trainable=False)
-                weights["codebooks"] = self.add_weight(name=f"codebooks_{t}", shape=(m, k, d // m),
-                                                       dtype="float32", initializer=init,
-                                                       trainable=self.trainable_codebooks)
-            self.tier_weights.append(weights)
+                if books is None:
+                    books = rng.normal(0, 0.05, size=(tier.num_subspaces, tier.num_codewords,
+                                                      d // tier.num_subspaces)).astype(np.float32)
+                blocks.append(np.asarray(books, np.float32).reshape(-1, g))  # codeword (m, k): r rows of G
+        return np.concatenate(blocks, axis=0)
+
+    def build(self, input_shape=None):
+        rng = np.random.default_rng(None if self.seed is None else self.seed + 1)
+        self.table = self.add_weight(name="table", shape=(self._layout()[-1], self.slot_width), dtype="float32",
+                                     initializer=array_initializer(self._table_initial_value()),
+                                     trainable=self.trainable_codebooks)
+        self.tier_codes_weights = {}
+        for t, (tier, given) in enumerate(zip(self.tiers, self._initial)):
+            if tier.kind != "pq":
+                continue
+            codes = (given or {}).get("codes")
+            if codes is None:
+                codes = rng.integers(0, tier.num_codewords, size=(tier.rows, tier.num_subspaces))
+            packed = pack_codes(codes, tier.bits)
+            self.tier_codes_weights[t] = self.add_weight(name=f"codes_{t}", shape=packed.shape, dtype="uint8",
+                                                         initializer=array_initializer(packed), trainable=False)
         if self.contrastive_weight > 0 and any(t.kind != "exact" for t in self.tiers):
             self.negatives_step = self._add_step_counter()
         self._initial = [None] * len(self.tiers)  # the weights hold the arrays now
@@ -335,12 +380,19 @@ class TieredEmbedding(ContrastiveSteps, keras.layers.Layer):
 
     # ------------------------------------------------------------------ computation
     def tier_codes(self, t: int, local, ids):
-        """Int32 codes ``[N, M_t]`` of tier ``t`` (pq or hashed) for ``local`` rows of the tier and
-        table ``ids`` ``[N]`` (int32)."""
+        """Int32 codes ``[N, M_t]`` of coded tier ``t`` for ``local`` rows of the tier and table ``ids``
+        ``[N]`` (int32)."""
         tier = self.tiers[t]
         if tier.kind == "hashed":
             return hashed_codes(ids, tier.num_subspaces, tier.num_codewords, self.hash_salt + t)
-        return unpack_codes_tf(tf.gather(self.tier_weights[t]["codes"], local), tier.bits, tier.num_subspaces)
+        packed = tf.gather(self.tier_codes_weights[t], local)  # uint8 [N, ceil(M bits / 8)]
+        if tier.bits in (1, 2, 4):  # several codes per byte: one gather from a [256, 8 / bits] table of them
+            per_byte = 8 // tier.bits
+            table = tf.constant(((np.arange(256)[:, None] >> (np.arange(per_byte) * tier.bits)[None, :])
+                                 % (1 << tier.bits)).astype(np.int32))
+            codes = tf.reshape(tf.gather(table, tf.cast(packed, tf.int32)), [-1, packed.shape[1] * per_byte])
+            return codes if packed.shape[1] * per_byte == tier.num_subspaces else codes[:, :tier.num_subspaces]
+        return unpack_codes_tf(packed, tier.bits, tier.num_subspaces)
 
     def _local(self, t: int, ids):
         """Rows of tier ``t`` for table ids ``[N]``, clipped into the tier (ids of other tiers read a
@@ -363,86 +415,67 @@ class TieredEmbedding(ContrastiveSteps, keras.layers.Layer):
             return ids >= start
         return tf.logical_and(ids >= start, ids < stop)
 
-    @property
-    def shared_subspaces(self) -> int | None:
-        """``M`` when every pq and hashed tier has the same number of sub-spaces (their codes then
-        index one concatenated codebook and decode with one gather), else None."""
-        ms = {t.num_subspaces for t in self.tiers if t.kind != "exact"}
-        return ms.pop() if len(ms) == 1 else None
-
-    def _decode_merged(self, ids, coded: list):
-        """``[N, d]`` float32 of the coded tiers ``coded`` (indices, all of one ``M``) for ids ``[N]``:
-        each tier's codes plus its offset in the concatenated codebooks, selected per id, then one gather."""
-        m = self.shared_subspaces
-        sub = self.output_dim // m
-        books, index, base = [], None, 0
-        for t in coded:
-            tier = self.tiers[t]
-            books.append(tf.reshape(tf.cast(self.tier_weights[t]["codebooks"], tf.float32),
-                                    [m * tier.num_codewords, sub]))
-            offsets = tf.constant(base + np.arange(m, dtype=np.int32) * tier.num_codewords)
-            idx = self.tier_codes(t, self._local(t, ids), ids) + offsets[None, :]
-            # in id order, each tier overrides the ids from its start on (later tiers override it in turn)
-            index = idx if index is None else tf.where((ids >= self.starts[t])[:, None], idx, index)
-            base += m * tier.num_codewords
-        flat_books = books[0] if len(books) == 1 else tf.concat(books, axis=0)
-        return tf.reshape(tf.gather(flat_books, index), [-1, self.output_dim])
+    def _slots(self, t: int, ids, base: int, slots: int, g: int):
+        """``(int32 [N, S] rows of table, codes [N, M] or None)`` that tier ``t`` reads for ``ids``."""
+        tier = self.tiers[t]
+        local = self._local(t, ids)
+        if tier.kind == "exact":
+            return local[:, None] * slots + tf.constant(base + np.arange(slots, dtype=np.int32))[None, :], None
+        codes = self.tier_codes(t, local, ids)
+        m, k = tier.num_subspaces, tier.num_codewords
+        r = self.output_dim // m // g
+        first = (codes + tf.constant(np.arange(m, dtype=np.int32) * k)[None, :]) * r + base  # [N, M]
+        if r == 1:
+            return first, codes
+        return tf.reshape(first[:, :, None] + tf.constant(np.arange(r, dtype=np.int32))[None, None, :],
+                          [-1, slots]), codes
 
     def call(self, inputs, training=None):
-        """Integer ids ``[...]`` -> ``[..., d]`` (see the class docstring)."""
+        """Integer ids ``[...]`` -> ``[..., d]`` (see the class docstring): every tier gives the rows of
+        ``table`` its ids read, one ``tf.where`` per tier boundary picks them on integers, and one
+        gather reads them all."""
         if not self.built:
             self.build(None)
         ids = map_out_of_range_ids(inputs, self.input_dim, self.oov_id, self.name)
         flat = ids.shape.rank == 1
         flat_ids = ids if flat else tf.reshape(ids, [-1])
-        contrastive = bool(training) and self.negatives_step is not None
-        coded = [t for t, tier in enumerate(self.tiers) if tier.kind != "exact"]
-        out = None
-        if coded and not contrastive and self.shared_subspaces is not None:
-            out = self._decode_merged(flat_ids, coded)
-        elif coded:
-            out = self._decode_each(flat_ids, coded, contrastive, inputs)
-        for t, tier in enumerate(self.tiers):
-            if tier.kind == "exact":
-                rows = tf.cast(tf.gather(self.tier_weights[t]["rows"], self._local(t, flat_ids)), tf.float32)
-                out = rows if out is None else tf.where(self._in_tier(t, flat_ids)[:, None], rows, out)
+        g = self.slot_width
+        slots = self.output_dim // g
+        bases = self._layout()
+        index, codes = None, {}
+        for t in range(len(self.tiers)):
+            idx, codes[t] = self._slots(t, flat_ids, bases[t], slots, g)
+            # in id order, each tier takes the ids from its start on (later tiers take theirs in turn)
+            index = idx if index is None else tf.where((flat_ids >= self.starts[t])[:, None], idx, index)
+        out = tf.reshape(tf.gather(tf.cast(self.table, tf.float32), index), [-1, self.output_dim])
+        if bool(training) and self.negatives_step is not None:
+            self._add_contrastive(flat_ids, out, codes, inputs)
         if not flat:
             out = tf.reshape(out, tf.concat([tf.shape(ids), [self.output_dim]], axis=0))
         return tf.cast(out, self.compute_dtype)
 
-    def _decode_each(self, ids, coded: list, contrastive: bool, inputs):
-        """``[N, d]`` of the coded tiers decoded one by one (tiers of different ``M``, or training with
-        the contrastive term, which adds ``beta`` times the loss averaged over the coded ids)."""
+    def _add_contrastive(self, ids, rows, codes: dict, inputs):
+        """Adds ``beta`` times the contrastive loss of the coded tiers' ids (each against negatives from
+        its own tier's codebooks), averaged over those ids."""
         counted = None
-        if contrastive and self.mask_zero:
+        if self.mask_zero:
             counted = tf.cast(tf.reshape(tf.not_equal(tf.convert_to_tensor(inputs), 0), [-1]), tf.float32)
-        seed = self._next_negatives_seed() if contrastive else None
-        out, losses, weights = None, [], []
-        for t in coded:
-            tier = self.tiers[t]
-            books = tf.cast(self.tier_weights[t]["codebooks"], tf.float32)
-            local = self._local(t, ids)
-            if tier.kind == "pq" and tier.bits in (1, 2, 4) and not contrastive:
-                rows = decode_packed_tf(tf.gather(self.tier_weights[t]["codes"], local), books, tier.bits)
-                codes = None
-            else:
-                codes = self.tier_codes(t, local, ids)
-                rows = decode_codes(codes, books)
-            out = rows if out is None else tf.where((ids >= self.starts[t])[:, None], rows, out)
-            if contrastive:
-                w = tf.cast(self._in_tier(t, ids), tf.float32) if len(self.tiers) > 1 else tf.ones_like(ids, tf.float32)
-                if counted is not None:
-                    w = w * counted
-                tier_seed = seed + tf.constant([t * 7919, 0], tf.int64)  # other negatives per tier
-                loss = contrastive_loss(rows, codes, books, self.num_negatives, self.temperature, seed=tier_seed,
-                                        row_weights=w)
-                losses.append(loss * tf.reduce_sum(w))
-                weights.append(tf.reduce_sum(w))
-        if losses:
-            loss = tf.math.divide_no_nan(tf.add_n(losses), tf.add_n(weights))
-            self._last_contrastive_loss = loss
-            self.add_loss(self.contrastive_weight * loss)
-        return out
+        seed = self._next_negatives_seed()
+        losses, weights = [], []
+        for t, tier_codes in codes.items():
+            if tier_codes is None:
+                continue
+            w = tf.cast(self._in_tier(t, ids), tf.float32) if len(self.tiers) > 1 else tf.ones_like(ids, tf.float32)
+            if counted is not None:
+                w = w * counted
+            tier_seed = seed + tf.constant([t * 7919, 0], tf.int64)  # other negatives per tier
+            loss = contrastive_loss(rows, tier_codes, self.tier_codebooks(t), self.num_negatives, self.temperature,
+                                    seed=tier_seed, row_weights=w)
+            losses.append(loss * tf.reduce_sum(w))
+            weights.append(tf.reduce_sum(w))
+        loss = tf.math.divide_no_nan(tf.add_n(losses), tf.add_n(weights))
+        self._last_contrastive_loss = loss
+        self.add_loss(self.contrastive_weight * loss)
 
     def compute_mask(self, inputs, mask=None):
         """None without ``mask_zero``; else bool ``inputs != 0`` (the ids' shape)."""

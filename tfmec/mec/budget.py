@@ -37,6 +37,7 @@ from tfmec.mec.tiers import fit_hashed, fit_pq, fit_tiers
 
 DEFAULT_CODEWORDS = (4, 16, 256)
 MAX_SUBSPACES = 16
+MIN_SUBSPACE_DIM = 4
 GRID_POINTS = 160
 FIT_ROWS = 65536  # distortion is measured on at most this many used ids per table (the most popular)
 PROFILE_SAMPLE = 4096  # k-means of the profile: rows of its weighted sample, and Lloyd iterations
@@ -44,9 +45,12 @@ PROFILE_ITERATIONS = 4
 
 
 def subspace_choices(dim: int) -> list[int]:
-    """The ``M`` tried for a table of width ``dim``: powers of two up to 16 that divide it (1 for
-    ``dim = 1``: scalar quantisation of first-order weights)."""
-    return [m for m in (1, 2, 4, 8, 16) if m <= min(dim, MAX_SUBSPACES) and dim % m == 0]
+    """The ``M`` tried for a table of width ``dim``: powers of two up to 16 that divide it into
+    sub-vectors of at least ``MIN_SUBSPACE_DIM`` floats (a lookup gathers ``M`` of them per id, so
+    narrow sub-vectors cost serving time for no bytes: ``M = 16, K = 4`` takes the bytes of ``M = 4,
+    K = 256``), and 1 (scalar quantisation of ``d = 1`` first-order weights)."""
+    return [m for m in (1, 2, 4, 8, 16) if m <= MAX_SUBSPACES and dim % m == 0
+            and (m == 1 or dim // m >= MIN_SUBSPACE_DIM)]
 
 
 @dataclasses.dataclass(frozen=True)
