@@ -296,11 +296,13 @@ def test_compress_to_budget_fits_the_budget_trains_and_saves(trained, ratio, tmp
     used = memory_report(small)["embedding_bytes"]
     assert used <= budget and plan.bytes == used and plan.budget_bytes == budget
     assert memory_report(model)["embedding_bytes"] == full  # the input model is left as it was
-    assert [c["alpha"] for c in plan.candidates] == [1.0, 0.5]
+    assert [(c["alpha"], c["fraction"]) for c in plan.candidates] == [(1.0, 1.0), (1.0, 0.25), (0.5, 1.0),
+                                                                       (0.5, 0.25)]
     for c in plan.candidates:
         assert 0.0 <= c["validation_auc"] <= 1.0 and c["bytes"] <= budget
     assert plan.alpha in (1.0, 0.5)
-    kept = next(c for c in plan.candidates if c["alpha"] == plan.alpha)
+    kept = next(c for c in plan.candidates if c["bytes"] == plan.bytes
+                and c["alpha"] == plan.alpha)
     assert kept["validation_auc"] == max(c["validation_auc"] for c in plan.candidates)
     tiered = [layer for layer in small.layers if isinstance(layer, TieredEmbedding)]
     assert tiered, "nothing was compressed"
@@ -375,7 +377,7 @@ def test_shared_table_behind_a_string_lookup(tmp_path):
     budget = full // 16
     small, plan = compress_to_budget(model, counts, budget, val, alphas=(1.0, 0.5))
     assert memory_report(small)["embedding_bytes"] <= budget
-    assert len(plan.candidates) == 2 and all(c["validation_auc"] is not None for c in plan.candidates)
+    assert len(plan.candidates) == 4 and all(c["validation_auc"] is not None for c in plan.candidates)
     layer = small.get_layer("shared_table")
     assert isinstance(layer, TieredEmbedding) and sum(t.rows for t in layer.tiers) == len(vocab) + 1
     features = {k: tf.constant(v) for k, v in xv.items()}

@@ -19,7 +19,8 @@ def test_budgeted_methods_and_frontier_stay_within_their_budgets(tmp_path):
         assert plan["budget_bytes"] == base["embedding_bytes"] // 4
         assert run["embedding_bytes"] == plan["bytes"] <= plan["budget_bytes"]
         assert sorted(plan["tables"]) and all(sum(t["rows"] for t in tiers) > 0 for tiers in plan["tables"].values())
-    assert [c["alpha"] for c in mec["budget"]["candidates"]] == [1.0, 0.5]
+    assert [(c["alpha"], c["fraction"]) for c in mec["budget"]["candidates"]] == [(1.0, 1.0), (1.0, 0.25),
+                                                                                (0.5, 1.0), (0.5, 0.25)]
     assert all(c["validation_auc"] is not None for c in mec["budget"]["candidates"])
     assert all(len(tiers) == 1 for tiers in pq["budget"]["tables"].values())  # plain PQ: one tier per table
     points = {p["method"]: p for p in metrics["frontier"] if p["method"] != "baseline"}

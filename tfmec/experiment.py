@@ -368,7 +368,8 @@ def run_mec_budget(ctx: RunContext, method: str = "mec") -> dict:
     plain = method == "pq"
     model, plan = compress_to_budget(base, ctx.data.frequencies, budget, ctx.data.valid,
                                      contrastive_weight=0.0 if plain else cfg.beta, seed=cfg.seed, plain=plain,
-                                     alphas=(1.0,) if plain else (1.0, 0.5), log=ctx.log if cfg.verbose > 0 else None)
+                                     alphas=(1.0,) if plain else (1.0, 0.5), fractions=(1.0,) if plain else (1.0, 0.25),
+                                     log=ctx.log if cfg.verbose > 0 else None)
     seconds = time.perf_counter() - t0
     ctx.log(f"{method} {plan.describe()}\n  (chosen in {seconds:.1f}s)")
     if cfg.stage2 == "none":

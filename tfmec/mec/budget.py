@@ -17,9 +17,9 @@ most ``budget_bytes``. The allocation:
    last used id). One ``lambda`` for all tables, found by bisection: the smallest whose total bytes
    fit the budget. By construction the result is never over the budget (checked again on the
    built model).
-4. **Checked on validation data.** Each ``alpha`` of ``alphas`` gives one allocation; with
-   ``validation_data`` the one whose model has the best validation AUC (before any fine-tuning) is
-   kept. Test data is never read.
+4. **Checked on validation data.** Each ``alpha`` of ``alphas`` and share of the budget of
+   ``fractions`` gives one allocation; with ``validation_data`` the one whose model has the best
+   validation AUC (before any fine-tuning) is kept. Test data is never read.
 
 Stage 2 is the caller's: ``model.fit`` trains the codebooks and exact rows with MEC's contrastive term
 (``contrastive_weight``), as for :func:`~tfmec.mec.compress_embeddings`.
@@ -291,7 +291,7 @@ def allocate(profiles: Sequence[TableProfile], budget_bytes: int, contrastive: b
 @dataclasses.dataclass
 class BudgetPlan:
     """What :func:`compress_to_budget` chose: per table its tiers, the bytes, the popularity exponent
-    ``alpha`` kept and the validation AUC of every candidate."""
+    ``alpha`` kept and the validation AUC of every candidate (``alpha``, ``fraction`` of the budget)."""
 
     budget_bytes: int
     bytes: int
@@ -317,8 +317,8 @@ class BudgetPlan:
 def compress_to_budget(model, counts: Mapping, budget_bytes: int, validation_data=None, *,
                        alphas: Sequence[float] = (1.0, 0.5), contrastive_weight: float = 2e-3,
                        num_negatives: int = 4, temperature: float = 0.5, seed: int = 0,
-                       codewords: Sequence[int] = DEFAULT_CODEWORDS, plain: bool = False, inplace: bool = False,
-                       log=None):
+                       fractions: Sequence[float] = (1.0, 0.25), codewords: Sequence[int] = DEFAULT_CODEWORDS,
+                       plain: bool = False, inplace: bool = False, log=None):
     """A copy of ``model`` whose float embedding tables are popularity-tiered to fit ``budget_bytes``.
 
     Args:
@@ -333,6 +333,10 @@ def compress_to_budget(model, counts: Mapping, budget_bytes: int, validation_dat
         validation_data: a ``tf.data.Dataset`` of ``(features, labels)``; with it each ``alpha`` is
             tried and the best validation AUC kept.
         alphas: popularity exponents tried (``w = count ** alpha``).
+        fractions: shares of the budget tried with each alpha (with ``validation_data``): the budget is
+            a ceiling, and a smaller allocation that validates better is kept (an overfit baseline's
+            exact rows can be worth less than hashed ones). Without ``validation_data`` only the first
+            alpha at the whole budget is built.
         contrastive_weight, num_negatives, temperature: MEC's contrastive term in stage 2.
         seed: seed of the k-means fits and the negatives.
         codewords: the ``K`` values tried for PQ and hashed tiers.
@@ -372,21 +376,26 @@ def compress_to_budget(model, counts: Mapping, budget_bytes: int, validation_dat
             raise ValueError(f"counts of table {key!r} have shape {c.shape}, the table has {table.shape[0]} rows")
         measured.append(measure_table(key, table, c, seed=seed, codewords=codewords))
     candidates, best = [], None
-    for alpha in alphas:
+    settings = [(a, f) for a in alphas for f in fractions] if validation_data is not None else [(alphas[0], 1.0)]
+    for alpha, fraction in settings:
         profiles = [m.profile(alpha) for m in measured]
-        plan = allocate(profiles, budget, contrastive=contrastive_weight > 0, plain=plain)
+        try:
+            plan = allocate(profiles, int(budget * fraction), contrastive=contrastive_weight > 0, plain=plain)
+        except ValueError:
+            if fraction == 1.0:
+                raise
+            continue  # a smaller budget than the tables can take: not a candidate
         candidate = _build(model, float_refs, tables, counted, plan["tables"], alpha, seed, contrastive_weight,
-                           num_negatives, temperature, inplace=inplace and len(alphas) == 1)
+                           num_negatives, temperature, inplace=inplace and len(settings) == 1)
         auc = None
         if validation_data is not None:
             auc = float(evaluate(candidate, validation_data)["auc"])
-        candidates.append({"alpha": float(alpha), "bytes": int(plan["bytes"] + others), "validation_auc": auc})
-        log(f"budget alpha={alpha}: {plan['bytes'] + others:,} bytes"
+        candidates.append({"alpha": float(alpha), "fraction": float(fraction), "bytes": int(plan["bytes"] + others),
+                           "validation_auc": auc})
+        log(f"budget alpha={alpha}, {fraction:g} of the budget: {plan['bytes'] + others:,} bytes"
             + ("" if auc is None else f", validation AUC {auc:.4f} before fine-tuning"))
         if best is None or (auc is not None and auc > best[0]):
             best = (auc if auc is not None else -math.inf, candidate, plan, alpha)
-        if validation_data is None:
-            break
     _, model_out, plan, alpha = best
     used = sum(variable_bytes(layer.weights) for layer in embedding_layers(model_out))
     if used > int(budget_bytes):

@@ -110,6 +110,10 @@ def _stage1_run(runs: list):
     """The run whose MEC stage-1 statistics are shown: ``mec`` first, else the first run with any."""
     with_stats = [r for r in runs if r.get("stage1")]
     if not with_stats:
+        budgeted = [r.get("method") for r in runs if isinstance(r.get("budget"), dict)]
+        if budgeted:
+            raise NoData(f"{', '.join(budgeted)} ran at a memory budget: popularity tiers, not stage-1 codes of one "
+                         f"setting (the tiers of each table are in metrics.json, under budget)")
         return None
     mec = [r for r in with_stats if r.get("method") == "mec"]
     return (mec or with_stats)[0]
