@@ -442,6 +442,8 @@ def run_mec_afm(ctx: RunContext) -> dict:
     run = _afm_on(ctx, mec_model, "mec+afm")
     run["stage1"] = mec_run.get("stage1")
     run["mec"] = mec_run.get("mec")
+    if mec_run.get("budget") is not None:
+        run["budget"] = mec_run["budget"]
     return run
 
 
@@ -618,12 +620,23 @@ def run_frontier(ctx: RunContext) -> list:
     trained again at every ratio of ``cfg.frontier`` (budget = uncompressed embedding bytes / ratio)
     on the same data, split, seed and trained baseline. Models go to ``out/frontier/<ratio>x/<method>/``
     (no export). Returns one point per (method, ratio): ``{"method", "ratio", "embedding_bytes",
-    "test_auc", "test_logloss"}``, plus the baseline at ratio 1."""
+    "test_auc", "test_logloss"}``, plus the baseline at ratio 1 and, with ``--memory-budget`` /
+    ``--target-ratio``, the main runs at that ratio (not trained again)."""
     cfg = ctx.cfg
     base_model, base_run = ctx.baseline()
     points = [{"method": "baseline", "ratio": 1.0, "embedding_bytes": base_run["embedding_bytes"],
                "test_auc": base_run["test_auc"], "test_logloss": base_run["test_logloss"]}]
     methods = [m for m in cfg.methods if m in BUDGET_METHODS]
+    full = base_run["embedding_bytes"]
+    budget = budget_bytes(cfg, full)
+    if budget is not None:  # the main runs were trained at this budget: they are points of the frontier too
+        for method in methods:
+            if method in ctx.models:
+                run = ctx.models[method][1]
+                points.append({"method": method, "ratio": float(cfg.target_ratio or full / budget),
+                               "embedding_bytes": run["embedding_bytes"], "test_auc": run["test_auc"],
+                               "test_logloss": run["test_logloss"],
+                               "compression_ratio_embeddings": run.get("compression_ratio_embeddings")})
     for ratio in cfg.frontier:
         tag = f"{float(ratio):g}x"
         sub = dataclasses.replace(
