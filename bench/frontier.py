@@ -44,7 +44,9 @@ def run_one(sample: str, seed: int, ratios: str, methods: str, out: str, extra: 
     if rc == 0:
         with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as fh:
             points = json.load(fh).get("frontier", [])
-    return {"sample": sample, "seed": seed, "command": " ".join(cmd[1:]), "rc": rc,
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=HERE).stdout.strip()
+    return {"sample": sample, "seed": seed, "command": " ".join(cmd[1:]), "rc": rc, "commit": commit,
             "seconds": round(time.perf_counter() - t0, 1), "points": points}
 
 
