@@ -356,7 +356,6 @@ def compress_to_budget(model, counts: Mapping, budget_bytes: int, validation_dat
     from tfmec.backend import keras
     from tfmec.evaluation import embedding_layers, evaluate, variable_bytes
     from tfmec.graph import find_tables, keyed_by_table
-    from tfmec.graph.swap import swap_layers
 
     log = log or (lambda *_: None)
     refs = find_tables(model)

@@ -122,7 +122,7 @@ def frontier_table(points: list) -> str:
     head = "| target ratio | " + " | ".join(f"{m} AUC (bytes)" for m in methods) + " |"
     rows = [head, "|---|" + "---|" * len(methods)]
     if base is not None:
-        rows.append(f"| 1x (baseline) | " + " | ".join(f"{base['test_auc']:.4f} ({base['embedding_bytes']:,})"
+        rows.append("| 1x (baseline) | " + " | ".join(f"{base['test_auc']:.4f} ({base['embedding_bytes']:,})"
                                                      for _ in methods) + " |")
     for r in ratios:
         cells = [f"{at[(m, r)]['test_auc']:.4f} ({at[(m, r)]['embedding_bytes']:,})"
