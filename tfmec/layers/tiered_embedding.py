@@ -420,13 +420,16 @@ class TieredEmbedding(ContrastiveSteps, keras.layers.Layer):
         tier = self.tiers[t]
         local = self._local(t, ids)
         if tier.kind == "exact":
+            if slots == 1:
+                return (local if base == 0 else local + base)[:, None], None
             return local[:, None] * slots + tf.constant(base + np.arange(slots, dtype=np.int32))[None, :], None
         codes = self.tier_codes(t, local, ids)
         m, k = tier.num_subspaces, tier.num_codewords
         r = self.output_dim // m // g
-        first = (codes + tf.constant(np.arange(m, dtype=np.int32) * k)[None, :]) * r + base  # [N, M]
-        if r == 1:
-            return first, codes
+        offsets = (np.arange(m, dtype=np.int32) * k) * r + base  # row of codeword 0 of each sub-space
+        if r == 1:  # [N, M]: one add
+            return codes + tf.constant(offsets)[None, :], codes
+        first = codes * r + tf.constant(offsets)[None, :]
         return tf.reshape(first[:, :, None] + tf.constant(np.arange(r, dtype=np.int32))[None, None, :],
                           [-1, slots]), codes
 
