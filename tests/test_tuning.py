@@ -202,3 +202,22 @@ def test_run_config_file_and_flag_precedence(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "unknown setting(s) ['cdewords', 'epoch']" in err and str(path) in err
+
+
+def test_cli_tune_memory_budget_rejects_trials_and_is_not_the_tiered_budget(tmp_path, monkeypatch):
+    """``tfmec tune --memory-budget`` rejects trials over it; it must not switch the trials' MEC to the
+    popularity tiers of ``tfmec run --memory-budget`` (RunConfig.memory_budget)."""
+    import tfmec.tuning
+
+    seen = {}
+
+    def fake_tune(cfg, method, **kwargs):
+        seen.update(cfg=cfg, **kwargs)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(tfmec.tuning, "tune", fake_tune)
+    code = main(["tune", "--data", "synthetic", "--rows", "1000", "--method", "mec", "--trials", "1",
+                 "--memory-budget", "50000", "--out", str(tmp_path / "t"), "--quiet"])
+    assert code == 2
+    assert seen["memory_budget_bytes"] == 50000
+    assert seen["cfg"].memory_budget is None and seen["cfg"].target_ratio is None

@@ -280,7 +280,8 @@ def _tune(args) -> int:
     space = SearchSpace(alpha=args.alpha, beta=args.beta, codewords=args.codewords, subspaces=args.subspaces,
                         afm_energy=args.afm_energy)
     searched = {"alpha", "beta", "codewords", "subspaces", "afm_energy"}
-    values = {k: v for k, v in _config_values(args).items() if k not in searched}
+    # tune's --memory-budget rejects trials over it; it is not run's tiered budget (RunConfig.memory_budget)
+    values = {k: v for k, v in _config_values(args).items() if k not in searched | {"memory_budget"}}
     try:
         if args.trials < 1:
             raise ValueError("--trials must be at least 1")
