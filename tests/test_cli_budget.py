@@ -45,6 +45,7 @@ def test_budget_below_the_least_bytes_is_a_clear_error(tmp_path, capsys):
 @pytest.mark.parametrize("flags, message", [
     (["--memory-budget", "1000", "--target-ratio", "8"], "not allowed with argument"),
     (["--frontier", "0.5"], "--frontier ratios must be >= 1"),
+    (["--target-ratio", "8", "--method", "none,afm"], "--target-ratio sizes the embedding methods"),
 ])
 def test_budget_flags_are_checked(tmp_path, capsys, flags, message):
     try:  # argparse itself exits 2 for the mutually exclusive flags

@@ -132,6 +132,11 @@ class RunConfig:
             raise ValueError(f"--memory-budget must be a positive number of bytes, got {self.memory_budget}")
         if self.target_ratio is not None and not self.target_ratio >= 1:
             raise ValueError(f"--target-ratio must be >= 1, got {self.target_ratio}")
+        if (self.memory_budget is not None or self.target_ratio is not None) and not (
+                set(self.methods) & (set(BUDGET_METHODS) | {"mec+afm"})):
+            flag = "--memory-budget" if self.memory_budget is not None else "--target-ratio"
+            raise ValueError(f"{flag} sizes the embedding methods ({', '.join(BUDGET_METHODS)}, mec+afm); none of "
+                             f"them is requested (--method {','.join(self.methods)})")
         if self.frontier:
             bad = [r for r in self.frontier if not float(r) >= 1]
             if bad:
