@@ -627,6 +627,8 @@ def run_frontier(ctx: RunContext) -> list:
     (no export). Returns one point per (method, ratio): ``{"method", "ratio", "embedding_bytes",
     "test_auc", "test_logloss"}``, plus the baseline at ratio 1 and, with ``--memory-budget`` /
     ``--target-ratio``, the main runs at that ratio (not trained again)."""
+    from tfmec.validation import BudgetTooSmallError
+
     cfg = ctx.cfg
     base_model, base_run = ctx.baseline()
     points = [{"method": "baseline", "ratio": 1.0, "embedding_bytes": base_run["embedding_bytes"],
@@ -654,9 +656,7 @@ def run_frontier(ctx: RunContext) -> list:
             ctx.log(f"frontier {tag}: {method} ...")
             try:
                 run = METHODS[method](sub_ctx)
-            except ValueError as err:  # the method cannot reach this ratio (its least bytes are above it)
-                if "budget" not in str(err):
-                    raise
+            except BudgetTooSmallError as err:  # the method cannot reach this ratio (its least bytes are above it)
                 ctx.warn(f"frontier {tag}: {method} cannot reach this ratio: {err}")
                 points.append({"method": method, "ratio": float(ratio), "embedding_bytes": None, "test_auc": None,
                                "test_logloss": None, "error": str(err)})

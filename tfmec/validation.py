@@ -103,6 +103,12 @@ def _number_problem(value, kind: str) -> str:
     return ""
 
 
+class BudgetTooSmallError(ValueError):
+    """A byte budget below the least a method's tables can take (the message gives that least). A
+    ``ValueError``, so callers that catch those keep working; :func:`tfmec.experiment.run_frontier`
+    reports it as "cannot reach this ratio" instead of failing the run."""
+
+
 def check_types(cfg) -> None:
     """Every setting of the type its field declares: integers are integers, numbers are finite
     (``inf`` and ``nan`` are refused everywhere), flags are booleans, names are strings, lists hold
@@ -145,4 +151,4 @@ def check_run_settings(cfg) -> None:
     check_ranges(cfg)
 
 
-__all__ = ["check_run_settings", "check_types", "check_paths", "check_contradictions", "check_ranges", "MEC_METHODS"]
+__all__ = ["BudgetTooSmallError", "check_run_settings", "check_types", "check_paths", "check_contradictions", "check_ranges", "MEC_METHODS"]

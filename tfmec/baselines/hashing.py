@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import zlib
 
+from tfmec.validation import BudgetTooSmallError
 from tfmec.layers._utils import derive_seed
 from tfmec.layers.hashed_embedding import HashedEmbedding
 
@@ -69,6 +70,20 @@ def table_bytes(tables, buckets: dict | None = None) -> int:
     return sum(FLOAT_BYTES * min(t.rows, int(buckets.get(t.name, t.rows))) * t.dim for t in tables)
 
 
+def largest_cap(total, budget: int, largest: int) -> int:
+    """The largest row cap ``C`` in ``[1, largest]`` with ``total(C) <= budget``, by bisection
+    (``total`` non-decreasing in the cap, ``total(1) <= budget``): the one-cap rule shared by the
+    hashing trick, int8/int4 tables sized to a budget and quotient-remainder tables."""
+    lo, hi = 1, int(largest)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if total(mid) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def allocate_buckets(tables, budget_bytes: int) -> dict:
     """Rows per table under the one-cap rule (module docstring) so that the tables fit ``budget_bytes``.
 
@@ -94,15 +109,9 @@ def allocate_buckets(tables, budget_bytes: int) -> dict:
         return sum(FLOAT_BYTES * min(t.rows, cap) * t.dim for t in tables)
 
     if total(1) > budget:
-        raise ValueError(f"a hashing budget of {budget:,} bytes cannot hold one row per table; "
+        raise BudgetTooSmallError(f"a hashing budget of {budget:,} bytes cannot hold one row per table; "
                          f"it needs at least {total(1):,} bytes")
-    lo, hi = 1, largest  # total(lo) <= budget; find the largest such cap
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if total(mid) <= budget:
-            lo = mid
-        else:
-            hi = mid - 1
+    lo = largest_cap(total, budget, largest)
     buckets = {t.name: min(t.rows, lo) for t in tables}
     return {"cap": lo, "buckets": buckets, "hashed": [t.name for t in tables if buckets[t.name] < t.rows],
             "bytes": total(lo)}

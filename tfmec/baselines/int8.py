@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfmec.validation import BudgetTooSmallError
 from tfmec.backend import keras
-from tfmec.baselines.hashing import TableShape, field_salt
+from tfmec.baselines.hashing import TableShape, field_salt, largest_cap
 from tfmec.graph import find_tables, keyed_by_table, resolve_table
 from tfmec.graph.swap import swap_layers
 from tfmec.layers.hashed_embedding import HashedEmbedding, hash_buckets_numpy
@@ -87,15 +88,9 @@ def allocate_quantized(tables, budget_bytes: int, bits: int = 8, *, row_scale_mi
         return int(fixed_bytes) + sum(min(t.rows, cap) * cost[t.name][0] + cost[t.name][1] for t in tables)
 
     if total(1) > budget:
-        raise ValueError(f"an int{bits} budget of {budget:,} bytes cannot hold one quantised row per table; "
+        raise BudgetTooSmallError(f"an int{bits} budget of {budget:,} bytes cannot hold one quantised row per table; "
                          f"it needs at least {total(1):,} bytes")
-    lo, hi = 1, max(t.rows for t in tables)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if total(mid) <= budget:
-            lo = mid
-        else:
-            hi = mid - 1
+    lo = largest_cap(total, budget, max(t.rows for t in tables))
     buckets = {t.name: min(t.rows, lo) for t in tables}
     return {"cap": lo, "buckets": buckets, "hashed": [t.name for t in tables if buckets[t.name] < t.rows],
             "bytes": total(lo)}

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import math
 
-from tfmec.baselines.hashing import FLOAT_BYTES, TableShape, field_salt
+from tfmec.validation import BudgetTooSmallError
+from tfmec.baselines.hashing import FLOAT_BYTES, TableShape, field_salt, largest_cap
 from tfmec.layers._utils import derive_seed
 from tfmec.layers.qr_embedding import QREmbedding, quotient_rows
 
@@ -91,15 +92,9 @@ def allocate_qr(tables, budget_bytes: int, fixed_bytes: int = 0) -> dict:
         return int(fixed_bytes) + sum(FLOAT_BYTES * t.dim * _rows(t, cap) for t in tables)
 
     if total(1) > budget:
-        raise ValueError(f"a quotient-remainder budget of {budget:,} bytes is below what the smallest QR tables "
+        raise BudgetTooSmallError(f"a quotient-remainder budget of {budget:,} bytes is below what the smallest QR tables "
                          f"take; it needs at least {total(1):,} bytes")
-    lo, hi = 1, max(t.rows for t in tables)  # total(lo) <= budget; find the largest such cap
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if total(mid) <= budget:
-            lo = mid
-        else:
-            hi = mid - 1
+    lo = largest_cap(total, budget, max(t.rows for t in tables))
     buckets = {t.name: qr_buckets_for(t.rows, lo) for t in tables}
     buckets = {name: b for name, b in buckets.items() if b is not None}
     return {"cap": lo, "buckets": buckets, "qr": [t.name for t in tables if t.name in buckets],

@@ -32,6 +32,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from tfmec.validation import BudgetTooSmallError
 from tfmec.layers.tiered_embedding import Tier, TieredEmbedding, tiers_storage_bytes
 from tfmec.mec.tiers import fit_hashed, fit_pq, fit_tiers
 
@@ -270,7 +271,7 @@ def allocate(profiles: Sequence[TableProfile], budget_bytes: int, contrastive: b
             break
         if hi > 1e30:
             how = "one PQ tier of the fewest codewords" if plain else "one hashed tier of the fewest codewords"
-            raise ValueError(f"a memory budget of {budget_bytes:,} bytes is below the least the embedding tables can "
+            raise BudgetTooSmallError(f"a memory budget of {budget_bytes:,} bytes is below the least the embedding tables can "
                              f"take ({total:,} bytes: every table {how}); give at least that")
         hi *= 10.0
     lo = hi / 10.0
@@ -380,7 +381,7 @@ def compress_to_budget(model, counts: Mapping, budget_bytes: int, validation_dat
         profiles = [m.profile(alpha) for m in measured]
         try:
             plan = allocate(profiles, int(budget * fraction), contrastive=contrastive_weight > 0, plain=plain)
-        except ValueError:
+        except BudgetTooSmallError:
             if fraction == 1.0:
                 raise
             continue  # a smaller budget than the tables can take: not a candidate
