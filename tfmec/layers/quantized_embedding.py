@@ -178,6 +178,23 @@ class ContrastiveSteps:
     ``_add_step_counter`` in ``build``, ``_next_negatives_seed`` once per training call. The layer sets
     ``self._negatives_seed`` (int) and ``self.negatives_step``."""
 
+    def _set_contrastive(self, contrastive_weight, num_negatives, temperature, seed) -> None:
+        """Checks and sets ``contrastive_weight`` (>= 0), ``num_negatives`` (>= 1), ``temperature`` (> 0)
+        and ``seed``, and draws the first half of the negatives' stateless seed (``seed``, else one draw
+        from NumPy's global generator; the second half is the ``negatives_step`` counter)."""
+        name = type(self).__name__
+        self.contrastive_weight = float(contrastive_weight)
+        if self.contrastive_weight < 0:
+            raise ValueError(f"{name}: contrastive_weight must be >= 0, got {contrastive_weight}")
+        self.num_negatives = int(num_negatives)
+        if self.num_negatives < 1:
+            raise ValueError(f"{name}: num_negatives must be >= 1, got {num_negatives}")
+        self.temperature = float(temperature)
+        if self.temperature <= 0:
+            raise ValueError(f"{name}: temperature must be > 0, got {temperature}")
+        self.seed = None if seed is None else int(seed)
+        self._negatives_seed = self.seed if self.seed is not None else int(np.random.randint(0, 2**31 - 1))
+
     def _add_step_counter(self):
         """The scalar ``int64`` counter of training steps that drew negatives (see the module doc)."""
         aggregation = tf.VariableAggregation.ONLY_FIRST_REPLICA if IS_LEGACY_KERAS else "only_first_replica"
@@ -291,19 +308,8 @@ class QuantizedEmbedding(ContrastiveSteps, keras.layers.Layer):
         self.oov_id = int(oov_id)
         if not 0 <= self.oov_id < self.vocab_size:
             raise ValueError(f"{name}: oov_id must be in [0, {self.vocab_size}), got {oov_id}")
-        self.contrastive_weight = float(contrastive_weight)
-        if self.contrastive_weight < 0:
-            raise ValueError(f"{name}: contrastive_weight must be >= 0, got {contrastive_weight}")
-        self.num_negatives = int(num_negatives)
-        if self.num_negatives < 1:
-            raise ValueError(f"{name}: num_negatives must be >= 1, got {num_negatives}")
-        self.temperature = float(temperature)
-        if self.temperature <= 0:
-            raise ValueError(f"{name}: temperature must be > 0, got {temperature}")
+        self._set_contrastive(contrastive_weight, num_negatives, temperature, seed)
         self.trainable_codebooks = bool(trainable_codebooks)
-        self.seed = None if seed is None else int(seed)
-        # the first half of the negatives' stateless seed; the second is the negatives_step counter
-        self._negatives_seed = self.seed if self.seed is not None else int(np.random.randint(0, 2**31 - 1))
 
         d, m, k = self.output_dim, self.num_subspaces, self.num_codewords
         self._initial_codes = None

@@ -230,21 +230,11 @@ class TieredEmbedding(ContrastiveSteps, keras.layers.Layer):
         self.oov_id = int(oov_id)
         if not 0 <= self.oov_id < self.input_dim:
             raise ValueError(f"{name}: oov_id must be in [0, {self.input_dim}), got {oov_id}")
-        self.contrastive_weight = float(contrastive_weight)
-        if self.contrastive_weight < 0:
-            raise ValueError(f"{name}: contrastive_weight must be >= 0, got {contrastive_weight}")
-        self.num_negatives = int(num_negatives)
-        if self.num_negatives < 1:
-            raise ValueError(f"{name}: num_negatives must be >= 1, got {num_negatives}")
-        self.temperature = float(temperature)
-        if self.temperature <= 0:
-            raise ValueError(f"{name}: temperature must be > 0, got {temperature}")
+        self._set_contrastive(contrastive_weight, num_negatives, temperature, seed)
         self.trainable_codebooks = bool(trainable_codebooks)
         self.hash_salt = int(hash_salt)
         self.mask_zero = bool(mask_zero)
         self.supports_masking = self.mask_zero
-        self.seed = None if seed is None else int(seed)
-        self._negatives_seed = self.seed if self.seed is not None else int(np.random.randint(0, 2**31 - 1))
         self._initial = self._check_arrays(arrays)
         self.tier_codes_weights = {}
         self.negatives_step = None
