@@ -22,22 +22,16 @@ import json
 import os
 import shutil
 import sys
-import time
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-RUNTIMES = ("keras", "saved_model", "onnx")
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from scale_sweep import RUNTIMES, _burst_rate  # noqa: E402  (the same runtimes and timed bursts)
+
 BATCHES = (256, 4096)
-
-
-def _burst_rate(call, batch: int, calls: int) -> float:
-    t = time.perf_counter()
-    for _ in range(calls):
-        call()
-    return batch * calls / (time.perf_counter() - t)
 
 
 def test_rows(rows: int, seed: int, n: int = 4096) -> dict:
