@@ -28,14 +28,17 @@ SMALL = {
     "pnn": dict(hidden_units=(16, 8), dropout=0.0),
     "gdcn": dict(hidden_units=(16,), num_cross_layers=2, dropout=0.0),
     "autoint": dict(attention_layers=2, heads=2, head_dim=4),
+    "din": dict(hidden_units=(16, 8), attention_units=(8,), dropout=0.0),
 }
-USES_LINEAR = set(MODELS)  # every zoo model has the first-order (wide) part by default
+HISTORY = 5  # the multi-valued field "hist" (shares c0's table): every model takes it
+USES_LINEAR = set(MODELS) - {"din"}  # every other zoo model has the first-order (wide) part by default
 
 
 @pytest.fixture(scope="module")
 def schema():
     fields = [Field(f"c{i}", "categorical", vocab_size=VOCAB) for i in range(N_CAT)]
     fields += [Field(f"n{i}", "numeric") for i in range(N_NUM)]
+    fields += [Field("hist", "categorical", vocab_size=VOCAB, max_length=HISTORY, shares="c0")]
     return Schema(fields)
 
 
@@ -44,6 +47,9 @@ def batch():
     rng = np.random.default_rng(0)
     x = {f"c{i}": rng.integers(0, VOCAB, size=BATCH).astype("int32") for i in range(N_CAT)}
     x.update({f"n{i}": rng.normal(size=BATCH).astype("float32") for i in range(N_NUM)})
+    hist = rng.integers(1, VOCAB, size=(BATCH, HISTORY)).astype("int32")
+    hist[np.arange(HISTORY)[None, :] >= rng.integers(0, HISTORY + 1, size=BATCH)[:, None]] = 0  # 0..5 values
+    x["hist"] = hist
     # a learnable label: depends on one categorical and one numeric field
     y = ((x["c0"] % 2 == 0) ^ (x["n0"] > 0)).astype("float32")
     return x, y
@@ -80,7 +86,8 @@ def test_model_builds_trains_saves_and_reloads(name, schema, batch, tmp_path):
         schema.names
     )
 
-    # the factory made every categorical table, and those layers are in the model
+    # the factory made every categorical table (hist shares c0's: no table of its own), and those layers
+    # are in the model
     expected = [] if name == "lr" else [(f"c{i}", 4, f"embedding_c{i}") for i in range(N_CAT)]
     if name in USES_LINEAR:
         expected += [(f"c{i}", 1, f"linear_c{i}") for i in range(N_CAT)]

@@ -626,7 +626,8 @@ MIND_NEWS = "N10\tsports\tgolf\ttitle\tabstract\turl\t[]\t[]\nN11\tnews\tpolitic
 def test_mind_rows_one_per_shown_article(tmp_path):
     write(tmp_path / "behaviors.tsv", MIND_BEHAVIORS)
     reader = MindReader(tmp_path / "behaviors.tsv")  # no news.tsv beside it: no category columns
-    assert reader.column_names == ["user_id", "news_id", "hour", "weekday", "history_len"]
+    assert reader.column_names == ["user_id", "news_id", "hour", "weekday", "history_len", "history"]
+    assert dict(reader.columns)["history"] == "list" and reader.shared_tables == {"history": "news_id"}
     assert reader.label == "click" and reader.news_path is None
     feats, labels, rows, n_chunks = read_all(reader, chunk_size=2)
     assert n_chunks == 3  # a line's impressions may straddle chunks
@@ -637,18 +638,20 @@ def test_mind_rows_one_per_shown_article(tmp_path):
     assert list(feats["hour"]) == ["14", "14", "5", "23", "23", "23"]
     assert list(feats["weekday"]) == ["1", "1", "2", "5", "5", "5"]  # 2019-11-12 was a Tuesday
     assert list(feats["history_len"]) == ["2", "2", "0", "1", "1", "1"]  # floor(log2(len + 1))
+    assert list(feats["history"]) == ["N1 N2 N3", "N1 N2 N3", "", "N1", "N1", "N1"]  # as read, oldest first
 
 
 def test_mind_news_file_beside_adds_categories(tmp_path):
     write(tmp_path / "behaviors.tsv", MIND_BEHAVIORS)
     write(tmp_path / "news.tsv", MIND_NEWS)
     reader = MindReader(tmp_path / "behaviors.tsv")
-    assert reader.column_names == ["user_id", "news_id", "hour", "weekday", "category", "subcategory", "history_len"]
+    assert reader.column_names == ["user_id", "news_id", "hour", "weekday", "category", "subcategory", "history_len",
+                                   "history"]
     assert "news.tsv" in reader.description
     feats, _, _, _ = read_all(reader)
     assert list(feats["category"]) == ["sports", "news", "news", "", "sports", ""]
     assert list(feats["subcategory"]) == ["golf", "politics", "politics", "", "golf", ""]
-    assert MindReader(tmp_path / "behaviors.tsv", news=None).column_names[-1] == "history_len"
+    assert MindReader(tmp_path / "behaviors.tsv", news=None).column_names[-2:] == ["history_len", "history"]
     reader = open_reader(tmp_path / "behaviors.tsv", "MIND")
     assert isinstance(reader, MindReader) and reader.news_path is not None
 

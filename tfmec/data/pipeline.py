@@ -13,6 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfmec.data.epochs import EpochStream
+from tfmec.data.errors import DataError
+from tfmec.data.lists import encode_lists, split_cells
 from tfmec.data.readers.base import Chunk, Reader
 from tfmec.data.schema import Schema
 from tfmec.data.split import SPLIT_NAMES, TRAIN, assign_splits, check_fractions
@@ -33,13 +35,15 @@ class FeatureEncoder:
 
     ``encode(features)`` maps ``{column: raw array[rows]}`` to ``{field.name: array[rows]}`` with
     ``int32`` ids for categorical fields and standardised ``float32`` values (NaN -> 0, clipped to
-    ``±ZSCORE_LIMIT``) for numeric fields.
+    ``±ZSCORE_LIMIT``) for numeric fields; a multi-valued field gives ``int32[rows, max_length]``
+    (:func:`tfmec.data.lists.encode_lists`). A field that ``shares`` another's table uses, and
+    counts into, that field's vocabulary; ``vocabularies`` holds one per table.
     """
 
     def __init__(self, schema: Schema, vocabularies: dict | None = None, numeric_stats: dict | None = None):
         self.schema = schema
         self.vocabularies: dict[str, Vocabulary] = vocabularies or {
-            f.name: Vocabulary(f.name, f.min_count) for f in schema.categorical
+            f.name: Vocabulary(f.name, f.min_count) for f in schema.categorical if f.shares is None
         }
         self.numeric_stats: dict[str, NumericStats] = numeric_stats or {f.name: NumericStats(f.name) for f in schema.numeric}
 
@@ -58,28 +62,44 @@ class FeatureEncoder:
             return apply_numeric_transform(field.transform, raw)
         return raw
 
+    def _split(self, field, cells) -> list:
+        """The values of a multi-valued field's cells, flat; a bad cell is a DataError."""
+        try:
+            return split_cells(cells, field.separator)[0]
+        except TypeError as err:
+            raise DataError(f"field {field.name!r} (column {field.source!r}): {err}") from None
+
     def update(self, features: dict) -> None:
         """Counts one chunk of training rows (vocabularies and numeric statistics)."""
         for field in self.schema:
             values = self._field_values(field, features)
-            if field.is_categorical:
-                self.vocabularies[field.name].update(values)
+            if field.is_list:
+                self.vocabularies[field.table].update(np.asarray(self._split(field, values), dtype=object))
+            elif field.is_categorical:
+                self.vocabularies[field.table].update(values)
             else:
                 self.numeric_stats[field.name].update(values)
 
     def finalize(self) -> Schema:
         """Freezes the vocabularies and returns the schema with every ``vocab_size`` set."""
         for field in self.schema.categorical:
-            field.vocab_size = self.vocabularies[field.name].finalize().size
+            field.vocab_size = self.vocabularies[field.table].finalize().size
         return self.schema
 
     def encode(self, features: dict) -> dict:
-        """Encodes one chunk; see the class docstring for the output dtypes (shape ``[rows]``)."""
+        """Encodes one chunk; see the class docstring for the output dtypes (shape ``[rows]``, or
+        ``[rows, max_length]`` for a multi-valued field)."""
         out = {}
         for field in self.schema:
             values = self._field_values(field, features)
-            if field.is_categorical:
-                out[field.name] = self.vocabularies[field.name].lookup(values)
+            if field.is_list:
+                try:
+                    out[field.name] = encode_lists(self.vocabularies[field.table], values, field.max_length,
+                                                   field.separator)
+                except TypeError as err:
+                    raise DataError(f"field {field.name!r} (column {field.source!r}): {err}") from None
+            elif field.is_categorical:
+                out[field.name] = self.vocabularies[field.table].lookup(values)
             else:
                 stats = self.numeric_stats[field.name]
                 z = (np.asarray(values, np.float64) - stats.mean) / stats.std
@@ -89,7 +109,8 @@ class FeatureEncoder:
 
     @property
     def frequencies(self) -> dict:
-        """Training-split frequency of every id: ``{field: int64[vocab_size]}`` (MEC's input)."""
+        """Training-split frequency of every id: ``{field: int64[vocab_size]}`` (MEC's input), one
+        entry per table (a shared table's counts hold every occurrence, in all of its fields)."""
         return {name: v.counts for name, v in self.vocabularies.items()}
 
     def save(self, path: str) -> None:
@@ -102,9 +123,9 @@ class FeatureEncoder:
         vocabs, numeric = load_vocabularies(path)
         enc = cls(schema, vocabs, numeric)
         for f in schema.categorical:
-            if f.name not in vocabs:
-                raise ValueError(f"{path}: no vocabulary for field {f.name!r}")
-            f.vocab_size = vocabs[f.name].size
+            if f.table not in vocabs:
+                raise ValueError(f"{path}: no vocabulary for field {f.table!r}")
+            f.vocab_size = vocabs[f.table].size
         return enc
 
 
@@ -184,7 +205,8 @@ def default_schema(reader: Reader, min_count: int = 2) -> Schema:
         schema = Schema.criteo(min_count)
         if names == schema.names:
             return schema
-    return Schema.from_columns(reader.columns, label=reader.label, min_count=min_count)
+    return Schema.from_columns(reader.columns, label=reader.label, min_count=min_count,
+                               shares=reader.shared_tables)
 
 
 def load(
@@ -250,7 +272,8 @@ def load(
     encoder.finalize()
     total = sum(counts)
 
-    specs = {f.name: tf.TensorSpec([None], tf.int32 if f.is_categorical else tf.float32) for f in schema}
+    specs = {f.name: tf.TensorSpec([None, f.max_length] if f.is_list else [None],
+                                   tf.int32 if f.is_categorical else tf.float32) for f in schema}
     signature = (specs, tf.TensorSpec([None], tf.float32))
 
     def split_dataset(which: int) -> tf.data.Dataset:

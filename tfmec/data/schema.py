@@ -7,8 +7,20 @@ A :class:`Field` is one input of the model. After preprocessing every field is e
 * ``numeric``: a ``float32`` value per row, shape ``[batch]``.
 
 A raw numeric column can be turned into a categorical field by a bucketising transform (the standard
-Criteo ``log_square`` one). Sequence fields are reserved for later (``kind="sequence"`` is rejected
-for now with a clear message).
+Criteo ``log_square`` one).
+
+A categorical field with ``max_length`` is **multi-valued** (a list of ids per row: the news a reader
+clicked before, the genres of a movie): ``int32[batch, max_length]``, padded with 0. Rules:
+
+* a raw cell is a list of values (a Python list or array, e.g. a Parquet list column or a TFRecord
+  variable-length feature) or a string split on ``separator`` (whitespace when None), in
+  chronological order, oldest first (as MIND's click history);
+* values the vocabulary does not keep (rare or unseen) are dropped from the list, so id 0 is only
+  ever padding inside a list (its mask is ``ids != 0``);
+* the ``max_length`` most recent kept values are kept, **most recent first**; an empty list is all
+  padding;
+* ``shares="news_id"`` makes the field use the vocabulary (ids and counts: every occurrence in both
+  fields is counted) and the embedding table of another categorical field.
 """
 from __future__ import annotations
 
@@ -26,6 +38,12 @@ KINDS = (CATEGORICAL, NUMERIC)
 #   "log1p": sign(x) * log1p(|x|), then standardised.
 #   "log_square": Criteo's bucketing; x > 2 -> floor(log(x)^2), else int(x); missing -> "" bucket.
 #                  The field becomes categorical.
+LIST = "list"
+"""The column kind of a reader's multi-valued column (a schema makes it a categorical field with
+``max_length``)."""
+DEFAULT_MAX_LENGTH = 50
+"""Values kept per row of a multi-valued field when the schema is derived from a reader."""
+
 NUMERIC_TRANSFORMS = (None, "identity", "log1p", "log_square")
 BUCKETISING_TRANSFORMS = ("log_square",)
 
@@ -51,6 +69,11 @@ class Field:
         min_count: values seen fewer times than this in the training split map to OOV (id 0).
         vocab_size: number of ids including OOV; set once the vocabulary is built.
         source: the raw column it is read from (defaults to ``name``).
+        max_length: for a multi-valued categorical field, the most values kept per row (see the
+            module docstring); None for one value per row.
+        shares: the name of another categorical field whose vocabulary and embedding table this
+            field uses (that field must not share itself); None for its own.
+        separator: how a multi-valued field's string cells split (None: on whitespace).
     """
 
     name: str
@@ -59,10 +82,14 @@ class Field:
     min_count: int = 2
     vocab_size: int | None = None
     source: str | None = None
+    max_length: int | None = None
+    shares: str | None = None
+    separator: str | None = None
 
     def __post_init__(self):
-        if self.kind == "sequence":
-            raise ValueError(f"field {self.name!r}: sequence fields are not supported yet")
+        if self.kind in ("sequence", "list"):
+            raise ValueError(f"field {self.name!r}: a multi-valued field is kind='categorical' with "
+                             f"max_length=N (the most values kept per row), not kind={self.kind!r}")
         if self.kind not in KINDS:
             raise ValueError(f"field {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
         if self.transform not in NUMERIC_TRANSFORMS:
@@ -73,11 +100,35 @@ class Field:
             raise ValueError(f"field {self.name!r}: min_count must be >= 1")
         if self.source is None:
             self.source = self.name
+        if self.max_length is not None:
+            if isinstance(self.max_length, bool) or int(self.max_length) != self.max_length or self.max_length < 1:
+                raise ValueError(f"field {self.name!r}: max_length must be an integer >= 1, got {self.max_length!r}")
+            self.max_length = int(self.max_length)
+            if self.kind != CATEGORICAL:
+                raise ValueError(f"field {self.name!r}: max_length applies to categorical fields only")
+        if self.shares is not None and not self.is_categorical:
+            raise ValueError(f"field {self.name!r}: shares applies to categorical fields only")
+        if self.shares == self.name:
+            raise ValueError(f"field {self.name!r}: a field cannot share its own table")
+        if self.separator is not None and (self.max_length is None or not isinstance(self.separator, str)
+                                           or not self.separator):
+            raise ValueError(f"field {self.name!r}: separator must be a non-empty string, and applies to "
+                             "multi-valued fields (max_length) only")
 
     @property
     def is_categorical(self) -> bool:
         """True when the model sees an integer id (raw categorical, or a bucketised numeric)."""
         return self.kind == CATEGORICAL or self.transform in BUCKETISING_TRANSFORMS
+
+    @property
+    def is_list(self) -> bool:
+        """True for a multi-valued field (``int32[batch, max_length]``, 0-padded)."""
+        return self.max_length is not None
+
+    @property
+    def table(self) -> str:
+        """The field whose vocabulary and embedding table this field uses (``shares`` or itself)."""
+        return self.shares or self.name
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -87,7 +138,8 @@ class Schema:
     """An ordered set of fields plus the label column.
 
     Shapes: a batch for a model built from this schema is ``{field.name: Tensor[batch]}``, int32 for
-    categorical fields and float32 for numeric ones, with a float32 label ``Tensor[batch]``.
+    categorical fields and float32 for numeric ones (``int32[batch, max_length]`` for multi-valued
+    fields), with a float32 label ``Tensor[batch]``.
     """
 
     def __init__(self, fields: Sequence[Field], label: str = "label"):
@@ -99,6 +151,17 @@ class Schema:
             raise ValueError("a schema needs at least one field")
         self.fields = list(fields)
         self.label = label
+        by_name = {f.name: f for f in self.fields}
+        for f in self.fields:
+            if f.shares is None:
+                continue
+            owner = by_name.get(f.shares)
+            if owner is None:
+                raise ValueError(f"field {f.name!r} shares {f.shares!r}, which is not a field of the schema "
+                                 f"(fields: {names})")
+            if not owner.is_categorical or owner.shares is not None:
+                raise ValueError(f"field {f.name!r} shares {f.shares!r}, which must be a categorical field with "
+                                 "its own table (not numeric, not sharing another's)")
 
     # --- access --------------------------------------------------------------------------
     def __iter__(self):
@@ -124,6 +187,15 @@ class Schema:
     @property
     def numeric(self) -> list[Field]:
         return [f for f in self.fields if not f.is_categorical]
+
+    @property
+    def lists(self) -> list[Field]:
+        """The multi-valued fields."""
+        return [f for f in self.fields if f.is_list]
+
+    def sharing(self, name: str) -> list[Field]:
+        """The fields that use field ``name``'s table (itself first when it owns one)."""
+        return [f for f in self.fields if f.is_categorical and f.table == name]
 
     @property
     def is_built(self) -> bool:
@@ -153,18 +225,27 @@ class Schema:
         label: str = "label",
         numeric_transform: str | None = "log1p",
         min_count: int = 2,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        shares: dict | None = None,
     ) -> "Schema":
         """A schema with one field per raw column ``(name, kind)``; numeric columns get
-        ``numeric_transform``."""
+        ``numeric_transform``; a ``"list"`` column (a reader's multi-valued column) becomes a
+        categorical field with ``max_length`` values, sharing the table of ``shares[name]`` (a column
+        name) when given."""
+        shares = dict(shares or {})
         fields = []
         for name, kind in columns:
+            is_list = kind == LIST
+            owner = shares.get(name)
             fields.append(
                 Field(
                     safe_name(name),
-                    kind,
+                    CATEGORICAL if is_list else kind,
                     numeric_transform if kind == NUMERIC else None,
                     min_count,
                     source=name,
+                    max_length=max_length if is_list else None,
+                    shares=safe_name(owner) if owner else None,
                 )
             )
         return cls(fields, label=label)

@@ -79,7 +79,7 @@ def raw_from_ids(encoder, inputs: dict) -> dict:
     for field in encoder.schema:
         x = np.asarray(inputs[field.name])
         if field.is_categorical:
-            vocab = encoder.vocabularies[field.name]
+            vocab = encoder.vocabularies[field.table]
             if field.kind == "categorical":
                 oov = OOV_STRING
                 while vocab.lookup(np.asarray([oov], dtype=object))[0] != 0:

@@ -11,6 +11,7 @@ from tfmec.layers.fm import FMInteraction
 from tfmec.layers.linear import LinearTerms
 from tfmec.layers.mlp import MLP, logit_layer, mlp_block
 from tfmec.layers.numeric import NumericEmbedding
+from tfmec.layers.pooling import MaskedMeanPooling, MaskedWeightedSum, TargetAttentionInputs
 from tfmec.layers.product import InnerProduct, pair_indices
 from tfmec.layers.regularization import L2Penalty
 from tfmec.layers.sparse_read_embedding import SparseReadEmbedding
@@ -31,6 +32,9 @@ __all__ = [
     "MLP",
     "mlp_block",
     "logit_layer",
+    "MaskedMeanPooling",
+    "TargetAttentionInputs",
+    "MaskedWeightedSum",
 ]
 
 # product-quantised embeddings (MEC stage 2)

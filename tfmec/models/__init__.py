@@ -6,12 +6,14 @@ ids for categorical fields, float32 for numeric) and returns the click probabili
 from tfmec.models.autoint import AutoInt
 from tfmec.models.cross import DCNv2, GDCN
 from tfmec.models.deepfm import DeepFM
+from tfmec.models.din import DIN, target_attention_pooling
 from tfmec.models.embedding import (
     FieldEmbeddings,
     build_inputs,
     check_schema,
     default_embedding_factory,
     embed_fields,
+    mean_pooling,
 )
 from tfmec.models.fm import FM
 from tfmec.models.lr import LR
@@ -19,6 +21,6 @@ from tfmec.models.pnn import PNN
 from tfmec.models.registry import MODELS, build_model
 
 __all__ = [
-    "LR", "FM", "DeepFM", "DCNv2", "PNN", "GDCN", "AutoInt", "MODELS", "build_model",
+    "LR", "FM", "DeepFM", "DIN", "target_attention_pooling", "mean_pooling", "DCNv2", "PNN", "GDCN", "AutoInt", "MODELS", "build_model",
     "default_embedding_factory", "embed_fields", "build_inputs", "check_schema", "FieldEmbeddings",
 ]

@@ -10,12 +10,19 @@ stage (MEC) can pass a factory that returns a quantised embedding, or swap the l
 
 **Layer names** (a contract other stages rely on):
 
-* ``embedding_<field>``: the embedding table of categorical field ``<field>`` (made by the factory);
+* ``embedding_<field>``: the embedding table of categorical field ``<field>`` (made by the factory;
+  a field that ``shares`` another's table calls that field's layer, so a shared table is one layer);
 * ``linear_<field>``: its first-order weight, a ``dim = 1`` table made by the same factory;
 * ``numeric_embedding_<field>``: the :class:`~tfmec.layers.NumericEmbedding` of a numeric field;
 * ``linear_numeric``: a ``Dense(1)`` (no bias) over the stacked numeric fields;
 * ``linear``: :class:`~tfmec.layers.LinearTerms`, the sum of first-order terms plus the bias;
+* ``pool_<field>``: the pooling of multi-valued field ``<field>`` (its ``[batch, L, d]`` rows to
+  ``[batch, d]``: :class:`~tfmec.layers.MaskedMeanPooling` unless the model gives its own);
 * ``stack_embeddings``: the ``[batch, F, d]`` stack, fields in schema order.
+
+**Multi-valued fields** (``Field(max_length=L)``) are inputs ``int32[batch, L]`` padded with 0; the
+table maps them to ``[batch, L, d]`` and a pooling to ``[batch, d]``, so every model sees one vector
+per field. The pooling's mask is ``ids != 0``.
 """
 from __future__ import annotations
 
@@ -23,11 +30,17 @@ import dataclasses
 from typing import Callable
 
 from tfmec.backend import keras
-from tfmec.layers import L2Penalty, LinearTerms, NumericEmbedding, SparseReadEmbedding, StackFields
+from tfmec.layers import L2Penalty, LinearTerms, MaskedMeanPooling, NumericEmbedding, SparseReadEmbedding, StackFields
 from tfmec.layers._utils import derive_seed
 
 EmbeddingFactory = Callable[..., "keras.layers.Layer"]
-"""``(field: Field, dim: int, name: str) -> layer`` mapping int ids ``[batch]`` to ``[batch, dim]``."""
+"""``(field: Field, dim: int, name: str) -> layer`` mapping int ids ``[batch]`` to ``[batch, dim]``
+(and ``[batch, L]`` to ``[batch, L, dim]`` when a multi-valued field uses the table)."""
+
+SequencePooling = Callable[..., object]
+"""``(field, ids [batch, L], rows [batch, L, d], candidate [batch, d] or None) -> [batch, d]``: how a
+model pools a multi-valued field; ``candidate`` is the embedding of the single-valued field whose
+table the list shares (DIN's target), None when there is none."""
 
 
 def default_embedding_factory(field, dim: int, name: str, *, seed: int | None = None, embeddings_initializer=None):
@@ -71,14 +84,17 @@ def check_schema(schema) -> None:
 
 
 def build_inputs(schema) -> dict:
-    """One ``keras.Input(shape=(), name=field.name)`` per field, in schema order.
+    """One ``keras.Input(shape=(), name=field.name)`` per field, in schema order
+    (``shape=(max_length,)`` for a multi-valued field).
 
     Returns:
-        ``{field.name: KerasTensor[batch]}``, int32 for categorical fields, float32 for numeric.
+        ``{field.name: KerasTensor[batch]}`` (``[batch, L]`` for a multi-valued field), int32 for
+        categorical fields, float32 for numeric.
     """
     check_schema(schema)
     return {
-        f.name: keras.Input(shape=(), name=f.name, dtype="int32" if f.is_categorical else "float32")
+        f.name: keras.Input(shape=(f.max_length,) if f.is_list else (), name=f.name,
+                            dtype="int32" if f.is_categorical else "float32")
         for f in schema.fields
     }
 
@@ -106,11 +122,20 @@ class FieldEmbeddings:
 
 def _check_factory_output(tensor, field, dim, what):
     shape = tuple(tensor.shape)
-    if len(shape) != 2 or (shape[1] is not None and int(shape[1]) != int(dim)):
+    rank = 3 if field.is_list else 2
+    if len(shape) != rank or (shape[-1] is not None and int(shape[-1]) != int(dim)):
+        want = f"[batch, {field.max_length}] to [batch, {field.max_length}, {dim}]" if field.is_list else \
+            f"[batch] to [batch, {dim}]"
         raise ValueError(
             f"the embedding factory's layer for {what} of field {field.name!r} returned shape {shape}; "
-            f"an embedding layer must map ids [batch] to [batch, {dim}]"
+            f"an embedding layer must map ids {want}"
         )
+
+
+def mean_pooling(field, ids, rows, candidate=None):
+    """The default :data:`SequencePooling`: :class:`~tfmec.layers.MaskedMeanPooling` named
+    ``pool_<field>`` (``[batch, L]`` ids and ``[batch, L, d]`` rows -> ``[batch, d]``)."""
+    return MaskedMeanPooling(name=f"pool_{field.name}")([ids, rows])
 
 
 def embed_fields(
@@ -122,6 +147,7 @@ def embed_fields(
     embeddings: bool = True,
     embedding_l2: float = 0.0,
     seed: int | None = None,
+    sequence_pooling: SequencePooling | None = None,
 ) -> FieldEmbeddings:
     """Builds inputs, per-field embeddings, their stack and (optionally) the linear term.
 
@@ -137,6 +163,9 @@ def embed_fields(
         embedding_l2: coefficient of an :class:`~tfmec.layers.L2Penalty` on the stacked embeddings
             (the rows a batch looks up); 0 disables it.
         seed: optional seed for the default factory and the numeric/linear weights.
+        sequence_pooling: how multi-valued fields pool (:data:`SequencePooling`); None for
+            :func:`mean_pooling`. Their first-order terms are always mean-pooled
+            (``pool_linear_<field>``).
 
     Returns:
         a :class:`FieldEmbeddings` with tensors ``inputs[f]: [batch]``, ``embeddings[i]: [batch, d]``,
@@ -158,16 +187,35 @@ def embed_fields(
             raise TypeError(f"embedding_factory must be callable (field, dim, name) -> layer, got {embedding_factory!r}")
         factory = embedding_factory
 
+    pool = sequence_pooling or mean_pooling
+    layers = {}  # (prefix, table field) -> the one layer of that table
+
+    def table(field, d, prefix):
+        key = (prefix, field.table)
+        if key not in layers:
+            layers[key] = factory(schema[field.table], d, f"{prefix}_{field.table}")
+        return layers[key]
+
     field_embeddings, stacked = [], None
     if embeddings:
-        for i, field in enumerate(schema.fields):
+        by_name = {}
+        for i, field in enumerate(schema.fields):  # single-valued first: a list may attend to one of them
+            if field.is_list:
+                continue
             x = inputs[field.name]
             if field.is_categorical:
-                e = factory(field, dim, f"embedding_{field.name}")(x)
+                e = table(field, dim, "embedding")(x)
                 _check_factory_output(e, field, dim, "the embedding")
             else:
                 e = NumericEmbedding(dim, seed=derive_seed(seed, 10_000 + i), name=f"numeric_embedding_{field.name}")(x)
-            field_embeddings.append(e)
+            by_name[field.name] = e
+        for field in schema.lists:
+            x = inputs[field.name]
+            rows = table(field, dim, "embedding")(x)
+            _check_factory_output(rows, field, dim, "the embedding")
+            candidate = by_name.get(field.shares) if field.shares else None
+            by_name[field.name] = pool(field, x, rows, candidate)
+        field_embeddings = [by_name[f.name] for f in schema.fields]
         stacked = StackFields(name="stack_embeddings")(field_embeddings)
         if embedding_l2:
             stacked = L2Penalty(embedding_l2, name="embedding_l2")(stacked)
@@ -176,8 +224,10 @@ def embed_fields(
     if linear:
         terms = []
         for field in schema.categorical:
-            w = factory(field, 1, f"linear_{field.name}")(inputs[field.name])
+            w = table(field, 1, "linear")(inputs[field.name])
             _check_factory_output(w, field, 1, "the linear weight")
+            if field.is_list:
+                w = MaskedMeanPooling(name=f"pool_linear_{field.name}")([inputs[field.name], w])
             terms.append(w)
         if schema.numeric:
             numeric = StackFields(name="stack_numeric")([inputs[f.name] for f in schema.numeric])

@@ -4,11 +4,12 @@ from __future__ import annotations
 from tfmec.models.autoint import AutoInt
 from tfmec.models.cross import DCNv2, GDCN
 from tfmec.models.deepfm import DeepFM
+from tfmec.models.din import DIN
 from tfmec.models.fm import FM
 from tfmec.models.lr import LR
 from tfmec.models.pnn import PNN
 
-MODELS = {"lr": LR, "fm": FM, "deepfm": DeepFM, "dcnv2": DCNv2, "pnn": PNN, "gdcn": GDCN, "autoint": AutoInt}
+MODELS = {"lr": LR, "fm": FM, "deepfm": DeepFM, "dcnv2": DCNv2, "pnn": PNN, "gdcn": GDCN, "autoint": AutoInt, "din": DIN}
 """Name (lower case) -> builder ``(schema, embedding_dim=16, embedding_factory=None, **kw) -> keras.Model``."""
 
 

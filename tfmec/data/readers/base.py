@@ -97,14 +97,17 @@ class ReadStats:
 class Reader:
     """Base class of all readers.
 
-    Subclasses set ``self.columns`` (a list of ``(name, kind)`` with kind ``"categorical"`` or
-    ``"numeric"``, in file order, label excluded), ``self.label`` (the label's name) and implement
+    Subclasses set ``self.columns`` (a list of ``(name, kind)`` with kind ``"categorical"``,
+    ``"numeric"`` or ``"list"`` (a multi-valued column: a string of values or a list per row), in file
+    order, label excluded), optionally ``self.shared_tables`` (``{list column: column whose table it
+    shares}``, read by the default schema), ``self.label`` (the label's name) and implement
     :meth:`_rows_chunks`.
     """
 
     columns: list
     label: str = "label"
     description: str = "data"
+    shared_tables: dict = {}  # noqa: RUF012 - read-only default: no list column shares a table
 
     def __init__(self, on_error: str = "raise"):
         if on_error not in ON_ERROR_CHOICES:

@@ -6,6 +6,7 @@ import os
 from typing import Iterator
 
 from tfmec.data.errors import DataError
+from tfmec.data.schema import LIST
 from tfmec.data.readers.base import MAX_CELL_CHARS, MAX_CHUNK_CHARS, Chunk, cell_too_long, shown
 from tfmec.data.readers.text import FileReader, RowBuffer, iter_split_records, iter_text_lines, resolve_paths
 
@@ -44,8 +45,11 @@ class MindReader(FileReader):
     impressions space-separated ``NewsID-label`` pairs (1 = clicked, 0 = shown only). Each pair becomes
     one row with label ``click`` and the categorical columns ``user_id``, ``news_id``, ``hour``
     (``"0".."23"``), ``weekday`` (``"0".."6"``, Monday = 0), then ``category`` and ``subcategory`` of
-    the shown article when a news file is used (``""`` for an article it does not list), and
-    ``history_len`` (``floor(log2(len(history) + 1))`` as a string).
+    the shown article when a news file is used (``""`` for an article it does not list),
+    ``history_len`` (``floor(log2(len(history) + 1))`` as a string) and ``history``: the reader's click
+    history as read (space-separated news ids, oldest first), a ``"list"`` column that shares
+    ``news_id``'s table (:attr:`shared_tables`), so the default schema makes it
+    ``Field("history", max_length=50, shares="news_id")``: the 50 most recent clicks, most recent first.
 
     Args:
         paths: one ``behaviors.tsv`` path or a list of them, read in order (``.gz`` decompressed).
@@ -64,7 +68,8 @@ class MindReader(FileReader):
         self.news_path = None if news is None else resolve_paths(news)[0]
         self.news = load_news_categories(self.news_path) if self.news_path else None
         names = list(MIND_BASE_COLUMNS) + (list(MIND_NEWS_COLUMNS) if self.news is not None else []) + ["history_len"]
-        self.columns = [(c, "categorical") for c in names]
+        self.columns = [(c, "categorical") for c in names] + [("history", LIST)]
+        self.shared_tables = {"history": "news_id"}
         self.label = MIND_LABEL
         if self.news_path:
             self.description = f"{self.description} (+ {self.news_path})"
@@ -91,8 +96,12 @@ class MindReader(FileReader):
             pairs.append((news_id, float(lab)))
         if not pairs:
             raise DataError("the line lists no impressions", path, lineno)
-        hist = len(history.split())
-        return (user, str(t.hour), str(t.weekday()), str((hist + 1).bit_length() - 1)), pairs  # floor(log2(hist + 1))
+        clicks = history.split()
+        for news_id in clicks:
+            if len(news_id) > MAX_CELL_CHARS:
+                raise DataError(cell_too_long("history", len(news_id)), path, lineno)
+        bucket = str((len(clicks) + 1).bit_length() - 1)  # floor(log2(hist + 1))
+        return (user, str(t.hour), str(t.weekday()), bucket, " ".join(clicks)), pairs
 
     def _chunks(self, chunk_size: int) -> Iterator[Chunk]:
         buf = RowBuffer(self.columns)
@@ -104,17 +113,17 @@ class MindReader(FileReader):
                     self._bad_row(problem, path, lineno)
                     continue
                 try:
-                    (user, hour, weekday, hist_bucket), pairs = self._parse_line(fields, path, lineno)
+                    (user, hour, weekday, hist_bucket, clicks), pairs = self._parse_line(fields, path, lineno)
                 except DataError as err:
                     self._reject(err)
                     continue
                 size += sum(map(len, fields))
                 for news_id, y in pairs:
                     if news is None:
-                        buf.add([user, news_id, hour, weekday, hist_bucket], y)
+                        buf.add([user, news_id, hour, weekday, hist_bucket, clicks], y)
                     else:
                         cat, sub = news.get(news_id, ("", ""))
-                        buf.add([user, news_id, hour, weekday, cat, sub, hist_bucket], y)
+                        buf.add([user, news_id, hour, weekday, cat, sub, hist_bucket, clicks], y)
                     if len(buf) >= chunk_size or size >= MAX_CHUNK_CHARS:
                         yield buf.flush()
                         size = 0
