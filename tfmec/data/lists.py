@@ -7,6 +7,8 @@ chronological order (oldest first). A cell is one of:
 * a list, tuple or 1-D array of values (Parquet list columns, TFRecord variable-length features);
 * None or a float NaN (a missing cell): an empty list.
 
+Empty values (``""``) are dropped wherever they come from: a served request pads its lists with them.
+
 Encoding (:func:`encode_lists`) maps every value through the vocabulary, drops the values it does
 not keep (id 0, the OOV id: inside a list 0 is only ever padding), keeps the ``L`` most recent kept
 values, most recent first, and pads with 0: ``int32[rows, L]``. The work is one flat lookup per chunk
@@ -54,7 +56,7 @@ def split_cells(cells, separator: str | None = None) -> tuple[list, np.ndarray]:
     """``(values, lengths)``: every cell's values concatenated (a flat list) and ``int64[rows]`` counts."""
     flat, lengths = [], np.zeros(len(cells), np.int64)
     for i, cell in enumerate(cells):
-        values = cell_values(cell, separator)
+        values = [v for v in cell_values(cell, separator) if not (isinstance(v, (str, bytes)) and not v)]
         flat.extend(values)
         lengths[i] = len(values)
     return flat, lengths

@@ -22,13 +22,13 @@ from tfmec.export.onnx_export import onnx, onnx_available, onnx_session, predict
 from tfmec.export.parity import check_parity, encode_raw, keras_probabilities, max_abs_diff, raw_from_ids
 from tfmec.export.savedmodel import load_signature, predict_saved_model, saved_model
 from tfmec.export.signature import declare_inputs, input_specs
-from tfmec.export.serving import RequestError, format_response, predict_request, request_to_inputs
+from tfmec.export.serving import RequestError, format_response, pad_lists, predict_request, request_to_inputs
 from tfmec.export.versions import directory_bytes, existing_versions, next_version
 
 __all__ = [
     "saved_model", "load_signature", "predict_saved_model", "ServingModule", "OUTPUT_KEY",
     "onnx", "onnx_available", "onnx_session", "predict_onnx", "vocabulary_path", "apply_lookups", "read_lookups", "input_specs", "declare_inputs",
     "check_parity", "raw_from_ids", "encode_raw", "keras_probabilities", "max_abs_diff",
-    "request_to_inputs", "format_response", "predict_request", "RequestError",
+    "request_to_inputs", "format_response", "predict_request", "RequestError", "pad_lists",
     "existing_versions", "next_version", "directory_bytes",
 ]

@@ -77,7 +77,7 @@ def model_resources(model) -> list:
 
 def check_schema_matches(model_specs: dict, schema) -> None:
     """Raises ``ValueError`` when the schema's fields are not the model's inputs (names, dtypes, and
-    shapes ``[batch]`` or ``[batch, 1]``)."""
+    shapes ``[batch]`` or ``[batch, 1]``; ``[batch, max_length]`` for a multi-valued field)."""
     want = {f.name: (tf.int32 if f.is_categorical else tf.float32) for f in schema}
     have = {name: spec.dtype for name, spec in model_specs.items()}
     if set(want) != set(have):
@@ -85,14 +85,23 @@ def check_schema_matches(model_specs: dict, schema) -> None:
     bad = [(n, have[n].name, want[n].name) for n in want if have[n] != want[n]]
     if bad:
         raise ValueError(f"model inputs with unexpected dtypes (name, model, schema): {bad}")
-    shapes = {n: describe_shape(s) for n, s in model_specs.items() if s.shape.as_list() not in ([None], [None, 1])}
+    lists = {f.name: f.max_length for f in schema.lists}
+    shapes = {n: describe_shape(s) for n, s in model_specs.items()
+              if n not in lists and s.shape.as_list() not in ([None], [None, 1])}
     if shapes:
         raise ValueError(f"with an encoder, every model input must be [batch] or [batch, 1]; these are not: {shapes}")
+    bad = {n: describe_shape(model_specs[n]) for n, length in lists.items()
+           if model_specs[n].shape.as_list() != [None, length]}
+    if bad:
+        raise ValueError(f"multi-valued fields must be model inputs [batch, max_length] "
+                         f"({ {n: f'[batch, {lists[n]}]' for n in bad} }); the model has {bad}")
 
 
 def fit_to_specs(inputs: dict, specs: dict) -> dict:
-    """``[batch]`` tensors reshaped to the ``[batch, 1]`` the model declares where it does."""
-    return {name: (tf.expand_dims(x, -1) if specs[name].shape.rank == 2 else x) for name, x in inputs.items()}
+    """``[batch]`` tensors reshaped to the ``[batch, 1]`` the model declares where it does (a
+    multi-valued field's ``[batch, L]`` is kept)."""
+    return {name: (tf.expand_dims(x, -1) if specs[name].shape.rank == 2 and x.shape.rank == 1 else x)
+            for name, x in inputs.items()}
 
 
 def oov_sizes(schema, specs: dict) -> dict:

@@ -69,12 +69,15 @@ def _tensor(values, spec: tf.TensorSpec, where: str) -> np.ndarray:
 
     converted = convert(values, where)
     dtype = object if spec.dtype == tf.string else spec.dtype.as_numpy_dtype
+    uneven = (f"{where}: values of uneven shape" + (
+        " (TF Serving takes no ragged lists: pad each row's list with \"\" to the longest, e.g. with "
+        "tfmec.export.pad_lists)" if spec.shape.rank == 2 and spec.dtype == tf.string else ""))
     try:
         arr = np.array(converted, dtype=dtype)
     except ValueError as err:
-        raise RequestError(f"{where}: values of uneven shape") from err
+        raise RequestError(uneven) from err
     if spec.dtype == tf.string and arr.dtype == object and arr.ndim and any(isinstance(x, list) for x in arr.ravel()):
-        raise RequestError(f"{where}: values of uneven shape")
+        raise RequestError(uneven)
     if not spec.shape.is_compatible_with(arr.shape):
         raise RequestError(f"{where}: shape {list(arr.shape)} does not fit the signature's {spec.shape.as_list()}")
     return arr
@@ -139,6 +142,19 @@ def request_to_inputs(payload, specs: dict) -> tuple[dict, str]:
     if len(set(sizes.values())) > 1:
         raise RequestError(f"'inputs': the inputs have different batch sizes {sizes}")
     return arrays, "column"
+
+
+def pad_lists(lists, pad: str = "") -> list:
+    """Client-side: rows of a multi-valued field as JSON lists of one length, each padded at the end
+    with ``pad`` (``""``, which the SavedModel drops) to the longest row: what a ``tf.string[batch, n]``
+    input of TF Serving takes.
+
+    >>> pad_lists([["N1", "N2"], [], ["N3"]])
+    [['N1', 'N2'], ['', ''], ['N3', '']]
+    """
+    rows = [list(r) for r in lists]
+    width = max((len(r) for r in rows), default=0)
+    return [r + [pad] * (width - len(r)) for r in rows]
 
 
 def _jsonable(array: np.ndarray):
