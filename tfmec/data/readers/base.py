@@ -159,6 +159,11 @@ def make_chunk(columns: Sequence[tuple[str, str]], values: dict, labels: list) -
         col = values[name]
         if kind == "numeric":
             feats[name] = np.asarray(col, dtype=np.float64)
+        elif kind == "list":  # cell by cell: ``arr[:] = col`` would broadcast equal-length lists to 2-D
+            arr = np.empty(len(col), dtype=object)
+            for i, cell in enumerate(col):
+                arr[i] = cell
+            feats[name] = arr
         else:
             arr = np.empty(len(col), dtype=object)
             arr[:] = col

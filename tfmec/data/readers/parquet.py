@@ -4,7 +4,8 @@ The ``engine`` argument picks the library that reads the file: ``"pyarrow"`` (de
 supported column type, nulls) or ``"tfio"`` (``tensorflow_io.IODataset.from_parquet``; needs
 tensorflow-io 0.37.1 on TensorFlow 2.16.x, see :mod:`tfmec.data.readers.tfio_engine`). Both engines go
 through the same conversion, so they yield identical chunks; what tensorflow-io cannot read that way
-(nulls, decimals, float16) is refused with a :class:`~tfmec.data.errors.DataError`.
+(nulls, decimals, float16) is refused with a :class:`~tfmec.data.errors.DataError`. List columns
+(multi-valued fields) are read by the pyarrow engine only.
 """
 from __future__ import annotations
 
@@ -29,9 +30,26 @@ from tfmec.data.readers.text import FileReader, as_name_list, check_regular, fas
 ENGINES = ("pyarrow", "tfio")
 
 
-def _kind_of(pa, typ) -> str | None:
-    """``"numeric"`` / ``"categorical"`` for a supported arrow type, else None."""
+def _list_value_type(pa, typ):
+    """The value type of a list / large_list / fixed_size_list type, else None."""
     t = pa.types
+    if t.is_list(typ) or t.is_large_list(typ) or t.is_fixed_size_list(typ):
+        return typ.value_type
+    return None
+
+
+def _kind_of(pa, typ) -> str | None:
+    """``"numeric"`` / ``"categorical"`` / ``"list"`` for a supported arrow type, else None.
+
+    A list (also large or fixed-size) of strings, binary or integers (dictionary-encoded or not) is a
+    ``"list"``: a multi-valued categorical column. Lists of anything else (floats, decimals, booleans,
+    nested lists) are not supported (see :func:`_unsupported_list`)."""
+    t = pa.types
+    value = _list_value_type(pa, typ)
+    if value is not None:
+        if t.is_dictionary(value):
+            value = value.value_type
+        return "list" if _is_text(pa, value) or t.is_integer(value) else None
     if t.is_dictionary(typ):
         typ = typ.value_type
     if t.is_integer(typ) or t.is_floating(typ) or t.is_boolean(typ) or t.is_decimal(typ):
@@ -43,15 +61,32 @@ def _kind_of(pa, typ) -> str | None:
     return None
 
 
+def _unsupported_list(pa, name: str, typ) -> str | None:
+    """The message refusing column ``name`` of list type ``typ`` whose values are not categorical, or
+    None when ``typ`` is not a list type."""
+    value = _list_value_type(pa, typ)
+    if value is None:
+        return None
+    return (f"column {name!r} is a list of {value}: only lists of strings, binary or integers (categorical "
+            f"values) can be read as a multi-valued column; pass drop=[{name!r}] to leave it out")
+
+
 class ParquetReader(FileReader):
     """Parquet files read with ``pyarrow.parquet.ParquetFile.iter_batches``.
 
     Feature kinds come from the arrow types: integer, floating, decimal and boolean columns are
-    numeric, string/binary columns categorical. ``numeric`` (a list) overrides the detection: exactly
-    those columns are numeric (string cells are parsed as floats) and the others categorical
-    (numbers become their string). ``categorical`` forces listed number columns to categorical.
+    numeric, string/binary columns categorical, and list columns (``list``, ``large_list`` or
+    ``fixed_size_list``) of strings, binary or integers are ``"list"`` columns: multi-valued categorical
+    fields (see :mod:`tfmec.data.lists`), whose cells are Python lists of ``str`` in the file's order
+    (oldest first), integers rendered as their digits as a categorical integer column renders them
+    (``[12, 7]`` -> ``["12", "7"]``), a null cell an empty list and null items left out. A list of
+    floats, decimals or booleans (or a nested list) is refused with a :class:`DataError` naming the
+    column (only categorical values can be listed; ``drop`` it). ``numeric`` (a list) overrides the
+    detection: exactly those columns are numeric (string cells are parsed as floats) and the others
+    categorical (numbers become their string) or, for list columns, lists; a list column cannot be
+    numeric. ``categorical`` forces listed number columns to categorical (a list column stays a list).
     Nulls become NaN / ``""``. A non-finite numeric value (NaN stored as a value, inf), a null or
-    non-0/1 label, an unparsable cell, a string or binary cell longer than
+    non-0/1 label, an unparsable cell, a string or binary cell (or list item) longer than
     :data:`~tfmec.data.readers.base.MAX_CELL_CHARS` characters, or an integer beyond +-2**53 in a numeric
     column (float64 cannot hold every such integer exactly: read an id column as categorical, which keeps
     every digit) is a bad row; its "line" is the 1-based row number in the file, and the message names
@@ -68,7 +103,9 @@ class ParquetReader(FileReader):
     still come from the file's arrow schema (metadata only). tensorflow-io must be usable (0.37.1 on
     TensorFlow 2.16.x: checked once when the reader is built, :class:`TfioUnavailableError` otherwise)
     and each file is refused with a :class:`DataError` when a used column has nulls (or lacks the
-    null-count statistics that rule them out) or is a decimal, or when any column is float16.
+    null-count statistics that rule them out) or is a decimal, or when any column is float16. The tfio
+    engine reads single-valued columns only: a list column among the used ones is a ``ValueError``
+    when the reader is built (read such a file with ``engine="pyarrow"``, or ``drop`` the column).
 
     Args:
         paths: one path or a list of paths, read in order; all must have the used columns.
@@ -82,8 +119,8 @@ class ParquetReader(FileReader):
 
     Raises:
         ValueError: an unknown ``engine`` (:class:`TfioUnavailableError`, a ValueError, when ``"tfio"``
-            cannot run here).
-        DataError: an unreadable file, missing columns, unsupported column types.
+            cannot run here); a list column with ``engine="tfio"`` or listed in ``numeric``.
+        DataError: an unreadable file, missing columns, unsupported column types (lists of floats).
     """
 
     def __init__(
@@ -127,7 +164,7 @@ class ParquetReader(FileReader):
             raise DataError(f"column(s) {missing} not found; the columns are {names}", path)
         if label in drop or label in cat or (num and label in num):
             raise ValueError(f"the label column {label!r} cannot also be a feature or dropped")
-        if _kind_of(pa, schema.field(label).type) is None:
+        if _kind_of(pa, schema.field(label).type) not in ("numeric", "categorical"):
             raise DataError(f"label column {label!r} has unsupported type {schema.field(label).type}", path)
         self.columns = []
         for name in names:
@@ -137,9 +174,15 @@ class ParquetReader(FileReader):
             auto = _kind_of(pa, typ)
             if auto is None:
                 raise DataError(
-                    f"column {name!r} has unsupported type {typ}; pass drop=[{name!r}] to leave it out", path
+                    _unsupported_list(pa, name, typ)
+                    or f"column {name!r} has unsupported type {typ}; pass drop=[{name!r}] to leave it out", path
                 )
-            if num is not None:
+            if auto == "list":
+                if num is not None and name in num:
+                    raise ValueError(f"column {name!r} is a list column ({typ}): it cannot be numeric (a list "
+                                     f"column is a multi-valued categorical field)")
+                kind = "list"
+            elif num is not None:
                 kind = "numeric" if name in num else "categorical"
             else:
                 kind = "categorical" if name in cat else auto
@@ -147,6 +190,10 @@ class ParquetReader(FileReader):
         if not self.columns:
             raise DataError(f"no feature columns left; the columns are {names}", path)
         if engine == "tfio":
+            lists = [name for name, kind in self.columns if kind == "list"]
+            if lists:
+                raise ValueError(f"list column(s) {lists} need engine='pyarrow': the tfio engine reads "
+                                 f"single-valued columns only (or pass drop={lists} to leave them out)")
             from tfmec.data.readers.tfio_engine import check_tfio_file
 
             check_tfio_file(pf, [label] + self.column_names, path)
@@ -211,6 +258,37 @@ class ParquetReader(FileReader):
         out, problems = _plain_strings(pa, pc, arr, name)
         for i, message in problems.items():
             self._note(errs, i, message, path, first_row + i)
+        return out
+
+    def _lists(self, pa, pc, arr, name, path, first_row, errs):
+        """object array of Python lists of str (a null cell -> [], null items left out, integers as their
+        digits); notes undecodable items and items longer than MAX_CELL_CHARS characters."""
+        n = len(arr)
+        lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        flat = arr.flatten()  # the slice's values, without those behind null cells
+        if len(flat) != int(lengths.sum()):  # pragma: no cover - a pyarrow whose flatten keeps them
+            pieces = [cell.values for cell in arr if cell.is_valid]
+            flat = pa.concat_arrays(pieces) if pieces else pa.array([], type=_list_value_type(pa, arr.type))
+        if pa.types.is_dictionary(flat.type):
+            flat = pc.cast(flat, flat.type.value_type)  # the items of one batch, decoded once
+        out = np.empty(n, dtype=object)
+        if len(flat) == 0:
+            for i in range(n):
+                out[i] = []
+            return out
+        values, problems = _plain_strings(pa, pc, flat, name)
+        row_of = np.repeat(np.arange(n), lengths)
+        for j, message in problems.items():
+            i = int(row_of[j])
+            self._note(errs, i, message, path, first_row + i)
+        null = flat.is_null().to_numpy(zero_copy_only=False)
+        if null.any():
+            values, lengths = values[~null], np.bincount(row_of[~null], minlength=n)
+        ends = np.cumsum(lengths).tolist()
+        start = 0
+        for i, end in enumerate(ends):
+            out[i] = values[start:end].tolist()
+            start = end
         return out
 
     def _labels(self, pa, pc, arr, path, first_row, errs):
@@ -304,6 +382,8 @@ class ParquetReader(FileReader):
                 arr = batch[column]
                 if kind == "numeric":
                     feats[column] = self._numeric(pa, pc, arr, column, path, first_row, errs)
+                elif kind == "list":
+                    feats[column] = self._lists(pa, pc, arr, column, path, first_row, errs)
                 else:
                     feats[column] = self._strings(pa, pc, arr, column, path, first_row, errs)
         except pa.ArrowException as exc:  # pragma: no cover - the conversions above are total
@@ -326,19 +406,22 @@ class ParquetReader(FileReader):
             check_tfio_file(pf, wanted, path)
             yield from tfio_batches(pf, path, wanted, chunk_size)
             return
-        for batch in pf.iter_batches(batch_size=_batch_rows(pf, wanted, chunk_size), columns=wanted):
+        lists = {name for name, kind in self.columns if kind == "list"}
+        for batch in pf.iter_batches(batch_size=_batch_rows(pf, wanted, chunk_size, lists), columns=wanted):
             yield {name: batch.column(name) for name in wanted}
 
 
 _READ_BUFFER = 2**20
 
 
-def _batch_rows(pf, wanted: list, chunk_size: int) -> int:
+def _batch_rows(pf, wanted: list, chunk_size: int, lists=frozenset()) -> int:
     """Rows per batch: ``chunk_size``, fewer where the file's rows are long (from the row groups'
-    uncompressed sizes), so that a batch holds about MAX_CHUNK_CHARS bytes at most."""
+    uncompressed sizes), so that a batch holds about MAX_CHUNK_CHARS bytes at most. A list column
+    (named in ``lists``) counts its leaf (``name.list.element``)."""
     meta = pf.metadata
     leaves = {pf.schema.column(j).path: j for j in range(meta.num_columns)}
     cols = [leaves[name] for name in wanted if name in leaves]
+    cols += [j for leaf, j in leaves.items() for name in lists if leaf.startswith(name + ".")]
     per_row = 0.0
     for g in range(meta.num_row_groups):
         group = meta.row_group(g)
@@ -377,7 +460,10 @@ def _offsets(pa, arr) -> np.ndarray | None:
 
 
 def _text_bytes(pa, arr) -> int:
-    """Bytes of text a column holds (0 for numbers; a dictionary column's distinct values)."""
+    """Bytes of text a column holds (0 for numbers; a dictionary column's distinct values; a list
+    column's items)."""
+    if _list_value_type(pa, arr.type) is not None:
+        return _text_bytes(pa, arr.flatten())
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary
     if not _is_text(pa, arr.type):

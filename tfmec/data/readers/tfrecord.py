@@ -8,7 +8,6 @@ import gzip
 import io
 import math
 import mmap
-import os
 import re
 import struct
 import zlib
@@ -34,6 +33,14 @@ from tfmec.data.readers.text import (
 )
 
 _KIND_OF_LIST = {"int64_list": "numeric", "float_list": "numeric", "bytes_list": "categorical"}
+#: The value lists a list (multi-valued) feature may hold: categorical values only.
+_LISTABLE = ("bytes_list", "int64_list")
+
+#: The records at the start of the first file read to decide which features are lists (at most this
+#: many, and at most :data:`INFER_BYTES` bytes of them).
+INFER_RECORDS = 1000
+#: The most bytes of records read to decide which features are lists.
+INFER_BYTES = 64 * 2**20
 
 
 def natural_key(name: str):
@@ -48,17 +55,34 @@ def _compression(path: str, compression: str | None) -> str:
 
 
 class TFRecordReader(FileReader):
-    """TFRecord files of ``tf.train.Example``, each feature single-valued.
+    """TFRecord files of ``tf.train.Example``: single-valued features, and list features.
 
-    The feature columns are discovered from the first example of the first file (or given by
-    ``features``), ordered naturally by name (``C2`` before ``C10``): ``int64_list`` and ``float_list``
-    features are numeric, ``bytes_list`` ones categorical (decoded as UTF-8). ``numeric`` forces bytes
-    features to be parsed as floats, ``categorical`` forces number features to their string. A feature
-    missing from a later example (or with an empty list) is an empty value (NaN / ``""``).
+    The feature columns are the features of the first example of the first file and the list features
+    (below) of the inference window (or those given by ``features``), ordered naturally by name (``C2``
+    before ``C10``): ``int64_list`` and ``float_list`` features are numeric, ``bytes_list`` ones
+    categorical (decoded as UTF-8). ``numeric`` forces bytes features to be parsed as floats,
+    ``categorical`` forces number features to their string. A feature missing from a later example (or
+    with an empty list) is an empty value (NaN / ``""``).
 
-    A record that does not parse as an Example, a feature with more than one value, a missing or
-    non-0/1 label, a non-finite number, an ``int64_list`` number beyond +-2**53 read as numeric (read
-    such an id as categorical), a bytes value longer than
+    List features. A ``bytes_list`` or ``int64_list`` feature is a ``"list"`` column (a multi-valued
+    categorical field, see :mod:`tfmec.data.lists`) when it is named in ``lists``, or when some record
+    among the first :data:`INFER_RECORDS` records of the first file (at most :data:`INFER_BYTES` bytes
+    of them: the inference window) holds more than one value for it; 0 or 1 values in every record of
+    the window keep it single-valued (an empty value in a record is an empty value, as above). A list
+    column's cell is a Python list of ``str`` in the record's order (oldest first): bytes decoded as
+    UTF-8, integers as their digits (as a categorical ``int64_list`` feature renders them); a record
+    without the feature, or with an empty value list, gives an empty list. A ``float_list`` feature
+    is never a list: naming it in ``lists`` is a :class:`DataError` (only categorical values can be
+    listed), and a list feature cannot be ``numeric``. A list feature is a column even when the first
+    example lacks it (a writer that leaves out an empty history).
+
+    A feature read as single-valued that holds several values in a later record (beyond the window)
+    makes that record a bad row, whose :class:`DataError` names the file, the record number and the
+    feature, with the fix: declare it in ``lists`` (for a ``bytes_list`` or ``int64_list`` feature).
+
+    A record that does not parse as an Example, a single-valued feature with more than one value, a
+    missing, several-valued or non-0/1 label, a non-finite number, an ``int64_list`` number beyond
+    +-2**53 read as numeric (read such an id as categorical), a bytes value (also in a list) longer than
     :data:`~tfmec.data.readers.base.MAX_CELL_CHARS` characters or invalid UTF-8 is a bad row; its
     "line" is the 1-based record number in the file. A corrupted file (bad record framing or checksum)
     is reported at the record where reading stopped, and so is a record whose header claims more than
@@ -75,6 +99,8 @@ class TFRecordReader(FileReader):
         label_threshold: if given, the label is ``value >= label_threshold``.
         compression: ``"GZIP"``, ``"ZLIB"`` or ``""``; by default from the file extension.
         on_error: ``"raise"`` or ``"skip"``.
+        lists: ``bytes_list`` / ``int64_list`` features to read as lists whatever the window holds
+            (see above); each must be found in the window.
     """
 
     def __init__(
@@ -87,6 +113,7 @@ class TFRecordReader(FileReader):
         label_threshold: float | None = None,
         compression: str | None = None,
         on_error: str = "raise",
+        lists: Sequence[str] = (),
     ):
         super().__init__(paths, on_error)
         self.label = label
@@ -96,31 +123,49 @@ class TFRecordReader(FileReader):
         cat = set(as_name_list(categorical, "categorical"))
         if num & cat:
             raise ValueError(f"columns {sorted(num & cat)} are listed as both numeric and categorical")
+        declared = set(as_name_list(lists, "lists"))
+        if label in declared:
+            raise ValueError(f"the label {label!r} cannot be a list feature")
+        if declared & num:
+            raise ValueError(f"list features {sorted(declared & num)} cannot be numeric (a list feature is a "
+                             f"multi-valued categorical field)")
         path = self.paths[0]
-        first = self._first_example(path)
-        feat = first.features.feature
-        kinds = {}
-        for name in feat:
-            which = feat[name].WhichOneof("kind")
-            if which is not None:
-                kinds[name] = _KIND_OF_LIST[which]
+        first, seen, most, window = self._inference_window(path)
+        kinds = {name: _KIND_OF_LIST[which] for name, which in first.items()}
         present = sorted(kinds, key=natural_key)
         if label not in kinds:
             raise DataError(f"label feature {label!r} not found in the first example; its features are {present}", path, 1)
-        names = present if features is None else as_name_list(features, "features")
-        missing = [c for c in [*names, *num, *cat] if c not in kinds]
+        inferred = {name for name, which in seen.items() if which in _LISTABLE and most[name] > 1}
+        if features is None:
+            names = sorted(set(kinds) | inferred | (declared & set(seen)), key=natural_key)
+        else:
+            names = as_name_list(features, "features")
+        missing = [c for c in dict.fromkeys([*names, *num, *cat, *sorted(declared)]) if c not in kinds and c not in seen]
         if missing:
-            raise DataError(f"feature(s) {missing} not found in the first example; its features are {present}", path, 1)
+            where = "the first example" if window == 1 else f"the first {window} records"
+            raise DataError(f"feature(s) {missing} not found in {where}; the first example's features are {present}",
+                            path, 1)
         self.columns = []
         for name in names:
             if name == label:
                 if features is not None:
                     raise ValueError(f"the label {label!r} cannot also be listed in features")
                 continue
-            kind = "numeric" if name in num else "categorical" if name in cat else kinds[name]
+            which = first.get(name, seen[name])
+            if name in declared and which not in _LISTABLE:
+                raise DataError(f"feature {name!r} is a {which}: only bytes_list and int64_list features "
+                                f"(categorical values) can be read as lists; leave it out of lists=", path)
+            if name in declared or name in inferred:
+                if name in num:
+                    raise ValueError(f"feature {name!r} holds several values in the first {window} records: it is "
+                                     f"a list feature, which cannot be numeric")
+                kind = "list"
+            else:
+                kind = "numeric" if name in num else "categorical" if name in cat else _KIND_OF_LIST[which]
             self.columns.append((name, kind))
         if not self.columns:
             raise DataError(f"no feature columns besides the label; the features are {present}", path, 1)
+        self._window = window
 
     def _records(self, path: str) -> Iterator[tuple[int, bytes | None, str | None]]:
         """Yields ``(record_number, raw_bytes, None)``; on a read error ``(n, None, message)`` and stops."""
@@ -168,18 +213,52 @@ class TFRecordReader(FileReader):
             cache[key] = _walk_headers(path, compression, st.st_size)
         return cache[key]
 
-    def _first_example(self, path: str):
+    def _inference_window(self, path: str) -> tuple[dict, dict, dict, int]:
+        """Reads the inference window of ``path`` (see the class docstring): ``(first, seen, most, n)``
+        with ``first`` / ``seen`` ``{feature: value list kind}`` of the first example / of the window
+        (first kind met), ``most`` ``{feature: most values in one record}`` and ``n`` the records read.
+        An unreadable first record is a DataError; the window ends early at a later one (the pass over
+        the data reports it)."""
         from google.protobuf.message import DecodeError
         import tensorflow as tf
 
+        first: dict | None = None
+        seen: dict = {}
+        most: dict = {}
+        n = size = 0
         for n, raw, problem in self._records(path):
             if raw is None:
-                raise DataError(problem, path, n)
+                if first is None:
+                    raise DataError(problem, path, n)
+                n -= 1
+                break
             try:
-                return tf.train.Example.FromString(raw)
+                ex = tf.train.Example.FromString(raw)
             except DecodeError as exc:
-                raise DataError(f"record is not a tf.train.Example ({exc})", path, n) from None
-        raise DataError(f"no data rows in {path} (the file holds no records)", path)
+                if first is None:
+                    raise DataError(f"record is not a tf.train.Example ({exc})", path, n) from None
+                n -= 1
+                break
+            feat = ex.features.feature
+            kinds = {}
+            for name in feat:
+                f = feat[name]
+                which = f.WhichOneof("kind")
+                if which is None:
+                    continue
+                kinds[name] = which
+                seen.setdefault(name, which)
+                count = len(getattr(f, which).value)
+                if count > most.get(name, 0):
+                    most[name] = count
+            if first is None:
+                first = kinds
+            size += len(raw)
+            if n >= INFER_RECORDS or size >= INFER_BYTES:
+                break
+        if first is None:
+            raise DataError(f"no data rows in {path} (the file holds no records)", path)
+        return first, seen, most, n
 
     def _chunks(self, chunk_size: int) -> Iterator[Chunk]:
         from google.protobuf.message import DecodeError
@@ -187,7 +266,8 @@ class TFRecordReader(FileReader):
 
         from_string = tf.train.Example.FromString
         label, thr = self.label, self.label_threshold
-        spec = [(name, kind == "numeric") for name, kind in self.columns]
+        spec = [(name, kind == "numeric", kind == "list") for name, kind in self.columns]
+        window = self._window
 
         def parse(raw, path, n):
             try:
@@ -195,7 +275,7 @@ class TFRecordReader(FileReader):
             except DecodeError as exc:
                 raise DataError(f"record is not a tf.train.Example ({exc})", path, n) from None
             feat = ex.features.feature
-            lab = _single(feat, label, path, n)
+            lab = _single(feat, label, path, n, None)
             if lab is None:
                 raise DataError(f"label feature {label!r} is missing", path, n)
             if isinstance(lab, bytes):
@@ -205,8 +285,11 @@ class TFRecordReader(FileReader):
             else:
                 y = fast_label(repr(float(lab)), path, n, thr)
             row = []
-            for name, isnum in spec:
-                v = _single(feat, name, path, n)
+            for name, isnum, islist in spec:
+                if islist:
+                    row.append(_many(feat, name, path, n))
+                    continue
+                v = _single(feat, name, path, n, window)
                 if isnum:
                     if v is None:
                         v = math.nan
@@ -335,8 +418,10 @@ def _op_message(exc) -> str:
     return " ".join(text.split()).rstrip(" .") or type(exc).__name__
 
 
-def _single(feat, name: str, path: str, n: int):
-    """The one value of feature ``name`` (bytes, int or float), None when absent or empty."""
+def _single(feat, name: str, path: str, n: int, window: int | None):
+    """The one value of feature ``name`` (bytes, int or float), None when absent or empty. Several
+    values are a DataError; ``window`` (the records the reader inferred the lists from) says how to fix
+    it, None for the label."""
     if name not in feat:
         return None
     f = feat[name]
@@ -347,8 +432,34 @@ def _single(feat, name: str, path: str, n: int):
     if len(vals) == 0:
         return None
     if len(vals) > 1:
-        raise DataError(f"feature {name!r} has {len(vals)} values; only single-valued features are supported", path, n)
+        if window is None:
+            raise DataError(f"label feature {name!r} has {len(vals)} values; the label must be single-valued", path, n)
+        if which not in _LISTABLE:
+            raise DataError(f"feature {name!r} has {len(vals)} values; a {which} feature must be single-valued "
+                            f"(only bytes_list and int64_list features can be lists)", path, n)
+        raise DataError(f"feature {name!r} has {len(vals)} values, but it is read as single-valued (no record "
+                        f"among the first {window} of the first file held several); declare it a list feature: "
+                        f"lists=[{name!r}]", path, n)
     return vals[0]
+
+
+def _many(feat, name: str, path: str, n: int) -> list:
+    """The values of list feature ``name`` as a list of ``str`` (``[]`` when absent or empty)."""
+    if name not in feat:
+        return []
+    f = feat[name]
+    which = f.WhichOneof("kind")
+    if which is None:
+        return []
+    vals = getattr(f, which).value
+    if not vals:
+        return []
+    if which == "bytes_list":
+        return [_decode(b, name, path, n) for b in vals]
+    if which == "int64_list":
+        return [str(v) for v in vals]
+    raise DataError(f"list feature {name!r} holds a {which} in this record; a list feature holds bytes_list "
+                    f"or int64_list values", path, n)
 
 
 def _decode(b: bytes, name: str, path: str, n: int) -> str:
