@@ -101,6 +101,8 @@ CLI_DATA_ARGS = {
     "movielens-1m-part": ["--data", "movielens-1m-part/ratings.dat.gz", "--format", "csv", "--sep", "::",
                           "--names", "user_id,movie_id,rating,timestamp", "--label", "rating",
                           "--label-threshold", "4", "--drop", "timestamp"],
+    "movielens-100k-din": ["--data", "movielens-100k/ml-100k.inter", "--format", "movielens"],
+    "movielens-1m-din": ["--data", "movielens-1m-part/ratings.dat.gz", "--format", "movielens"],
     "mind-small-5k": ["--data", "mind-small-5k/behaviors.tsv", "--format", "mind"],
 }
 

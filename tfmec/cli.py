@@ -56,7 +56,8 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rows", type=int, default=None, help="rows to read (synthetic: rows to generate, default 200000)")
     g.add_argument("--format", default=None,
                    help="criteo, avazu, csv, libsvm (libfm), mind (MIND behaviors.tsv; news.tsv beside it adds "
-                        "category columns), parquet or tfrecord")
+                        "category columns), movielens (ratings.dat or RecBole .inter; movies/users files beside it "
+                        "add genres and user columns; history = earlier movies), parquet or tfrecord")
     g.add_argument("--label", default=None, help="label column (csv, parquet, tfrecord)")
     g.add_argument("--engine", default=None, choices=["pyarrow", "tfio"],
                    help="parquet: the reading library, pyarrow (default) or tfio (tensorflow-io's "

@@ -7,6 +7,7 @@ from tfmec.data.readers import (
     CSVReader,
     LibSVMReader,
     MindReader,
+    MovieLensReader,
     ParquetReader,
     TFRecordReader,
     open_reader,
@@ -20,7 +21,7 @@ from tfmec.data.vocabulary import OOV_ID, NumericStats, Vocabulary, load_vocabul
 
 __all__ = [
     "DataError", "CTRData", "FeatureEncoder", "default_schema", "load",
-    "AvazuReader", "CriteoReader", "CSVReader", "LibSVMReader", "MindReader", "ParquetReader", "TFRecordReader", "open_reader",
+    "AvazuReader", "CriteoReader", "CSVReader", "LibSVMReader", "MindReader", "MovieLensReader", "ParquetReader", "TFRecordReader", "open_reader",
     "Chunk", "Reader", "CATEGORICAL", "NUMERIC", "Field", "Schema", "assign_splits", "SyntheticCTR",
     "criteo_log_square", "OOV_ID", "NumericStats", "Vocabulary", "load_vocabularies", "save_vocabularies",
 ]

@@ -11,7 +11,8 @@ Formats: ``criteo`` (:class:`CriteoReader`), ``avazu`` (:class:`AvazuReader`), `
 (:class:`CSVReader`), ``libsvm`` / ``libfm`` (:class:`LibSVMReader`), ``parquet``
 (:class:`ParquetReader`, read by pyarrow or, with ``engine="tfio"``, tensorflow-io), ``tfrecord``
 (:class:`TFRecordReader`), ``mind`` (:class:`MindReader`, MIND impression logs, one row per shown
-article); :func:`open_reader` picks one by name.
+article), ``movielens`` (:class:`MovieLensReader`, MovieLens ratings, one row per rating with the user's
+earlier movies as a history list); :func:`open_reader` picks one by name.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from tfmec.data.readers.criteo import (
 from tfmec.data.readers.csv_reader import CSVReader, sniff_separator
 from tfmec.data.readers.libsvm import LibSVMReader, load_field_map
 from tfmec.data.readers.mind import MIND_LABEL, MindReader, load_news_categories
+from tfmec.data.readers.movielens import MOVIELENS_LABEL, MovieLensReader, load_movie_genres, load_user_table
 from tfmec.data.readers.parquet import ENGINES, ParquetReader
 from tfmec.data.readers.tfio_engine import TfioUnavailableError, tfio_status
 from tfmec.data.readers.text import resolve_paths
@@ -38,13 +40,15 @@ READERS = {
     "csv": CSVReader,
     "libsvm": LibSVMReader,
     "mind": MindReader,
+    "movielens": MovieLensReader,
     "parquet": ParquetReader,
     "tfrecord": TFRecordReader,
 }
 FORMAT_ALIASES = {"libfm": "libsvm"}
 FORMATS = sorted([*READERS, *FORMAT_ALIASES])
 
-_FIXED_LABELS = {"criteo": "label", "avazu": "click", "libsvm": "label", "mind": MIND_LABEL}
+_FIXED_LABELS = {"criteo": "label", "avazu": "click", "libsvm": "label", "mind": MIND_LABEL,
+                 "movielens": MOVIELENS_LABEL}
 
 
 def open_reader(paths, format: str, label: str | None = None, field_map=None, engine: str | None = None,
@@ -54,10 +58,10 @@ def open_reader(paths, format: str, label: str | None = None, field_map=None, en
     Args:
         paths: one path or a list of paths (all must exist; checked before anything is read).
         format: one of :data:`FORMATS` (case-insensitive): ``criteo``, ``avazu``, ``csv``, ``libsvm``
-            (alias ``libfm``), ``mind``, ``parquet``, ``tfrecord``.
+            (alias ``libfm``), ``mind``, ``movielens``, ``parquet``, ``tfrecord``.
         label: the label column for ``csv``, ``parquet`` and ``tfrecord`` (default ``"label"``). The
-            other formats have a fixed label (``label`` for criteo and libsvm, ``click`` for avazu and
-            mind);
+            other formats have a fixed label (``label`` for criteo, libsvm and movielens, ``click`` for
+            avazu and mind);
             passing a different name for them is an error.
         field_map: field map file, for ``libsvm`` only.
         engine: for ``parquet`` only: ``"pyarrow"`` (default) or ``"tfio"`` (tensorflow-io; see
@@ -107,6 +111,7 @@ __all__ = [
     "FORMATS",
     "LibSVMReader",
     "MindReader",
+    "MovieLensReader",
     "ParquetReader",
     "READERS",
     "ReadStats",
@@ -114,7 +119,9 @@ __all__ = [
     "TFRecordReader",
     "TfioUnavailableError",
     "load_field_map",
+    "load_movie_genres",
     "load_news_categories",
+    "load_user_table",
     "make_chunk",
     "open_reader",
     "parse_float",
