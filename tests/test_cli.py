@@ -111,7 +111,7 @@ def test_run_afm_and_mec_afm(tmp_path):
 # every real sample through the documented `tfmec run` data flags (bench/real_data.CLI_DATA_ARGS)
 REAL_SAMPLE_ROWS = {  # rows of each file as read (SOURCE.md of each sample)
     "criteo": 10_000, "criteo-deepctr-200": 200, "avazu": 9_999, "frappe": 86_582, "movielens-100k": 100_000,
-    "movielens-1m-part": 487_650, "mind-small-5k": 189_359,
+    "movielens-1m-part": 487_650, "mind-small-5k": 189_359, "movielens-100k-din": 100_000, "movielens-1m-din": 487_650,
 }
 
 

@@ -705,7 +705,7 @@ def test_open_reader(shared_data, tmp_path):
     assert isinstance(csv_reader, CSVReader) and csv_reader.label == "label"
     skipping = open_reader(criteo, "criteo", on_error="skip")
     assert skipping.on_error == "skip"
-    assert set(FORMATS) == {"criteo", "avazu", "csv", "libsvm", "libfm", "mind", "parquet", "tfrecord"}
+    assert set(FORMATS) == {"criteo", "avazu", "csv", "libsvm", "libfm", "mind", "movielens", "parquet", "tfrecord"}
 
     with pytest.raises(ValueError, match="unknown data format 'orc'") as info:
         open_reader(criteo, "orc")

@@ -245,3 +245,56 @@ def test_vocabulary_of_a_list_field_is_its_tables():
     np.testing.assert_array_equal(enc.vocabularies["item"].counts, [0, 2, 2, 1])
     assert schema["history"].vocab_size == schema["item"].vocab_size == 4
     assert CATEGORICAL == schema["history"].kind
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+def _clicks_csv(path, rows=1500, seed=0):
+    rng = np.random.default_rng(seed)
+    lines = ["user,movie,genres,history,rating"]
+    genres = ["Action", "Comedy", "Drama", "Horror"]
+    for _ in range(rows):
+        hist = [f"m{x}" for x in rng.integers(0, 40, size=rng.integers(0, 7))]
+        movie = f"m{rng.integers(0, 40)}"
+        g = "|".join(rng.choice(genres, size=rng.integers(0, 3), replace=False))
+        rating = 5 if movie in hist else int(rng.integers(1, 5))
+        lines.append(f"u{rng.integers(0, 30)},{movie},{g},{' '.join(hist)},{rating}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_tfmec_run_din_every_method_from_the_csv_list_flags(tmp_path):
+    from tfmec.cli import main
+
+    data = _clicks_csv(tmp_path / "ratings.csv")
+    out = tmp_path / "run"
+    code = main(["run", "--data", str(data), "--format", "csv", "--label", "rating", "--label-threshold", "4",
+                 "--list", "genres:|", "--list", "history", "--share", "history=movie", "--max-length", "5",
+                 "--model", "din", "--method", "none,mec,afm,mec+afm,int8,hash", "--epochs", "1",
+                 "--embedding-dim", "8", "--codewords", "16", "--stage1-epochs", "1", "--afm-fine-tune-epochs", "1",
+                 "--out", str(out), "--quiet"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    runs = {r["method"]: r for r in metrics["runs"]}
+    assert set(runs) == {"baseline", "mec", "afm", "mec+afm", "int8", "hash"}
+    assert all(0.0 <= r["test_auc"] <= 1.0 for r in runs.values())
+    assert runs["mec"]["embedding_bytes"] < runs["baseline"]["embedding_bytes"]
+    ranks = runs["afm"]["afm"]["ranks"]
+    assert any(name.startswith("attention_history") for name in ranks) and "dnn_dense_0" in ranks, ranks
+    vocab, _ = __import__("tfmec.data", fromlist=["load_vocabularies"]).load_vocabularies(str(out / "vocabulary.json"))
+    assert set(vocab) == {"user", "movie", "genres"}  # history has no vocabulary of its own
+    assert "din" in (out / "report.md").read_text()
+    # the exported SavedModel takes the lists as strings
+    serve = tf.saved_model.load(str(out / "baseline" / "saved_model" / "1")).signatures["serving_default"]
+    assert serve.structured_input_signature[1]["history"].shape.as_list() == [None, None]
+
+
+def test_cli_list_flags_are_checked(tmp_path):
+    from tfmec.experiment import RunConfig
+
+    data = _clicks_csv(tmp_path / "ratings.csv", rows=10)
+    with pytest.raises(ValueError, match="--share 'history'"):
+        RunConfig(data=str(data), format="csv", label="rating", shares=["history"]).validate()
+    with pytest.raises(ValueError, match="--list applies to --format csv only"):
+        RunConfig(data=str(data), format="mind", lists=["history"]).validate()
+    with pytest.raises(ValueError, match="--max-length must be at least 1"):
+        RunConfig(max_length=0).validate()

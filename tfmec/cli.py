@@ -70,6 +70,14 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--names", type=_csv_list, default=[],
                    help="csv: comma-separated column names of a file without a header row (e.g. MovieLens "
                         "ratings.dat: user_id,movie_id,rating,timestamp)")
+    g.add_argument("--list", dest="lists", action="append", default=[], metavar="COLUMN[:SEP]",
+                   help="csv: a multi-valued column (repeat for several): its cells hold values oldest first, "
+                        "separated by SEP (default: whitespace), e.g. --list 'genres:|' --list history")
+    g.add_argument("--share", dest="shares", action="append", default=[], metavar="FIELD=OTHER",
+                   help="FIELD uses OTHER's vocabulary and embedding table (repeatable), e.g. --share "
+                        "history=movie_id (MIND's history shares news_id by itself)")
+    g.add_argument("--max-length", type=int, default=50,
+                   help="values kept per row of a multi-valued field, most recent first (default 50)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--min-count", type=int, default=2)
     g.add_argument("--batch-size", type=int, default=1024)
@@ -78,7 +86,9 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
 def add_training_options(p: argparse.ArgumentParser) -> None:
     """The model and training options shared by ``run`` and ``tune``."""
     g = p.add_argument_group("model and training")
-    g.add_argument("--model", default="deepfm", help="lr, fm, deepfm, dcnv2, pnn, gdcn or autoint")
+    g.add_argument("--model", default="deepfm",
+                   help="lr, fm, deepfm, dcnv2, pnn, gdcn, autoint or din (target attention over a multi-valued "
+                        "field that shares a single-valued field's table, e.g. MIND's history)")
     g.add_argument("--embedding-dim", type=int, default=16)
     g.add_argument("--epochs", type=int, default=20)
     g.add_argument("--patience", type=int, default=3)
@@ -210,7 +220,10 @@ def _explicit_options(add_arguments, argv) -> set:
     p = argparse.ArgumentParser(add_help=False)
     add_arguments(p)
     p.set_defaults(**{dest: _UNSET for dest in vars(p.parse_args([]))})
-    return {dest for dest, value in vars(p.parse_args(argv)).items() if value is not _UNSET}
+    appending = {a.dest for a in p._actions if isinstance(a, argparse._AppendAction)}
+    p.set_defaults(**{dest: None for dest in appending})  # an append action appends to its default
+    return {dest for dest, value in vars(p.parse_args(argv)).items()
+            if value is not _UNSET and not (dest in appending and value is None)}
 
 
 def _config_values(args, dests=None) -> dict:

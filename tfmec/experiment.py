@@ -39,6 +39,9 @@ class RunConfig:
     drop: Sequence[str] = ()
     sep: str | None = None
     names: Sequence[str] = ()  # csv: column names of a file without a header row
+    lists: Sequence[str] = ()  # csv: multi-valued columns, "COLUMN" or "COLUMN:SEPARATOR"
+    shares: Sequence[str] = ()  # "FIELD=OTHER": FIELD uses OTHER's vocabulary and table (e.g. history=movie_id)
+    max_length: int = 50  # values kept per row of a multi-valued field
     engine: str | None = None  # parquet: "pyarrow" (default) or "tfio" (tensorflow-io, TF 2.16.x only)
     model: str = "deepfm"
     methods: Sequence[str] = ("none",)
@@ -149,6 +152,20 @@ class RunConfig:
         check_run_settings(self)  # ranges and contradictory settings (issue 10)
 
     @property
+    def list_columns(self) -> dict:
+        """``{column: value separator or None}`` of ``lists`` (``"genres:|"`` -> ``{"genres": "|"}``)."""
+        out = {}
+        for item in self.lists:
+            name, colon, sep = str(item).partition(":")
+            out[name] = sep if colon and sep else None
+        return out
+
+    @property
+    def shared_tables(self) -> dict:
+        """``{field: field whose table it shares}`` of ``shares`` (``"history=movie_id"``)."""
+        return dict(str(item).split("=", 1) for item in self.shares)
+
+    @property
     def data_paths(self) -> list[str]:
         """The data files of ``data`` (comma-separated paths)."""
         return [p for p in self.data.split(",") if p]
@@ -170,7 +187,7 @@ class RunConfig:
         if unknown:
             raise ValueError(f"{source}: unknown setting(s) {unknown}; known settings: {sorted(known)}")
         values = dict(values)
-        for key in ("methods", "numeric", "drop", "names"):
+        for key in ("methods", "numeric", "drop", "names", "shares"):
             if isinstance(values.get(key), str):
                 values[key] = [t.strip() for t in values[key].split(",") if t.strip()]
         return cls(**values)
@@ -682,7 +699,9 @@ def load_for(cfg: RunConfig):
     reader_kwargs = {}
     if cfg.format == "csv":
         reader_kwargs.update(numeric=list(cfg.numeric), drop=list(cfg.drop), sep=cfg.sep, label_threshold=cfg.label_threshold,
-                             names=list(cfg.names) or None)
+                             names=list(cfg.names) or None, lists=cfg.list_columns)
+    if cfg.format == "movielens" and cfg.label_threshold is not None:
+        reader_kwargs.update(threshold=cfg.label_threshold)
     data_arg = "synthetic" if cfg.data == "synthetic" else (cfg.data_paths if len(cfg.data_paths) > 1 else cfg.data_paths[0])
     return load(
         data_arg,
@@ -696,6 +715,8 @@ def load_for(cfg: RunConfig):
         min_count=cfg.min_count,
         fractions=cfg.fractions,
         progress=cfg.verbose > 0,
+        max_length=cfg.max_length,
+        shares=cfg.shared_tables,
         **reader_kwargs,
     )
 

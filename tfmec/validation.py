@@ -13,7 +13,7 @@ import os
 MEC_METHODS = ("mec", "pq", "pq-no-retrain", "mec-no-pwr", "mec-no-contrastive", "mec+afm")
 AFM_METHODS = ("afm", "mec+afm")
 CSV_ONLY = (("numeric", "--numeric"), ("drop", "--drop"), ("sep", "--sep"), ("label_threshold", "--label-threshold"),
-            ("names", "--names"))
+            ("names", "--names"), ("lists", "--list"))
 
 
 def _flag(name: str) -> str:
@@ -46,6 +46,8 @@ def check_contradictions(cfg) -> None:
             _require(getattr(cfg, name) is None, f"{_flag(name)} applies to data files, not to --data synthetic")
     if cfg.format not in (None, "csv"):
         for name, flag in CSV_ONLY:
+            if name == "label_threshold" and cfg.format == "movielens":
+                continue  # the rating threshold of the MovieLens reader
             value = getattr(cfg, name)
             _require(value in (None, (), []), f"{flag} applies to --format csv only, not {cfg.format}")
     if getattr(cfg, "engine", None) is not None:
@@ -65,6 +67,13 @@ def check_ranges(cfg) -> None:
     _require(cfg.patience >= 1, f"--patience must be at least 1, got {cfg.patience}")
     _require(cfg.stage2_patience >= 1, f"--stage2-patience must be at least 1, got {cfg.stage2_patience}")
     _require(cfg.min_count >= 1, f"--min-count must be at least 1, got {cfg.min_count}")
+    _require(cfg.max_length >= 1, f"--max-length must be at least 1, got {cfg.max_length}")
+    for item in cfg.shares:
+        field, eq, other = str(item).partition("=")
+        _require(bool(eq and field and other and field != other),
+                 f"--share {item!r}: expected FIELD=OTHER with two different column names (e.g. history=movie_id)")
+    for item in cfg.lists:
+        _require(bool(str(item).partition(":")[0]), f"--list {item!r}: expected COLUMN or COLUMN:SEPARATOR")
     _require(cfg.subspaces >= 1, f"--subspaces must be at least 1, got {cfg.subspaces}")
     _require(2 <= cfg.codewords <= 65536, f"--codewords must be in [2, 65536], got {cfg.codewords}")
     _require(cfg.alpha >= 0 and cfg.beta >= 0, f"--alpha and --beta must be >= 0, got {cfg.alpha}, {cfg.beta}")

@@ -63,11 +63,18 @@ def file_sha256(path: str) -> dict:
 
 
 def input_files(data_paths, format: str | None = None, field_map: str | None = None) -> list[str]:
-    """Every file a run with these data settings reads: the data files, the libSVM field map, and for
-    MIND the ``news.tsv`` beside the first behaviors file (which the reader uses when it exists)."""
+    """Every file a run with these data settings reads: the data files, the libSVM field map, for
+    MIND the ``news.tsv`` beside the first behaviors file (which the reader uses when it exists), and
+    for MovieLens the movies and users files beside the ratings."""
     paths = list(data_paths)
     if field_map:
         paths.append(field_map)
+    if format == "movielens" and paths:  # the movies and users files the reader finds beside the ratings
+        from tfmec.data.readers.movielens import MovieLensReader
+
+        reader = MovieLensReader(paths)
+        known = {os.path.abspath(p) for p in paths}
+        paths += [p for p in (reader.movies_path, reader.users_path) if p and os.path.abspath(p) not in known]
     if format == "mind" and paths:
         news = os.path.join(os.path.dirname(os.path.abspath(paths[0])), "news.tsv")
         if os.path.isfile(news) and os.path.abspath(news) not in {os.path.abspath(p) for p in paths}:

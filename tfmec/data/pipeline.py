@@ -16,7 +16,7 @@ from tfmec.data.epochs import EpochStream
 from tfmec.data.errors import DataError
 from tfmec.data.lists import encode_lists, split_cells
 from tfmec.data.readers.base import Chunk, Reader
-from tfmec.data.schema import Schema
+from tfmec.data.schema import DEFAULT_MAX_LENGTH, Schema
 from tfmec.data.split import SPLIT_NAMES, TRAIN, assign_splits, check_fractions
 from tfmec.data.transforms import ZSCORE_LIMIT, apply_numeric_transform
 from tfmec.data.vocabulary import NumericStats, Vocabulary, load_vocabularies, save_vocabularies
@@ -193,9 +193,12 @@ def _make_reader(data, format, label, field_map, rows, seed, on_error, reader_kw
                        **reader_kwargs)
 
 
-def default_schema(reader: Reader, min_count: int = 2) -> Schema:
+def default_schema(reader: Reader, min_count: int = 2, max_length: int = DEFAULT_MAX_LENGTH,
+                   shares: dict | None = None) -> Schema:
     """The schema tfmec uses for a reader when none is given: Criteo-style bucketing for the Criteo
-    layout (and the synthetic data), one field per column otherwise."""
+    layout (and the synthetic data), one field per column otherwise; the reader's ``"list"`` columns
+    become multi-valued fields of ``max_length`` values, sharing tables as ``reader.shared_tables``
+    and then ``shares`` (``{list column: column}``) say."""
     from tfmec.data.synthetic import SyntheticCTR
 
     from tfmec.data.readers import CriteoReader
@@ -205,8 +208,9 @@ def default_schema(reader: Reader, min_count: int = 2) -> Schema:
         schema = Schema.criteo(min_count)
         if names == schema.names:
             return schema
-    return Schema.from_columns(reader.columns, label=reader.label, min_count=min_count,
-                               shares=reader.shared_tables)
+    return Schema.from_columns(reader.columns, label=reader.label, min_count=min_count, max_length=max_length,
+                               shares={**reader.shared_tables, **dict(shares or {})},
+                               separators=reader.list_separators)
 
 
 def load(
@@ -221,6 +225,8 @@ def load(
     seed: int = 0,
     batch_size: int = 1024,
     min_count: int = 2,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    shares: dict | None = None,
     rows: int | None = None,
     shuffle_buffer: int = 100_000,
     cache: bool = True,
@@ -233,7 +239,8 @@ def load(
 
     Args:
         data: ``"synthetic"`` (the embedded generator), a :class:`Reader`, or path(s) with ``format``.
-        schema: fields to use; default :func:`default_schema` of the reader (with ``min_count``).
+        schema: fields to use; default :func:`default_schema` of the reader (with ``min_count``,
+            ``max_length`` for multi-valued columns and ``shares``: ``{list column: column}``).
         format, label, field_map, on_error, reader_kwargs: passed to the reader.
         engine: Parquet only: ``"pyarrow"`` (default) or ``"tfio"`` (``tfio.IODataset.from_parquet``;
             needs tensorflow-io 0.37.1 on TensorFlow 2.16.x, else a clear ``ValueError``). Both engines
@@ -253,7 +260,7 @@ def load(
     reader = _make_reader(data, format, label, field_map, rows, seed, on_error, reader_kwargs, engine)
     if isinstance(data, str) and data == "synthetic":
         rows = None  # the generator already has its length
-    schema = (schema.copy() if schema is not None else default_schema(reader, min_count))
+    schema = (schema.copy() if schema is not None else default_schema(reader, min_count, max_length, shares))
     encoder = FeatureEncoder(schema)
     encoder.check_columns(reader)
 

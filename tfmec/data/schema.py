@@ -227,12 +227,17 @@ class Schema:
         min_count: int = 2,
         max_length: int = DEFAULT_MAX_LENGTH,
         shares: dict | None = None,
+        separators: dict | None = None,
     ) -> "Schema":
         """A schema with one field per raw column ``(name, kind)``; numeric columns get
         ``numeric_transform``; a ``"list"`` column (a reader's multi-valued column) becomes a
-        categorical field with ``max_length`` values, sharing the table of ``shares[name]`` (a column
-        name) when given."""
-        shares = dict(shares or {})
+        categorical field with ``max_length`` values, split on ``separators[name]`` (whitespace when
+        absent), sharing the table of ``shares[name]`` (a column name) when given."""
+        shares, separators = dict(shares or {}), dict(separators or {})
+        names = {name for name, _ in columns}
+        unknown = sorted(set(shares) - names) + sorted(set(shares.values()) - names)
+        if unknown:
+            raise ValueError(f"shares names columns {unknown} the data does not have; the columns are {sorted(names)}")
         fields = []
         for name, kind in columns:
             is_list = kind == LIST
@@ -246,6 +251,7 @@ class Schema:
                     source=name,
                     max_length=max_length if is_list else None,
                     shares=safe_name(owner) if owner else None,
+                    separator=separators.get(name) if is_list else None,
                 )
             )
         return cls(fields, label=label)

@@ -100,7 +100,8 @@ class Reader:
     Subclasses set ``self.columns`` (a list of ``(name, kind)`` with kind ``"categorical"``,
     ``"numeric"`` or ``"list"`` (a multi-valued column: a string of values or a list per row), in file
     order, label excluded), optionally ``self.shared_tables`` (``{list column: column whose table it
-    shares}``, read by the default schema), ``self.label`` (the label's name) and implement
+    shares}``) and ``self.list_separators`` (``{list column: separator of its string cells}``), read
+    by the default schema, ``self.label`` (the label's name) and implement
     :meth:`_rows_chunks`.
     """
 
@@ -108,6 +109,7 @@ class Reader:
     label: str = "label"
     description: str = "data"
     shared_tables: dict = {}  # noqa: RUF012 - read-only default: no list column shares a table
+    list_separators: dict = {}  # noqa: RUF012 - read-only default: list cells split on whitespace
 
     def __init__(self, on_error: str = "raise"):
         if on_error not in ON_ERROR_CHOICES:

@@ -65,6 +65,10 @@ class CSVReader(FileReader):
         drop: columns to leave out.
         label_threshold: if given, the label is ``float(value) >= label_threshold`` (e.g. ratings).
         names: column names for a file without a header row; then no header line is read.
+        lists: multi-valued columns (``"list"`` columns: the genres of a movie, the items a user
+            clicked before, oldest first), as ``{column: separator}`` (``None``: whitespace) or a list
+            of names (whitespace-separated values). The separator must differ from ``sep``. The
+            default schema makes each a field of ``max_length`` values (:mod:`tfmec.data.lists`).
         on_error: ``"raise"`` or ``"skip"`` for malformed rows.
 
     Header names are kept as given (stripped of surrounding spaces; an empty name becomes
@@ -82,6 +86,7 @@ class CSVReader(FileReader):
         drop: Sequence[str] = (),
         label_threshold: float | None = None,
         names: Sequence[str] | None = None,
+        lists=(),
         on_error: str = "raise",
     ):
         super().__init__(paths, on_error)
@@ -131,9 +136,20 @@ class CSVReader(FileReader):
             if missing:
                 raise DataError(f"{what} column(s) {missing} not found; the columns are {header}", *where)
 
+        if isinstance(lists, dict):
+            list_seps = {str(k): v for k, v in lists.items()}
+        else:
+            list_seps = {name: None for name in as_name_list(lists, "lists")}
+        for name, value_sep in list_seps.items():
+            if value_sep is not None and (not isinstance(value_sep, str) or not value_sep or value_sep == self.sep):
+                raise ValueError(f"list column {name!r}: its value separator must be a non-empty string other "
+                                 f"than the column separator {self.sep!r}, got {value_sep!r}")
         _require([label], "label")
         _require(numeric, "numeric")
         _require(drop, "drop")
+        _require(list(list_seps), "list")
+        if label in list_seps or set(list_seps) & set(numeric):
+            raise ValueError(f"list columns {sorted(list_seps)} cannot be the label or numeric columns")
         if cat is not None:
             _require(cat, "categorical")
         for what, cols in (("numeric", numeric), ("drop", drop), ("categorical", cat or [])):
@@ -152,12 +168,15 @@ class CSVReader(FileReader):
                 continue
             if name in num_set:
                 kind = "numeric"
+            elif name in list_seps:
+                kind = "list"
             elif keep_cat is None or name in keep_cat:
                 kind = "categorical"
             else:
                 continue
             self.columns.append((name, kind))
             self._spec.append((i, kind == "numeric", name))
+        self.list_separators = {n: v for n, v in list_seps.items() if v is not None}
         if not self.columns:
             raise DataError(f"no feature columns left (the columns are {header}, label {label!r})", *where)
         self._label_index = header.index(label)
