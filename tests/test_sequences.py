@@ -298,3 +298,17 @@ def test_cli_list_flags_are_checked(tmp_path):
         RunConfig(data=str(data), format="mind", lists=["history"]).validate()
     with pytest.raises(ValueError, match="--max-length must be at least 1"):
         RunConfig(max_length=0).validate()
+
+
+def test_drop_leaves_a_column_out_of_any_format(tmp_path):
+    path = tmp_path / "behaviors.tsv"
+    path.write_text("".join(f"{i}\tU{i % 7}\t11/12/2019 2:14:46 PM\tN{i % 5} N{i % 3}\tN{i % 4}-{i % 2} N9-0\n"
+                            for i in range(60)))
+    full = load(str(path), format="mind", batch_size=16, progress=False, min_count=1)
+    assert full.schema["history"].shares == "news_id" and full.schema["history"].max_length == 50
+    data = load(str(path), format="mind", batch_size=16, progress=False, min_count=1, drop=["history"])
+    assert "history" not in data.schema.names and "history" not in next(iter(data.train))[0]
+    with pytest.raises(ValueError, match=r"fields \['history'\] share the table of a dropped column"):
+        load(str(path), format="mind", progress=False, drop=["news_id"])
+    with pytest.raises(ValueError, match="drop names columns \\['nope'\\]"):
+        load(str(path), format="mind", progress=False, drop=["nope"])

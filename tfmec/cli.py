@@ -65,7 +65,9 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-threshold", type=float, default=None, help="label = value >= threshold (e.g. ratings)")
     g.add_argument("--field-map", default=None, help="libsvm: file of 'field:value<TAB>index' lines")
     g.add_argument("--numeric", type=_csv_list, default=[], help="csv: comma-separated numeric columns")
-    g.add_argument("--drop", type=_csv_list, default=[], help="csv: comma-separated columns to ignore")
+    g.add_argument("--drop", type=_csv_list, default=[],
+                   help="comma-separated columns to leave out (any format: e.g. --format mind --drop history "
+                        "for a model without the click history)")
     g.add_argument("--sep", default=None, help="csv: field separator (default: sniffed)")
     g.add_argument("--names", type=_csv_list, default=[],
                    help="csv: comma-separated column names of a file without a header row (e.g. MovieLens "

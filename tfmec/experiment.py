@@ -717,6 +717,7 @@ def load_for(cfg: RunConfig):
         progress=cfg.verbose > 0,
         max_length=cfg.max_length,
         shares=cfg.shared_tables,
+        drop=() if cfg.format == "csv" else tuple(cfg.drop),  # csv drops while reading
         **reader_kwargs,
     )
 

@@ -12,7 +12,7 @@ import os
 
 MEC_METHODS = ("mec", "pq", "pq-no-retrain", "mec-no-pwr", "mec-no-contrastive", "mec+afm")
 AFM_METHODS = ("afm", "mec+afm")
-CSV_ONLY = (("numeric", "--numeric"), ("drop", "--drop"), ("sep", "--sep"), ("label_threshold", "--label-threshold"),
+CSV_ONLY = (("numeric", "--numeric"), ("sep", "--sep"), ("label_threshold", "--label-threshold"),
             ("names", "--names"), ("lists", "--list"))
 
 

@@ -213,6 +213,22 @@ def default_schema(reader: Reader, min_count: int = 2, max_length: int = DEFAULT
                                separators=reader.list_separators)
 
 
+def without_columns(schema: Schema, drop: Sequence[str], columns: Sequence[str]) -> Schema:
+    """``schema`` without the fields read from columns ``drop`` (each must be a column; a field that
+    shares a dropped field's table cannot stay: that is an error naming it)."""
+    unknown = sorted(set(drop) - set(columns))
+    if unknown:
+        raise ValueError(f"drop names columns {unknown} the data does not have; the columns are {list(columns)}")
+    kept = [f for f in schema if f.source not in set(drop)]
+    names = {f.name for f in kept}
+    orphans = [f.name for f in kept if f.shares is not None and f.shares not in names]
+    if orphans:
+        raise ValueError(f"fields {orphans} share the table of a dropped column; drop them too")
+    if not kept:
+        raise ValueError("drop leaves no field")
+    return Schema(kept, label=schema.label)
+
+
 def load(
     data,
     schema: Schema | None = None,
@@ -227,6 +243,7 @@ def load(
     min_count: int = 2,
     max_length: int = DEFAULT_MAX_LENGTH,
     shares: dict | None = None,
+    drop: Sequence[str] = (),
     rows: int | None = None,
     shuffle_buffer: int = 100_000,
     cache: bool = True,
@@ -241,6 +258,7 @@ def load(
         data: ``"synthetic"`` (the embedded generator), a :class:`Reader`, or path(s) with ``format``.
         schema: fields to use; default :func:`default_schema` of the reader (with ``min_count``,
             ``max_length`` for multi-valued columns and ``shares``: ``{list column: column}``).
+        drop: columns of the reader to leave out of the default schema (e.g. MIND's ``history``).
         format, label, field_map, on_error, reader_kwargs: passed to the reader.
         engine: Parquet only: ``"pyarrow"`` (default) or ``"tfio"`` (``tfio.IODataset.from_parquet``;
             needs tensorflow-io 0.37.1 on TensorFlow 2.16.x, else a clear ``ValueError``). Both engines
@@ -260,7 +278,11 @@ def load(
     reader = _make_reader(data, format, label, field_map, rows, seed, on_error, reader_kwargs, engine)
     if isinstance(data, str) and data == "synthetic":
         rows = None  # the generator already has its length
+    if schema is not None and drop:
+        raise ValueError("drop applies to the default schema; leave the fields out of the schema you give instead")
     schema = (schema.copy() if schema is not None else default_schema(reader, min_count, max_length, shares))
+    if drop:
+        schema = without_columns(schema, drop, reader.column_names)
     encoder = FeatureEncoder(schema)
     encoder.check_columns(reader)
 
