@@ -10,7 +10,12 @@ called in turn within each of ``--rounds`` rounds (a burst of calls each), media
 - ONNX Runtime: ``tfmec.export.onnx`` (tf2onnx from the same ``ids`` function), CPU provider.
 
 The test rows are the run's own: its synthetic data regenerated with ``--rows`` and ``--seed`` (the
-run's settings).
+run's settings), or with ``--sample NAME`` the test split of that real sample (``bench/real_data.py``)
+at ``--seed``, e.g. a DIN run of ``bench/sequences.py``::
+
+    python bench/budget_throughput.py --sample mind-small-5k --seed 0 \\
+        --run bench/out/sequences/mind-small-5k/din/seed0 --methods baseline,mec,mec+afm \\
+        --results bench/results/sequences_throughput.jsonl
 
     python bench/budget_throughput.py --run runs/demo --methods baseline,mec --rows 200000 --seed 0 \\
         --results bench/results/budget_throughput.jsonl
@@ -34,11 +39,20 @@ from scale_sweep import RUNTIMES, _burst_rate  # noqa: E402  (the same runtimes 
 BATCHES = (256, 4096)
 
 
-def test_rows(rows: int, seed: int, n: int = 4096) -> dict:
-    """``{field: array[n]}`` of the encoded test split of ``tfmec run --data synthetic --rows R --seed S``."""
+def test_rows(rows: int, seed: int, n: int = 4096, sample: str | None = None) -> dict:
+    """``{field: array[n]}`` of the encoded test split of ``tfmec run --data synthetic --rows R --seed S``,
+    or with ``sample`` of ``tfmec run <the sample's flags (bench/real_data.py)> --seed S``."""
     from tfmec.experiment import RunConfig, load_for
 
-    data = load_for(RunConfig(data="synthetic", rows=rows, seed=seed, batch_size=n))
+    if sample is None:
+        cfg = RunConfig(data="synthetic", rows=rows, seed=seed, batch_size=n)
+    else:
+        from real_data import cli_data_args
+
+        flags = cli_data_args(sample)
+        values = {flags[i][2:].replace("-", "_"): flags[i + 1] for i in range(0, len(flags), 2)}
+        cfg = RunConfig.from_dict({**values, "seed": seed, "batch_size": n, "verbose": 0})
+    data = load_for(cfg)
     features, _ = next(iter(data.test))
     return {k: np.asarray(v) for k, v in features.items()}
 
@@ -48,6 +62,7 @@ def main(argv=None):
     p.add_argument("--run", default="runs/demo")
     p.add_argument("--methods", default="baseline,mec")
     p.add_argument("--rows", type=int, default=200_000)
+    p.add_argument("--sample", default=None, help="the run's real sample (bench/real_data.py), not synthetic data")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--burst-rows", type=int, default=65536, help="rows per timed burst")
@@ -62,7 +77,7 @@ def main(argv=None):
     from tfmec.export.parity import max_abs_diff
     from tfmec.io import load_model
 
-    test = test_rows(args.rows, args.seed)
+    test = test_rows(args.rows, args.seed, sample=args.sample)
     shutil.rmtree(args.out, ignore_errors=True)
     entries = {}
     for method in args.methods.split(","):
