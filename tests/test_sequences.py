@@ -250,14 +250,14 @@ def test_vocabulary_of_a_list_field_is_its_tables():
 # ---------------------------------------------------------------------------------------------------- CLI
 def _clicks_csv(path, rows=1500, seed=0):
     rng = np.random.default_rng(seed)
-    lines = ["user,movie,genres,history,rating"]
+    lines = ["user,movie,genres,history,rating,ts"]
     genres = ["Action", "Comedy", "Drama", "Horror"]
     for _ in range(rows):
         hist = [f"m{x}" for x in rng.integers(0, 40, size=rng.integers(0, 7))]
         movie = f"m{rng.integers(0, 40)}"
         g = "|".join(rng.choice(genres, size=rng.integers(0, 3), replace=False))
         rating = 5 if movie in hist else int(rng.integers(1, 5))
-        lines.append(f"u{rng.integers(0, 30)},{movie},{g},{' '.join(hist)},{rating}")
+        lines.append(f"u{rng.integers(0, 30)},{movie},{g},{' '.join(hist)},{rating},{rng.integers(10**9)}")
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -269,6 +269,7 @@ def test_tfmec_run_din_every_method_from_the_csv_list_flags(tmp_path):
     out = tmp_path / "run"
     code = main(["run", "--data", str(data), "--format", "csv", "--label", "rating", "--label-threshold", "4",
                  "--list", "genres:|", "--list", "history", "--share", "history=movie", "--max-length", "5",
+                 "--drop", "ts",
                  "--model", "din", "--method", "none,mec,afm,mec+afm,int8,hash", "--epochs", "1",
                  "--embedding-dim", "8", "--codewords", "16", "--stage1-epochs", "1", "--afm-fine-tune-epochs", "1",
                  "--out", str(out), "--quiet"])

@@ -700,6 +700,8 @@ def load_for(cfg: RunConfig):
     if cfg.format == "csv":
         reader_kwargs.update(numeric=list(cfg.numeric), drop=list(cfg.drop), sep=cfg.sep, label_threshold=cfg.label_threshold,
                              names=list(cfg.names) or None, lists=cfg.list_columns)
+    elif cfg.drop:
+        reader_kwargs.update(drop=tuple(cfg.drop))
     if cfg.format == "movielens" and cfg.label_threshold is not None:
         reader_kwargs.update(threshold=cfg.label_threshold)
     data_arg = "synthetic" if cfg.data == "synthetic" else (cfg.data_paths if len(cfg.data_paths) > 1 else cfg.data_paths[0])
@@ -717,8 +719,7 @@ def load_for(cfg: RunConfig):
         progress=cfg.verbose > 0,
         max_length=cfg.max_length,
         shares=cfg.shared_tables,
-        drop=() if cfg.format == "csv" else tuple(cfg.drop),  # csv drops while reading
-        **reader_kwargs,
+        **reader_kwargs,  # csv drops columns while reading, other formats from the default schema
     )
 
 
