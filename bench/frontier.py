@@ -19,47 +19,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from real_data import cli_data_args  # noqa: E402
+from real_data import cli_data_args, latest_results, run_cli  # noqa: E402
 
 METHODS = "mec,pq,hash,qr,int8,int4"
 
 
 def run_one(sample: str, seed: int, ratios: str, methods: str, out: str, extra: list) -> dict:
     """One ``tfmec run`` with ``--frontier``; returns ``{sample, seed, command, rc, seconds, points}``."""
-    folder = os.path.join(out, sample, f"seed{seed}")
-    cmd = [sys.executable, "-m", "tfmec.cli", "run", *cli_data_args(sample), "--method", f"none,{methods}",
-           "--frontier", ratios, "--seed", str(seed), "--no-export", "--quiet", "--out", folder, *extra]
-    os.makedirs(folder, exist_ok=True)
-    t0 = time.perf_counter()
-    with open(os.path.join(folder, "run.log"), "w", encoding="utf-8") as fh:
-        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}).returncode
-    points = []
-    if rc == 0:
-        with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as fh:
-            points = json.load(fh).get("frontier", [])
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=HERE).stdout.strip()
-    return {"sample": sample, "seed": seed, "command": " ".join(cmd[1:]), "rc": rc, "commit": commit,
-            "seconds": round(time.perf_counter() - t0, 1), "points": points}
+    row = run_cli([*cli_data_args(sample), "--method", f"none,{methods}", "--frontier", ratios, "--seed", str(seed),
+                   "--no-export", "--quiet", *extra], os.path.join(out, sample, f"seed{seed}"))
+    metrics = row.pop("metrics")
+    return {"sample": sample, "seed": seed, **row, "points": metrics.get("frontier", []) if metrics else []}
 
 
 def summarise(path: str) -> str:
     """The markdown table of a results file (the last line of each (sample, seed) counts)."""
     import numpy as np
 
-    latest = {}
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            row = json.loads(line)
-            if row["rc"] == 0:
-                latest[(row["sample"], row["seed"])] = row
+    latest = latest_results(path, "sample", "seed")
     out = []
     for sample in sorted({s for s, _ in latest}):
         rows = [r for (s, _), r in sorted(latest.items()) if s == sample]

@@ -153,3 +153,40 @@ def open_dataset(name: str, side_features: bool = True):
     raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
 
 
+def run_cli(args: list, folder: str) -> dict:
+    """Runs ``python -m tfmec.cli run <args> --out folder`` (output to ``folder/run.log``, C++ logs at
+    level 2); returns ``{command, rc, commit, seconds, metrics}`` with ``metrics`` the run's
+    ``metrics.json`` (None when it failed). What the bench drivers of real samples share."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    os.makedirs(folder, exist_ok=True)
+    cmd = [sys.executable, "-m", "tfmec.cli", "run", *args, "--out", folder]
+    t0 = time.perf_counter()
+    with open(os.path.join(folder, "run.log"), "w", encoding="utf-8") as fh:
+        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}).returncode
+    metrics = None
+    if rc == 0:
+        with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as fh:
+            metrics = json.load(fh)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    return {"command": " ".join(cmd[1:]), "rc": rc, "commit": commit, "seconds": round(time.perf_counter() - t0, 1),
+            "metrics": metrics}
+
+
+def latest_results(path: str, *keys: str) -> dict:
+    """``{(row[k] for k in keys): row}`` of a bench results file (JSON lines): the last successful
+    (``rc == 0``) line of each key counts."""
+    import json
+
+    latest = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            if row["rc"] == 0:
+                latest[tuple(row[k] for k in keys)] = row
+    return latest

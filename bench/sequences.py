@@ -22,13 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from real_data import cli_data_args  # noqa: E402
+from real_data import cli_data_args, latest_results, run_cli  # noqa: E402
 
 MODELS = {
     "din": ["--model", "din", "--method", "none,mec,mec+afm"],
@@ -36,26 +34,17 @@ MODELS = {
 }
 
 
+KEEP = ("method", "model", "test_auc", "test_logloss", "embedding_bytes", "model_bytes",
+        "compression_ratio_embeddings", "compression_ratio_model", "train_seconds", "infer_samples_per_s")
+
+
 def run_one(sample: str, seed: int, model: str, out: str, extra: list) -> dict:
     """One ``tfmec run``; returns ``{sample, seed, model, command, rc, seconds, commit, runs}``."""
-    folder = os.path.join(out, sample, model, f"seed{seed}")
-    cmd = [sys.executable, "-m", "tfmec.cli", "run", *cli_data_args(sample), *MODELS[model], "--seed", str(seed),
-           "--no-export", "--quiet", "--out", folder, *extra]
-    os.makedirs(folder, exist_ok=True)
-    t0 = time.perf_counter()
-    with open(os.path.join(folder, "run.log"), "w", encoding="utf-8") as fh:
-        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}).returncode
-    runs = []
-    if rc == 0:
-        with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as fh:
-            keep = ("method", "model", "test_auc", "test_logloss", "embedding_bytes", "model_bytes",
-                    "compression_ratio_embeddings", "compression_ratio_model", "train_seconds", "infer_samples_per_s")
-            runs = [{k: r[k] for k in keep if k in r} for r in json.load(fh)["runs"]]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=HERE).stdout.strip()
-    return {"sample": sample, "seed": seed, "model": model, "command": " ".join(cmd[1:]), "rc": rc, "commit": commit,
-            "seconds": round(time.perf_counter() - t0, 1), "runs": runs}
+    row = run_cli([*cli_data_args(sample), *MODELS[model], "--seed", str(seed), "--no-export", "--quiet", *extra],
+                  os.path.join(out, sample, model, f"seed{seed}"))
+    metrics = row.pop("metrics")
+    runs = [{k: r[k] for k in KEEP if k in r} for r in metrics["runs"]] if metrics else []
+    return {"sample": sample, "seed": seed, "model": model, **row, "runs": runs}
 
 
 def _p(diffs) -> str:
@@ -70,12 +59,8 @@ def summarise(path: str) -> str:
     """The markdown tables of a results file (the last line of each (sample, model, seed) counts)."""
     import numpy as np
 
-    latest = {}
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            row = json.loads(line)
-            if row["rc"] == 0:
-                latest[(row["sample"], row["model"], row["seed"])] = {r["method"]: r for r in row["runs"]}
+    latest = {key: {r["method"]: r for r in row["runs"]}
+              for key, row in latest_results(path, "sample", "model", "seed").items()}
     out = []
     for sample in sorted({s for s, _, _ in latest}):
         din = {seed: r for (s, m, seed), r in latest.items() if s == sample and m == "din"}

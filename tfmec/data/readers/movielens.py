@@ -25,15 +25,11 @@ import numpy as np
 from tfmec.data.errors import DataError
 from tfmec.data.readers.base import MAX_CELL_CHARS, MAX_CHUNK_CHARS, Chunk, cell_too_long, shown
 from tfmec.data.readers.text import (
-    DECOMPRESSION_ERRORS,
     FileReader,
     LongCell,
-    decompression_error,
     first_line,
     iter_split_records,
-    line_too_long,
-    open_binary,
-    read_line,
+    iter_text_lines,
     resolve_paths,
 )
 from tfmec.data.schema import CATEGORICAL, LIST
@@ -91,27 +87,11 @@ def detect_layout(path: str, side: bool = False) -> tuple[str, int, list[str]]:
 def _side_lines(path: str) -> Iterator[tuple[int, str]]:
     """``(line_number, text)`` of each non-blank line of a side file, decoded as UTF-8 or, failing that,
     latin-1 (MovieLens 1M's ``movies.dat``). DataError for a line over MAX_RECORD_BYTES or a corrupt .gz."""
-    lineno = 0
-    with open_binary(path) as fh:
-        try:
-            while True:
-                raw = read_line(fh)
-                if raw == b"":
-                    return
-                lineno += 1
-                if raw is None:
-                    raise DataError(line_too_long(), path, lineno)
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    text = raw.decode("latin-1")
-                text = text.rstrip("\r\n")
-                if lineno == 1 and text.startswith("\ufeff"):
-                    text = text[1:]
-                if text.strip():
-                    yield lineno, text
-        except DECOMPRESSION_ERRORS as exc:
-            raise decompression_error(path, lineno + 1, exc) from None
+    for lineno, text, problem in iter_text_lines(path, fallback_encoding="latin-1"):
+        if text is None:
+            raise DataError(problem, path, lineno)
+        if text.strip():
+            yield lineno, text
 
 
 def _checked(value: str, name: str, path: str, lineno: int) -> str:

@@ -194,12 +194,14 @@ def sized_fields(fields: list, size: int):
     return out, None
 
 
-def iter_text_lines(path: str) -> Iterator[tuple[int, str | None, str | None]]:
+def iter_text_lines(path: str, fallback_encoding: str | None = None) -> Iterator[tuple[int, str | None, str | None]]:
     """Yields ``(line_number, text, problem)`` for every physical line of a text file (1-based numbers).
 
     ``text`` has its line ending removed (and a UTF-8 byte-order mark on line 1); it is ``None`` when
     the line cannot be read, and ``problem`` says why (not valid UTF-8, longer than
-    :data:`MAX_RECORD_BYTES`). Blank lines are yielded too (as ``""``); callers usually skip them.
+    :data:`MAX_RECORD_BYTES`). Blank lines are yielded too (as ``""``); callers usually skip them. With
+    ``fallback_encoding`` (e.g. ``"latin-1"``, MovieLens 1M's ``movies.dat``) a line that is not valid
+    UTF-8 is decoded with it instead.
     """
     lineno = 0
     with open_binary(path) as fh:
@@ -215,8 +217,10 @@ def iter_text_lines(path: str) -> Iterator[tuple[int, str | None, str | None]]:
                 try:
                     text = _decode_line(raw)
                 except UnicodeDecodeError:
-                    yield lineno, None, "line is not valid UTF-8"
-                    continue
+                    if fallback_encoding is None:
+                        yield lineno, None, "line is not valid UTF-8"
+                        continue
+                    text = raw.decode(fallback_encoding).rstrip("\r\n")
                 raw = None  # a long line is held once, as text
                 if lineno == 1 and text.startswith("\ufeff"):
                     text = text[1:]
