@@ -3,8 +3,9 @@ MEC and mec+afm do to DIN?
 
 Per (sample, seed), two ``tfmec run`` processes (what a user types):
 
-- ``din``: ``<sample's flags> --model din --method none,mec,mec+afm`` (the history attends to the
-  candidate through the shared item table; MEC compresses that table once);
+- ``din``: ``<sample's flags> --model din --method none,mec,mec+afm --target-ratio 8`` (the history
+  attends to the candidate through the shared item table; MEC fits the tables in 1/8 of their float
+  bytes, the shared table counted and compressed once);
 - ``deepfm``: ``<sample's flags> --model deepfm --drop history --method none`` (the model without
   the history, as tfmec read these samples before: MIND keeps its log2 history-length bucket).
 
@@ -29,7 +30,7 @@ sys.path.insert(0, HERE)
 from real_data import cli_data_args, latest_results, run_cli  # noqa: E402
 
 MODELS = {
-    "din": ["--model", "din", "--method", "none,mec,mec+afm"],
+    "din": ["--model", "din", "--method", "none,mec,mec+afm", "--target-ratio", "8"],
     "deepfm": ["--model", "deepfm", "--drop", "history", "--method", "none"],
 }
 
