@@ -129,11 +129,11 @@ def test_select_rank_rules():
     assert refused.rank is None and "not fewer" in refused.reason
     assert afm.select_rank(lam, 60, after, rank=4, allow_larger=True).rank == 4
     assert afm.select_rank(lam, before, after, param_budget=10).rank is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="give either rank or energy, not both"):
         afm.select_rank(lam, before, after, rank=2, energy=0.9)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="give one of rank, energy or param_budget"):
         afm.select_rank(lam, before, after)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"energy must be in \(0, 1\], got 1.5"):
         afm.select_rank(lam, before, after, energy=1.5)
 
 
@@ -162,7 +162,7 @@ def test_afm_dense_from_dense_matches_numpy():
     clone.build((None, 5))
     clone.set_weights(layer.get_weights())
     np.testing.assert_allclose(np.asarray(clone(x)), got, atol=1e-6)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"U_k must be \[6, k\] with 1 <= k <= 6, got \(4, 3\)"):
         AFMDense.from_dense(dense, u[:4, :3], mu)
 
 

@@ -109,11 +109,11 @@ def test_int8_out_of_range_ids_read_the_oov_row():
     got = np.asarray(layer(np.array([-1, V, 10**9, 2], dtype="int64")))
     for row in got[:3]:
         np.testing.assert_array_equal(row, got[3])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=rf"oov_id must be in \[0, {V}\), got {V}"):
         Int8Embedding(V, D, oov_id=V)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="embeddings must be int8 values, got dtype int64"):
         Int8Embedding(V, D, embeddings=np.full((V, D), 300))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=rf"scales must have shape \({V},\), got \(3,\)"):
         Int8Embedding(V, D, scales=np.ones(3))
 
 
@@ -188,9 +188,9 @@ def test_hashed_out_of_range_and_negative_ids_read_the_oov_bucket():
     for row in got[:4]:
         np.testing.assert_array_equal(row, got[4])
     np.testing.assert_array_equal(np.asarray(layer.bucket_of(np.array([-3, V]))), np.asarray(layer.bucket_of([0, 0])))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"num_buckets must be in \[1, 2\*\*31\), got 0"):
         HashedEmbedding(V, 0, D)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="ids must be integers, got dtype string"):
         layer(tf.constant(["a"]))
 
 

@@ -79,8 +79,10 @@ def test_qr_layer_shapes_values_bytes_and_dims():
     assert (ref.input_dim, ref.output_dim) == (V, D)
     table = memory_report(model)["tables"][0]
     assert (table["vocab_size"], table["dim"], table["bytes"], table["original_bytes"]) == (V, D, 4 * D * 15, 4 * V * D)
-    for bad in (dict(num_buckets=0), dict(combiner="concat"), dict(oov_id=V)):
-        with pytest.raises(ValueError):
+    for bad, message in ((dict(num_buckets=0), r"num_buckets must be in \[1, 2\*\*31\), got 0"),
+                         (dict(combiner="concat"), "combiner must be one of .*, got 'concat'"),
+                         (dict(oov_id=V), rf"oov_id must be in \[0, {V}\), got {V}")):
+        with pytest.raises(ValueError, match=message):
             QREmbedding(**{**dict(input_dim=V, output_dim=D, num_buckets=B), **bad})
 
 

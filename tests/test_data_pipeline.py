@@ -24,7 +24,7 @@ def test_split_is_deterministic_and_respects_fractions():
     shares = np.bincount(a, minlength=3) / idx.size
     np.testing.assert_allclose(shares, [0.8, 0.1, 0.1], atol=0.01)
     assert not np.array_equal(a, assign_splits(idx, (0.8, 0.1, 0.1), seed=4))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="fractions must be non-negative, sum to 1"):
         assign_splits(idx, (0.5, 0.1, 0.1), seed=0)
 
 
@@ -100,7 +100,7 @@ def test_roc_auc_and_log_loss_match_definitions():
     assert roc_auc(y, s) == pytest.approx(brute)
     p = np.clip(s, 1e-7, 1 - 1e-7)
     assert log_loss(y, s) == pytest.approx(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="AUC needs both positive and negative labels"):
         roc_auc(np.ones(3), np.ones(3))
 
 

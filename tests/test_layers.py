@@ -58,7 +58,7 @@ def test_numeric_embedding():
     np.testing.assert_allclose(out, x[:, None] * v[None, :], rtol=1e-6)
     # [batch, 1] input too
     np.testing.assert_allclose(_np(layer(x[:, None])), out, rtol=1e-6)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="dim must be >= 1, got 0"):
         NumericEmbedding(0)
 
 
@@ -174,7 +174,7 @@ def test_l2_penalty_adds_loss_only_when_training():
     assert len(losses) == 1
     np.testing.assert_allclose(losses[0], 0.1 * (x**2).sum() / B, rtol=1e-5)
     assert L2Penalty.from_config(L2Penalty(0.1).get_config()).l2 == 0.1
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="l2 must be >= 0, got -1.0"):
         L2Penalty(-1.0)
 
 
@@ -226,7 +226,7 @@ def test_bad_shapes_raise_clear_errors():
         FMInteraction()(tf.zeros((2, 3)))
     with pytest.raises(ValueError, match="CrossNetV2"):
         CrossNetV2(1)(tf.zeros((2, 3, 4)))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="num_layers must be >= 1, got 0"):
         CrossNetV2(0)
     with pytest.raises(ValueError, match="one rank per layer"):
         CrossNetV2(2, low_rank=[3])

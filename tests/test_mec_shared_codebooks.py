@@ -151,11 +151,11 @@ def test_oov_ids_go_to_their_fields_oov_row():
         v = fc.vocab_size
         out = np.asarray(layer(np.array([-1, v, v + 50, 2**31 - 1], dtype="int64"), field=i))
         np.testing.assert_allclose(out, fc.decode([oov] * 4), rtol=1e-6)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"oov_ids must hold one id in \[0, V_f\) per field, got \[0, 40, 0\]"):
         SharedQuantizedEmbedding.from_codes(fcs, oov_ids=[0, 40, 0])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"field 3 out of range \[0, 3\)"):
         layer(np.array([0], "int32"), field=3)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown field 'nope'"):
         layer(np.array([0], "int32"), field="nope")
 
 
@@ -175,9 +175,9 @@ def test_layer_config_round_trip_and_invalid_arguments():
     other = FieldCodes("x", np.zeros((3, M), np.uint8), fcs[0].codebooks + 1.0)
     with pytest.raises(ValueError, match="do not share codebooks"):
         SharedQuantizedEmbedding.from_codes([fcs[0], other])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"vocab_sizes must be >= 1 each, got \[3, 0\]"):
         SharedQuantizedEmbedding([3, 0], M, K, SUB)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="field_names must be 2 distinct names"):
         SharedQuantizedEmbedding([3, 4], M, K, SUB, field_names=["a", "a"])
 
 

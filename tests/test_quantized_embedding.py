@@ -106,8 +106,8 @@ def test_bitpacked_matches_unpacked():
     # a width that straddles bytes
     odd = QuantizedEmbedding.from_codes(fc, bits=5)
     np.testing.assert_array_equal(np.asarray(odd(ids)), np.asarray(plain(ids)))
-    with pytest.raises(ValueError):
-        QuantizedEmbedding.from_codes(fc, bits=3)  # 3 bits cannot hold K=16
+    with pytest.raises(ValueError, match="bits=3 cannot hold codes of K=16 codewords"):
+        QuantizedEmbedding.from_codes(fc, bits=3)
 
 
 def test_pack_layout_is_little_end_first():
@@ -129,7 +129,7 @@ def test_pack_unpack_round_trip(bits):
         assert back.dtype == (np.uint8 if bits <= 8 else np.uint16)
         np.testing.assert_array_equal(back, codes)
         np.testing.assert_array_equal(np.asarray(unpack_codes_tf(tf.constant(packed), bits, m)), codes)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=rf"codes must lie in \[0, {2**bits}\) to be packed at {bits} bits"):
         pack_codes(np.array([[2**bits]]), bits)
 
 
@@ -171,7 +171,7 @@ def test_oov_ids_map_to_oov_row():
     layer = QuantizedEmbedding.from_codes(fc, oov_id=7)
     out = np.asarray(layer(np.array([2**32 + 3, -(2**40)], dtype="int64")))
     np.testing.assert_allclose(out, fc.decode([7, 7]), rtol=1e-6)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=rf"oov_id must be in \[0, {V}\), got {V}"):
         QuantizedEmbedding.from_codes(fc, oov_id=V)
 
 
@@ -192,15 +192,15 @@ def test_config_does_not_embed_arrays_and_round_trips():
 
 
 def test_invalid_arguments():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"num_codewords must be in \[2, 65536\], got 1"):
         QuantizedEmbedding(10, 2, 1, 4)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"codes must be \[10, 2\], got shape \(10, 3\)"):
         QuantizedEmbedding(10, 2, 16, 4, codes=np.zeros((10, 3), "int32"))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"codes must lie in \[0, 16\)"):
         QuantizedEmbedding(10, 2, 16, 4, codes=np.full((10, 2), 16))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="temperature must be > 0, got 0.0"):
         QuantizedEmbedding(10, 2, 16, 4, temperature=0.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"bits must be in \[1, 16\], got 17"):
         QuantizedEmbedding(10, 2, 16, 4, bits=17)
 
 

@@ -179,8 +179,9 @@ def test_avazu_columns_constant():
     assert AVAZU_FEATURE_COLUMNS[-1] == "C21" and len(AVAZU_FEATURE_COLUMNS) == 23
     assert split_hour("14102100") == ("00", "1")
     assert split_hour("14102623") == ("23", "6")  # a Sunday
-    for bad in ("1410210", "14102124", "14133100", "abcdefgh"):
-        with pytest.raises(ValueError):
+    for bad, message in (("1410210", "is not YYMMDDHH"), ("14102124", "has hour of day 24 > 23"),
+                         ("14133100", "is not a valid date YYMMDD"), ("abcdefgh", "is not YYMMDDHH")):
+        with pytest.raises(ValueError, match=f"hour '{bad}' {message}"):
             split_hour(bad)
 
 
@@ -681,7 +682,7 @@ def test_mind_news_file_errors(tmp_path):
     bad = write(tmp_path / "other_news.tsv", "N10\tsports\n")
     with pytest.raises(DataError, match="expected 'news_id<TAB>category<TAB>subcategory"):
         MindReader(tmp_path / "behaviors.tsv", news=bad)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="no such data file: .*missing.tsv"):
         MindReader(tmp_path / "behaviors.tsv", news=tmp_path / "missing.tsv")
 
 
@@ -715,9 +716,9 @@ def test_open_reader(shared_data, tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         open_reader(missing, "criteo")
     assert str(missing) in str(info.value)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="no such data file: .*nope.txt"):
         open_reader([criteo, missing], "criteo")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="no such data file: .*nope.txt"):
         CriteoReader(missing)
     with pytest.raises(ValueError, match="always 'click'"):
         open_reader(shared_data / "avazu" / "avazu_train_first10k.csv", "avazu", label="label")

@@ -137,7 +137,7 @@ def test_lambda_layers_are_refused_before_their_code_runs(tmp_path):
     keras.Model(inp, keras.layers.Lambda(lambda t: t * 2.0, name="doubler")(inp)).save(inline)
     with pytest.raises(UnsafeModelError, match=r"'Lambda' \(named 'doubler'\) is a Lambda"):
         load_model(inline)
-    with pytest.raises(ValueError):  # Keras's own safe mode refuses the bytecode too
+    with pytest.raises(ValueError, match="Lambda.*safe_mode=False"):  # Keras's own safe mode refuses the bytecode too
         keras.models.load_model(inline, safe_mode=True)
 
     MARKER["path"] = str(tmp_path / "ran")
@@ -210,7 +210,7 @@ def test_damaged_or_foreign_files_are_refused_clearly(plain_file, tmp_path):
         load_model(bad_json)
     with pytest.raises(UnsafeModelError, match="is a folder"):
         load_model(str(tmp_path))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="model file not found: .*missing.keras"):
         load_model(str(tmp_path / "missing.keras"))
 
 

@@ -401,8 +401,8 @@ def test_invalid_arguments():
         TieredEmbedding(10, 4, [exact, dict(pq, num_codewords=1)])
     with pytest.raises(ValueError, match="bits applies to pq tiers only"):
         Tier("hashed", 4, 2, 4, bits=2)
-    with pytest.raises(ValueError):
-        Tier("pq", 4, 2, 16, bits=3)  # 3 bits cannot hold K=16
+    with pytest.raises(ValueError, match="bits=3 cannot hold codes of K=16 codewords"):
+        Tier("pq", 4, 2, 16, bits=3)
     with pytest.raises(ValueError, match="give at least one tier"):
         TieredEmbedding(10, 4, [])
     with pytest.raises(ValueError, match="oov_id"):

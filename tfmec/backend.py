@@ -68,8 +68,13 @@ def register(cls=None, *, name=None):
 def tf_variable(variable) -> tf.Variable:
     """The ``tf.Variable`` behind a Keras 3 variable (its ``.value``) or a tf-keras one (itself): what
     ``tf.gather`` needs for a sparse read (``ResourceGather``) and what ``tf.train.Checkpoint`` and
-    ``tf.Module`` track. Raises ``TypeError`` for anything not backed by a ``tf.Variable``."""
+    ``tf.Module`` track. Raises ``TypeError`` for anything not backed by a ``tf.Variable``.
+
+    Inside a Keras 3 layer's call under a mixed-precision policy ``.value`` is the variable cast to
+    the compute dtype (a tensor); the ``tf.Variable`` is then its ``_value``."""
     inner = variable if isinstance(variable, tf.Variable) else getattr(variable, "value", None)
+    if not isinstance(inner, tf.Variable):
+        inner = getattr(variable, "_value", None)
     if not isinstance(inner, tf.Variable):
         raise TypeError(f"variable {getattr(variable, 'name', variable)!r} is not backed by a tf.Variable")
     return inner

@@ -328,7 +328,8 @@ class Int8Embedding(keras.layers.Layer):
             step = tf.gather(self.scales, flat)[:, None]  # [N, 1]
         else:
             step = tf.reshape(self.scales, [1, 1])
-        out = tf.reshape(rows * step, tf.concat([tf.shape(ids), [self.output_dim]], axis=0))
+        # under a mixed-precision policy Keras reads the float32 steps at the compute dtype
+        out = tf.reshape(rows * tf.cast(step, tf.float32), tf.concat([tf.shape(ids), [self.output_dim]], axis=0))
         return tf.cast(out, self.compute_dtype)
 
     def quantized_values(self) -> np.ndarray:
