@@ -9,10 +9,14 @@ evaluates, prints a table and writes ``DIR/metrics.json`` and ``DIR/report.md`` 
 ``tfmec tune --data ... --model NAME --method mec|mec+afm --trials N [--memory-budget BYTES]
 [--oracle random|bayesian|hyperband] --out DIR`` sweeps MEC's hyperparameters with KerasTuner
 (:mod:`tfmec.tuning`) and writes ``DIR/results.md``, ``DIR/results.jsonl`` and ``DIR/best_config.json``.
+
+Both keep TensorFlow's own logs out of the output (its C++ start-up lines and its Python logger's
+warnings); ``--verbose`` lets them through.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -99,6 +103,10 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
                    help="adam (Keras's; densifies embedding gradients) or lazy_adam (updates only the rows a "
                         "batch touches: use it for large tables)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--verbose", dest="tf_logs", action="store_true",
+                   help="let TensorFlow's own logs through: its C++ start-up lines (oneDNN, CUDA, CPU features; "
+                        "hidden by default with TF_CPP_MIN_LOG_LEVEL=3 unless you set that variable) and its "
+                        "Python logger's warnings (e.g. tf.function retracing)")
 
 
 def add_mec_options(p: argparse.ArgumentParser, tuned: bool = False) -> None:
@@ -316,15 +324,35 @@ def _tune(args) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def tensorflow_python_logs(verbose: bool):
+    """Without ``verbose``, TensorFlow's Python logger (``WARNING:tensorflow:...`` lines) shows errors
+    only while the command runs (restored after). Its C++ logs are quieted before TensorFlow loads, by
+    :mod:`tfmec._tf_logs` from ``tfmec/__init__.py``: ``tfmec.cli`` is imported after the package."""
+    if verbose:
+        yield
+        return
+    import logging
+
+    logger = logging.getLogger("tensorflow")  # tf.get_logger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def main(argv=None) -> int:
     """Entry point of the ``tfmec`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     rest = argv[argv.index(args.command) + 1:]
-    if args.command == "run":
-        return _run(args, rest)
-    if args.command == "tune":
-        return _tune(args)
+    with tensorflow_python_logs(getattr(args, "tf_logs", False)):
+        if args.command == "run":
+            return _run(args, rest)
+        if args.command == "tune":
+            return _tune(args)
     return 2  # pragma: no cover
 
 

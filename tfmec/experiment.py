@@ -17,7 +17,7 @@ from tfmec.evaluation import embedding_bytes, evaluate, model_bytes, param_count
 from tfmec.io import save_model
 from tfmec.models import MODELS, build_model
 from tfmec.outlock import holds_output_lock
-from tfmec.training import OPTIMIZERS, compile_ctr, fit_early_stopping
+from tfmec.training import OPTIMIZERS, compile_ctr, fit_early_stopping, known_batches
 
 FORMATS = tuple(READER_FORMATS)  # criteo, avazu, csv, libsvm (libfm), mind, parquet, tfrecord
 PLANNED_METHODS: dict[str, int] = {}  # method -> the issue that tracks it (none pending)
@@ -200,6 +200,8 @@ class RunContext:
         """``baseline``: an already trained ``(model, metrics)`` to reuse instead of training one (a
         tuner shares one baseline across its trials)."""
         self.cfg, self.data, self.log = cfg, data, log or (lambda msg: None)
+        # every fit of data.train (baseline, stage 2, hash, AFM fine-tuning, ...) shows N steps, not Unknown
+        known_batches(getattr(data, "train", None), _train_batches(data))
         self._baseline = baseline
         self.models = {}  # method -> (trained model, its metrics entry), filled by finish()
         self.warnings = []  # degenerate data or runs that still exit 0 (metrics.json "warnings")
@@ -467,6 +469,13 @@ def run_mec_afm(ctx: RunContext) -> dict:
     if mec_run.get("budget") is not None:
         run["budget"] = mec_run["budget"]
     return run
+
+
+def _train_batches(data) -> int | None:
+    """Batches per pass over ``data.train``: ``tf.data`` cannot count a generator-fed split, but its rows
+    were counted while the vocabularies were built (``data.train_stream``)."""
+    stream = getattr(data, "train_stream", None)
+    return stream.steps_per_epoch if stream is not None else None
 
 
 def _fit_only(ctx: RunContext, model, name: str) -> dict:

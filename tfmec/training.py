@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
+import weakref
 
 import numpy as np
 import tensorflow as tf
 
-from tfmec.backend import keras
+from tfmec.backend import KERAS_MODE, keras
 from tfmec.distribute import MultiWorkerKerasError, check_fit_supported  # noqa: F401  (re-exported)
 
 
@@ -126,6 +128,37 @@ class EarlyStoppingOnAUC(keras.callbacks.Callback):
             set_weight_arrays(self.model, self.best_weights)
 
 
+_KNOWN_BATCHES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def known_batches(dataset, batches: int | None):
+    """Notes that one pass over ``dataset`` (a ``tf.data.Dataset`` whose length ``tf.data`` does not know,
+    e.g. a generator-fed split of :func:`tfmec.data.load`) is ``batches`` batches, and returns the same
+    dataset, unchanged: :func:`fit_early_stopping` then shows Keras's progress bar as ``step/N`` instead
+    of ``step/Unknown``. The dataset is not rewritten (an ``assert_cardinality`` would change how often
+    Keras creates its iterators, and so the reshuffled order of every epoch after the first)."""
+    if batches is not None and isinstance(dataset, tf.data.Dataset):
+        _KNOWN_BATCHES[dataset] = int(batches)
+    return dataset
+
+
+class _KnownStepsProgbar(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar, told the steps of an epoch that Keras cannot count (a dataset of unknown
+    cardinality); everything else as Keras's own (which it replaces in ``fit``)."""
+
+    def __init__(self, steps: int):
+        if KERAS_MODE == "tf-keras":
+            super().__init__(count_mode="steps")
+        else:
+            super().__init__()
+        self.known_steps = int(steps)
+
+    def set_params(self, params):
+        if params.get("steps") is None:
+            params = {**params, "steps": self.known_steps}
+        super().set_params(params)
+
+
 def fit_early_stopping(
     model,
     train: tf.data.Dataset,
@@ -138,6 +171,7 @@ def fit_early_stopping(
     keep_start: bool = False,
     checkpoint_dir: str | None = None,
     checkpoint_fingerprint: dict | None = None,
+    train_batches: int | None = None,
     **fit_kwargs,
 ) -> dict:
     """Fits a compiled model, stopping when validation AUC has not improved for ``patience``
@@ -148,8 +182,11 @@ def fit_early_stopping(
     :class:`~tfmec.data.epochs.EpochStream`. With ``checkpoint_dir`` the whole training state is
     checkpointed after every epoch and a call with the same arguments resumes from it (after a kill,
     too): :func:`tfmec.resume.resumable_fit`; ``checkpoint_fingerprint`` adds settings a checkpoint
-    must match. Returns ``{"history", "train_seconds", "epochs", "best_epoch", "start_auc"}`` (and
-    ``resumed_from_epoch`` with ``checkpoint_dir``).
+    must match. ``train_batches``: the batches of one pass over ``train`` when the caller knows them
+    (e.g. ``data.train_stream.steps_per_epoch``) and ``tf.data`` does not (default: what
+    :func:`known_batches` noted for ``train``): Keras's progress bar then knows the steps; the batches
+    are the same either way. Returns ``{"history", "train_seconds", "epochs",
+    "best_epoch", "start_auc"}`` (and ``resumed_from_epoch`` with ``checkpoint_dir``).
 
     Under ``tf.distribute`` build and compile the model inside ``strategy.scope()``; under Keras 3 a
     multi-worker strategy raises :class:`~tfmec.distribute.MultiWorkerKerasError` (keras issue 20585;
@@ -163,17 +200,30 @@ def fit_early_stopping(
                              **fit_kwargs)
     from tfmec.data.epochs import EpochStream
 
+    # without a caller's steps_per_epoch every pass (an epoch of train, an evaluation of valid) ends where
+    # its data ends; Keras 3 then warns "Your input ran out of data" when it does not know the length
+    passes_end_with_data = "steps_per_epoch" not in fit_kwargs
     if isinstance(train, EpochStream):
         fit_kwargs.setdefault("steps_per_epoch", train.steps_per_epoch)
         train = train.epochs(0, epochs + 1)
+    extra = []
+    if isinstance(train, tf.data.Dataset):
+        fit_kwargs.setdefault("shuffle", False)  # a dataset is shuffled by its pipeline (Keras ignores it, and warns)
+        if "steps_per_epoch" not in fit_kwargs and int(train.cardinality()) == int(tf.data.UNKNOWN_CARDINALITY):
+            steps = train_batches if train_batches is not None else _KNOWN_BATCHES.get(train)
+            if steps and verbose and not any(isinstance(cb, keras.callbacks.ProgbarLogger) for cb in callbacks or []):
+                extra.append(_KnownStepsProgbar(steps))  # "step/N", not "step/Unknown"
     t0 = time.perf_counter()
-    start = None
-    if keep_start:
-        start = float(model.evaluate(valid, verbose=0, return_dict=True)["auc"])
-    stop = EarlyStoppingOnAUC(patience=patience, start_score=start)
-    history = model.fit(train, validation_data=valid, epochs=epochs,
-                        callbacks=[StopOnNonFiniteLoss(), stop] + list(callbacks or []),
-                        verbose=verbose, **fit_kwargs)
+    with warnings.catch_warnings():
+        if passes_end_with_data:
+            warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
+        start = None
+        if keep_start:
+            start = float(model.evaluate(valid, verbose=0, return_dict=True)["auc"])
+        stop = EarlyStoppingOnAUC(patience=patience, start_score=start)
+        history = model.fit(train, validation_data=valid, epochs=epochs,
+                            callbacks=[StopOnNonFiniteLoss(), stop] + list(callbacks or []) + extra,
+                            verbose=verbose, **fit_kwargs)
     seconds = time.perf_counter() - t0
     return {"history": history.history, "train_seconds": seconds, "epochs": len(history.history.get("loss", [])),
             "best_epoch": stop.best_epoch, "start_auc": start}

@@ -43,35 +43,74 @@ def _label(run: dict) -> str:
     return str(run.get("method", "?"))
 
 
+# One style per method, the same in every figure (a method keeps its colour and marker from figure to
+# figure). Figures name their points and lines through a legend keyed by these styles, never by free
+# text placed near a point: two methods with nearly equal results would put a label on the wrong point.
+_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf")
+_MARKERS = "osD^vP*X<>hp"
+_METHOD_STYLES = {  # method -> (colour, marker)
+    "baseline": ("#1f77b4", "o"), "mec": ("#ff7f0e", "s"), "afm": ("#2ca02c", "D"), "mec+afm": ("#d62728", "^"),
+    "int8": ("#9467bd", "v"), "hash": ("#8c564b", "P"), "pq": ("#e377c2", "*"), "qr": ("#7f7f7f", "X"),
+    "int4": ("#bcbd22", "<"), "pq-no-retrain": ("#17becf", ">"), "mec-no-pwr": ("#e377c2", "h"),
+    "mec-no-contrastive": ("#17becf", "p"),
+}
+
+
+def method_styles(methods) -> dict:
+    """``{method: (colour, marker)}`` for the methods of one figure, pairwise distinct: a known method
+    keeps its own style (the same in every figure), any other takes the first unused pair."""
+    styles, used = {}, set()
+    for m in dict.fromkeys(methods):
+        if m in _METHOD_STYLES and _METHOD_STYLES[m] not in used:
+            styles[m] = _METHOD_STYLES[m]
+            used.add(styles[m])
+    pairs = ((c, mk) for mk in _MARKERS for c in _COLORS)  # every marker in every colour: 120 pairs
+    for m in dict.fromkeys(methods):
+        if m not in styles:
+            styles[m] = next(p for p in pairs if p not in used)
+            used.add(styles[m])
+    return styles
+
+
 # ----------------------------------------------------------------------------- AUC vs bytes
 def plot_auc_vs_bytes(runs: list, path: str) -> str:
-    """Test AUC (y) against embedding bytes (x, log scale), one labelled point per method; the
-    baseline's AUC as a dashed line when there is one."""
+    """Test AUC (y) against embedding bytes (x, log scale), one point per method, legend-keyed: each
+    method has its own hollow marker and colour (:func:`method_styles`), and the legend, outside the
+    plot, names it with its AUC and bytes. No text is placed beside a point, so methods with nearly equal
+    results (afm on the baseline, mec+afm on mec) cannot swap labels; a point on top of earlier ones is
+    drawn larger, around them, so both stay visible. The baseline's AUC is a dashed line when there is
+    one."""
     points = [(r["embedding_bytes"], r["test_auc"], _label(r)) for r in runs
               if r.get("embedding_bytes") and r.get("test_auc") is not None]
     if not points:
         raise NoData("no run has both a test AUC and embedding bytes")
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    ys = [p[1] for p in points]
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
+    styles = method_styles(name for _, _, name in points)
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x_span = math.log10(max(xs) / min(xs)) + 2 * math.log10(2) if min(xs) > 0 else 1.0  # the x limits below
     y_span = (max(ys) - min(ys)) or 1.0
-    placed = []  # labels already drawn: a label near them moves down a line, so none is drawn over another
-    for i, (x, y, name) in enumerate(points):
-        ax.scatter([x], [y], s=48, color=colors[i % len(colors)], zorder=3, label=name)
-        near = sum(1 for px, py in placed if abs(math.log10(x / px)) < 0.12 and abs(y - py) < 0.06 * y_span)
-        placed.append((x, y))
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4 - 11 * near), fontsize=9)
-    base = [r for r in runs if r.get("method") == "baseline"]
+    drawn = []
+    for x, y, name in points:
+        # a point on (or within 2% of the axes of) points drawn before it gets a larger marker around them
+        near = sum(1 for px, py in drawn if abs(math.log10(x / px)) < 0.02 * x_span and abs(y - py) < 0.02 * y_span)
+        drawn.append((x, y))
+        color, marker = styles[name]
+        ax.scatter([x], [y], s=70 * 2.4 ** near, marker=marker, facecolors="none", edgecolors=color, linewidths=1.6,
+                   zorder=3, label=f"{name}: AUC {y:.4f}, {x:,} bytes")
+    base = [r for r in runs if r.get("method") == "baseline" and r.get("test_auc") is not None]
     if base:
-        ax.axhline(base[0]["test_auc"], color="grey", linestyle="--", linewidth=1, label="baseline AUC")
+        ax.axhline(base[0]["test_auc"], color="grey", linestyle="--", linewidth=1, zorder=1, label="baseline AUC")
     ax.set_xscale("log")
-    xs = [p[0] for p in points]
     ax.set_xlim(min(xs) / 2, max(xs) * 2)
     ax.set_xlabel("embedding bytes (log scale)")
     ax.set_ylabel("test AUC")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    legend = ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    for handle in legend.legend_handles:  # one marker size in the legend, whatever the size on the plot
+        if hasattr(handle, "set_sizes"):
+            handle.set_sizes([60])
     return _save(fig, path, "Test AUC against embedding bytes, one point per method")
 
 
@@ -88,11 +127,12 @@ def plot_frontier(points: list, path: str) -> str:
         raise NoData("no frontier point has both a test AUC and embedding bytes")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    markers = "osD^vP*X<>"
-    for i, (method, xy) in enumerate(sorted(lines.items())):
+    styles = method_styles(sorted(lines))
+    for method, xy in sorted(lines.items()):
         xy.sort()
-        ax.plot([x for x, _ in xy], [y for _, y in xy], marker=markers[i % len(markers)], linewidth=1.4,
-                markersize=6, label=method)
+        color, marker = styles[method]
+        ax.plot([x for x, _ in xy], [y for _, y in xy], color=color, marker=marker, markerfacecolor="none",
+                markeredgewidth=1.4, linewidth=1.4, markersize=7, label=method)
     base = [p for p in points if p.get("method") == "baseline"]
     if base:
         ax.axhline(base[0]["test_auc"], color="grey", linestyle="--", linewidth=1,
@@ -194,12 +234,12 @@ def plot_afm_spectra(runs: list, path: str, max_layers: int = 9) -> str:
     cols = min(3, len(layer_names))
     rows = math.ceil(len(layer_names) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = method_styles(methods)
     for ax, name in zip(axes.flat, layer_names):
         for method, layer in found:
             if layer["name"] != name:
                 continue
-            color = colors[methods.index(method) % len(colors)]
+            color = styles[method][0]
             values = [max(float(v), 1e-12) for v in layer["eigenvalues"]]
             ax.plot(range(1, len(values) + 1), values, color=color, linewidth=1.4, label=method)
             if layer.get("rank"):
@@ -242,9 +282,10 @@ def plot_training_curves(runs: list, path: str) -> str:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
     # a marker and dash pattern per method, so that methods with equal curves (e.g. afm and mec+afm
     # fine-tuned from the same start) stay visible on top of each other
-    markers, dashes = "osD^vPX*", ["-", "--", "-.", ":"]
+    styles, dashes = method_styles(m for m, _ in curves), ["-", "--", "-.", ":"]
     for i, (method, h) in enumerate(curves):
-        style = dict(marker=markers[i % len(markers)], linestyle=dashes[i % len(dashes)], markersize=4,
+        color, marker = styles[method]
+        style = dict(color=color, marker=marker, linestyle=dashes[i % len(dashes)], markersize=4,
                      markerfacecolor="none", label=method)
         if h.get("loss"):
             left.plot(range(1, len(h["loss"]) + 1), h["loss"], **style)
@@ -271,4 +312,4 @@ FIGURES = {
 """File stem -> figure function, in report order."""
 
 __all__ = ["NoData", "FIGURES", "plot_auc_vs_bytes", "plot_code_usage", "plot_afm_spectra", "plot_training_curves",
-           "training_history"]
+           "plot_frontier", "training_history", "method_styles"]
