@@ -36,7 +36,10 @@ def data():
 def _artifacts(data):
     """One model of every kind tfmec produces: the zoo, MEC (plain, bit-packed, head rows, shared
     codebooks), AFM (MLP, cross network, embedding tables), MEC+AFM, int8 and the hashing trick."""
-    out = {name: build_model(name, data.schema, embedding_dim=4, seed=0) for name in sorted(MODELS)}
+    with_history = Schema(list(data.schema.fields) + [Field("hist", CATEGORICAL, vocab_size=data.schema["C4"].vocab_size,
+                                                            max_length=3, shares="C4")])
+    out = {name: build_model(name, with_history if name == "din" else data.schema, embedding_dim=4, seed=0)
+           for name in sorted(MODELS)}
     base = out["deepfm"]
     codes = learn_codes(base, data.frequencies, num_subspaces=2, num_codewords=16, epochs=0, progress=False)
     out["mec"] = compress_embeddings(base, codes, contrastive_weight=0.01)
@@ -58,11 +61,13 @@ def _artifacts(data):
 
 
 def test_every_tfmec_artifact_loads_with_safe_mode(data, tmp_path):
-    features, _ = next(iter(data.valid))
+    batch, _ = next(iter(data.valid))
+    hist = tf.constant(np.asarray(batch["C4"])[:, None] * np.asarray([1, 1, 0], np.int32)[None, :])  # DIN: 0 = padding
     for name, model in _artifacts(data).items():
         path = str(tmp_path / (name.replace(" ", "_").replace("=", "") + ".keras"))
         save_model(model, path)
         check_keras_file(path)  # passes the loader's own checks
+        features = dict(batch, hist=hist) if name == "din" else batch
         expected = np.asarray(model(features, training=False))
         for loaded in (keras.models.load_model(path, safe_mode=True), load_model(path)):
             np.testing.assert_allclose(np.asarray(loaded(features, training=False)), expected, rtol=1e-6,
