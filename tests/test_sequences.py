@@ -313,3 +313,13 @@ def test_drop_leaves_a_column_out_of_any_format(tmp_path):
         load(str(path), format="mind", progress=False, drop=["news_id"])
     with pytest.raises(ValueError, match="drop names columns \\['nope'\\]"):
         load(str(path), format="mind", progress=False, drop=["nope"])
+
+
+def test_a_hand_written_model_may_take_histories_of_any_length():
+    from tfmec.export.module import check_schema_matches
+
+    schema = Schema([Field("item", vocab_size=9), Field("history", max_length=4, shares="item", vocab_size=9)])
+    specs = {"item": tf.TensorSpec([None], tf.int32), "history": tf.TensorSpec([None, None], tf.int32)}
+    check_schema_matches(specs, schema)  # [batch, None]: the served [batch, 4] fits it
+    with pytest.raises(ValueError, match=r"multi-valued fields must be model inputs \[batch, max_length\]"):
+        check_schema_matches(dict(specs, history=tf.TensorSpec([None, 7], tf.int32)), schema)

@@ -69,7 +69,7 @@ def encode_lists(vocabulary: Vocabulary, cells, max_length: int, separator: str 
     out = np.zeros((rows, int(max_length)), np.int32)
     if not flat:
         return out
-    ids = vocabulary.lookup(np.asarray(flat, dtype=object) if flat else np.zeros(0, object))
+    ids = vocabulary.lookup(flat)
     row_of = np.repeat(np.arange(rows), lengths)
     keep = ids != OOV_ID
     ids, row_of = ids[keep], row_of[keep]

@@ -62,10 +62,11 @@ class FeatureEncoder:
             return apply_numeric_transform(field.transform, raw)
         return raw
 
-    def _split(self, field, cells) -> list:
-        """The values of a multi-valued field's cells, flat; a bad cell is a DataError."""
+    @staticmethod
+    def _list_cells(field, fn, *args):
+        """``fn(*args)`` on a multi-valued field's cells, a bad cell (TypeError) as a DataError naming it."""
         try:
-            return split_cells(cells, field.separator)[0]
+            return fn(*args)
         except TypeError as err:
             raise DataError(f"field {field.name!r} (column {field.source!r}): {err}") from None
 
@@ -74,7 +75,7 @@ class FeatureEncoder:
         for field in self.schema:
             values = self._field_values(field, features)
             if field.is_list:
-                self.vocabularies[field.table].update(np.asarray(self._split(field, values), dtype=object))
+                self.vocabularies[field.table].update(self._list_cells(field, split_cells, values, field.separator)[0])
             elif field.is_categorical:
                 self.vocabularies[field.table].update(values)
             else:
@@ -93,11 +94,8 @@ class FeatureEncoder:
         for field in self.schema:
             values = self._field_values(field, features)
             if field.is_list:
-                try:
-                    out[field.name] = encode_lists(self.vocabularies[field.table], values, field.max_length,
-                                                   field.separator)
-                except TypeError as err:
-                    raise DataError(f"field {field.name!r} (column {field.source!r}): {err}") from None
+                out[field.name] = self._list_cells(field, encode_lists, self.vocabularies[field.table], values,
+                                                   field.max_length, field.separator)
             elif field.is_categorical:
                 out[field.name] = self.vocabularies[field.table].lookup(values)
             else:

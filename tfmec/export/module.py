@@ -77,7 +77,8 @@ def model_resources(model) -> list:
 
 def check_schema_matches(model_specs: dict, schema) -> None:
     """Raises ``ValueError`` when the schema's fields are not the model's inputs (names, dtypes, and
-    shapes ``[batch]`` or ``[batch, 1]``; ``[batch, max_length]`` for a multi-valued field)."""
+    shapes ``[batch]`` or ``[batch, 1]``; ``[batch, max_length]`` or ``[batch, None]`` for a
+    multi-valued field)."""
     want = {f.name: (tf.int32 if f.is_categorical else tf.float32) for f in schema}
     have = {name: spec.dtype for name, spec in model_specs.items()}
     if set(want) != set(have):
@@ -91,9 +92,9 @@ def check_schema_matches(model_specs: dict, schema) -> None:
     if shapes:
         raise ValueError(f"with an encoder, every model input must be [batch] or [batch, 1]; these are not: {shapes}")
     bad = {n: describe_shape(model_specs[n]) for n, length in lists.items()
-           if model_specs[n].shape.as_list() != [None, length]}
+           if model_specs[n].shape.as_list() not in ([None, length], [None, None])}
     if bad:
-        raise ValueError(f"multi-valued fields must be model inputs [batch, max_length] "
+        raise ValueError(f"multi-valued fields must be model inputs [batch, max_length] or [batch, None] "
                          f"({ {n: f'[batch, {lists[n]}]' for n in bad} }); the model has {bad}")
 
 
