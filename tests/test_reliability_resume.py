@@ -100,3 +100,77 @@ def test_a_checkpoint_of_other_settings_is_refused_and_a_finished_fit_is_not_rep
     with pytest.raises(ValueError, match="written for another model or other settings"):
         fit_early_stopping(model(), data.train_stream, data.valid, epochs=3, patience=5, verbose=0,
                            checkpoint_dir=str(tmp_path / "fit"))
+
+
+AFM_KILL_CHILD = '''
+import os, signal, sys
+from tfmec import resume
+from tfmec.cli import main
+
+kill_in = os.environ.get("KILL_IN")  # a checkpoint folder: SIGKILL right after its first epoch is saved
+save = resume.TrainingBackup.save
+
+
+def save_then_maybe_die(self, epochs_done, finished=False):
+    save(self, epochs_done, finished)
+    if kill_in and os.path.samefile(self.directory, kill_in) and epochs_done == 1 and not finished:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+resume.TrainingBackup.save = save_then_maybe_die
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+def test_afm_fine_tuning_uses_the_optimizer_flag_and_resumes_after_sigkill(tmp_path):
+    """Issue 21: ``tfmec run --optimizer lazy_adam --checkpoint-dir D --method afm`` fine-tunes AFM's model
+    with LazyAdam (the optimizer class is in the fine-tuning checkpoint's fingerprint) and, SIGKILLed
+    right after the first fine-tuning epoch's checkpoint, resumes there: the rerun reports
+    ``resumed_from_epoch`` 1 and ends with the test AUC of an uninterrupted run."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from reliability_children import ROOT, child_env
+    from tfmec.resume import read_fingerprint
+
+    script = tmp_path / "child.py"
+    script.write_text(AFM_KILL_CHILD)
+
+    def run(name, kill_in=None):
+        ckpt, out = tmp_path / f"ckpt-{name}", tmp_path / f"out-{name}"
+        argv = ["run", "--data", "synthetic", "--rows", "3000", "--model", "deepfm", "--method", "afm",
+                "--optimizer", "lazy_adam", "--epochs", "1", "--afm-fine-tune-epochs", "3", "--stage2-patience", "3",
+                "--afm-calibration-batches", "2", "--batch-size", "256", "--seed", "3", "--no-export", "--quiet",
+                "--checkpoint-dir", str(ckpt), "--out", str(out)]
+        env = dict(child_env(), KILL_IN=str(kill_in) if kill_in else "")
+        proc = subprocess.run([sys.executable, str(script), *argv], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=600)
+        return proc, ckpt, out
+
+    ref, _, ref_out = run("ref")
+    assert ref.returncode == 0, ref.stdout[-2000:] + ref.stderr[-2000:]
+    killed_dir = tmp_path / "ckpt-killed" / "fit" / "afm" / "mlp"
+    killed_dir.mkdir(parents=True)  # exists before the run so that the child can compare paths
+    killed, ckpt, out = run("killed", kill_in=killed_dir)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
+    assert not (out / "metrics.json").exists()
+    latest = __import__("tensorflow").train.latest_checkpoint(str(killed_dir))
+    fingerprint = json.loads(read_fingerprint(latest, "the AFM fine-tuning checkpoint"))
+    assert fingerprint["optimizer"][0] == "LazyAdam"
+
+    again, _, _ = run("killed")  # same folder, no kill: resumes
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    (afm_run,) = [r for r in metrics["runs"] if r["method"] == "afm"]
+    mlp = [e for e in afm_run["afm"]["fine_tune"] if e["stage"] == "mlp"][0]
+    assert mlp["resumed_from_epoch"] == 1
+    assert afm_run["afm"]["settings"]["fine_tune"]["optimizer"] == "lazy_adam"
+    reference = json.loads((ref_out / "metrics.json").read_text())
+    (ref_afm,) = [r for r in reference["runs"] if r["method"] == "afm"]
+    assert len(mlp["history"]["loss"]) == len([e for e in ref_afm["afm"]["fine_tune"]
+                                               if e["stage"] == "mlp"][0]["history"]["loss"])
+    assert afm_run["test_auc"] == pytest.approx(ref_afm["test_auc"], abs=1e-6 if IS_LEGACY_KERAS else 1e-12)
+    assert os.path.isdir(tmp_path / "ckpt-killed" / "fit" / "baseline")

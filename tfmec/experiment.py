@@ -433,14 +433,19 @@ def _afm_on(ctx: RunContext, source, method: str) -> dict:
     training batches, rank by ``afm_energy`` (capped by ``afm_param_budget``, a share of each layer's
     parameters, when set), then up to ``afm_fine_tune_epochs`` of fine-tuning at
     ``learning_rate * stage2_lr_scale`` with early stopping that keeps the un-tuned weights when no epoch
-    improves validation AUC; then evaluated like the others."""
+    improves validation AUC, with ``--optimizer`` and, with ``--checkpoint-dir``, checkpoints under
+    ``fit/<method>/`` (a rerun resumes inside the fine-tuning); then evaluated like the others."""
     from tfmec import afm
 
     cfg = ctx.cfg
     t0 = time.perf_counter()
-    fine_tune = {"train": ctx.data.train, "valid": ctx.data.valid, "epochs": cfg.afm_fine_tune_epochs,
-                 "learning_rate": cfg.learning_rate * cfg.stage2_lr_scale, "verbose": cfg.verbose,
-                 "patience": cfg.stage2_patience, "keep_start": True}
+    checkpoint = ctx.checkpoint_path("fit", method)  # fit/<method>/mlp and fit/<method>/embeddings
+    fine_tune = afm.FineTune(ctx.data.train_stream if checkpoint else ctx.data.train, ctx.data.valid,
+                             epochs=cfg.afm_fine_tune_epochs, learning_rate=cfg.learning_rate * cfg.stage2_lr_scale,
+                             optimizer=cfg.optimizer, patience=cfg.stage2_patience, keep_start=True,
+                             verbose=cfg.verbose, checkpoint_dir=checkpoint,
+                             checkpoint_fingerprint=ctx.checkpoint_fingerprint() if checkpoint else None
+                             ) if cfg.afm_fine_tune_epochs > 0 else None  # --afm-fine-tune-epochs 0: none
     model, report = afm.compress(source, ctx.data.train.take(cfg.afm_calibration_batches), energy=cfg.afm_energy,
                                  param_budget=cfg.afm_param_budget, fine_tune=fine_tune)
     afm_seconds = time.perf_counter() - t0

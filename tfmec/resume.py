@@ -1,13 +1,13 @@
 """Keras training (stage 2 and the baseline) that resumes after the process is killed.
 
-:func:`resumable_fit` is what ``fit_early_stopping(..., checkpoint_dir=DIR)`` runs. After every epoch
-:class:`TrainingBackup` writes one checkpoint (``tf.train.CheckpointManager``: data files first, then
+``tfmec.training.fit_early_stopping(..., checkpoint_dir=DIR)`` keeps a :class:`TrainingBackup`: after
+every epoch it writes one checkpoint (``tf.train.CheckpointManager``: data files first, then
 the ``checkpoint`` index by an atomic rename, so a checkpoint is complete or invisible) holding
 
 * every model variable (weights, and in Keras 3 the dropout layers' seed-generator states) and every
   optimizer variable (moments, iteration count, learning rate);
 * the epochs completed, the per-epoch Keras logs, the training seconds so far;
-* the early-stopping state (:class:`~tfmec.training.EarlyStoppingOnAUC`: best AUC, epochs without
+* the early-stopping state (:class:`~tfmec.callbacks.EarlyStoppingOnAUC`: best AUC, epochs without
   improvement, best epoch and the best weights, and the starting AUC when fine-tuning);
 * a fingerprint of the model's variables, the optimizer's settings and the fit settings: a
   checkpoint is never applied to another model or other settings (an error naming the folder).
@@ -171,7 +171,7 @@ class TrainingBackup:
     Args:
         directory: the fit's checkpoint folder.
         model: the compiled model.
-        stopper: its :class:`~tfmec.training.EarlyStoppingOnAUC`.
+        stopper: its :class:`~tfmec.callbacks.EarlyStoppingOnAUC` (or ``KeepLastEpoch``).
         fingerprint: :func:`fit_fingerprint`.
     """
 
@@ -260,6 +260,13 @@ class TrainingBackup:
         with writing(self.directory, "the training checkpoint in "):  # a full disk: one line naming the folder
             self.manager.save()
 
+    def result(self, resumed_from) -> dict:
+        """``fit_early_stopping``'s result from the recorded state: ``{"history", "train_seconds",
+        "epochs", "best_epoch", "start_auc", "resumed_from_epoch"}`` over every session of the fit."""
+        return {"history": self.history, "train_seconds": self.seconds(), "epochs": len(self.history.get("loss", [])),
+                "best_epoch": self.stopper.best_epoch, "start_auc": self.start_auc,
+                "resumed_from_epoch": resumed_from}
+
     # ------------------------------------------------------------------ the Keras callback
     def callback(self):
         """A Keras callback that records each epoch's logs and checkpoints after it; it must come after
@@ -277,68 +284,5 @@ class TrainingBackup:
         return _Backup()
 
 
-def _training_data(train, first: int, epochs: int):
-    """``(dataset, fit kwargs)`` for epochs ``first .. epochs-1`` of ``train`` (an EpochStream: one
-    stream of explicit epochs with ``steps_per_epoch``; a Dataset: as it is)."""
-    from tfmec.data.epochs import EpochStream
-
-    if isinstance(train, EpochStream):
-        # one spare epoch at the end: Keras may read one batch ahead (strategies' symbolic build)
-        return train.epochs(first, epochs + 1), {"steps_per_epoch": train.steps_per_epoch}
-    return train, {}
-
-
-def resumable_fit(model, train, valid, directory: str, *, epochs: int, patience: int, verbose: int = 1,
-                  callbacks=None, keep_start: bool = False, fingerprint: dict | None = None, **fit_kwargs) -> dict:
-    """:func:`tfmec.training.fit_early_stopping` with a checkpoint after every epoch in ``directory``,
-    resuming from the latest one (see the module docstring).
-
-    Args:
-        model: a compiled CTR model (inputs ``{field: [batch]}``, output ``[batch, 1]``).
-        train: an :class:`~tfmec.data.epochs.EpochStream` (exact resumption) or a ``tf.data.Dataset``
-            of ``({field: Tensor[batch]}, Tensor[batch])``.
-        valid: the validation split (same element structure).
-        directory: the checkpoint folder of this fit (created when missing).
-        epochs, patience, verbose, callbacks, keep_start, fit_kwargs: as ``fit_early_stopping``.
-        fingerprint: extra settings that must match for a checkpoint to be used (e.g. the data).
-    Returns:
-        ``{"history", "train_seconds", "epochs", "best_epoch", "start_auc", "resumed_from_epoch"}``
-        (history and seconds cover every session of the fit; ``resumed_from_epoch`` is None for a
-        fresh start).
-    """
-    from tfmec.training import EarlyStoppingOnAUC, StopOnNonFiniteLoss
-
-    stopper = EarlyStoppingOnAUC(patience=patience)
-    settings = {"epochs": int(epochs), "patience": int(patience), "keep_start": bool(keep_start),
-                "train": repr(train) if not isinstance(train, tf.data.Dataset) else "tf.data.Dataset",
-                **(fingerprint or {})}
-    backup = TrainingBackup(directory, model, stopper, fit_fingerprint(model, settings))
-    resumed = backup.restore()
-    if resumed and backup.is_finished:
-        return _result(backup, resumed_from=backup.completed_epochs)
-    first = backup.completed_epochs if resumed else 0
-    if not resumed:
-        if keep_start:
-            backup.start_auc = float(model.evaluate(valid, verbose=0, return_dict=True)["auc"])
-        stopper.start_score = backup.start_auc
-    if first < epochs and not stopper.should_stop:
-        data, data_kwargs = _training_data(train, first, epochs)
-        model.fit(data, validation_data=valid, epochs=epochs, initial_epoch=first,
-                  callbacks=[StopOnNonFiniteLoss(), stopper, backup.callback()] + list(callbacks or []), verbose=verbose,
-                  **{"shuffle": False, **data_kwargs, **fit_kwargs})  # the data is shuffled already
-    else:  # stopped or out of epochs before the kill: only the best weights remain to be set
-        stopper.set_model(model)
-        stopper.on_train_end()
-    backup.save(len(backup.history.get("loss", [])), finished=True)
-    return _result(backup, resumed_from=first if resumed else None)
-
-
-def _result(backup: TrainingBackup, resumed_from) -> dict:
-    history = backup.history
-    return {"history": history, "train_seconds": backup.seconds(), "epochs": len(history.get("loss", [])),
-            "best_epoch": backup.stopper.best_epoch, "start_auc": backup.start_auc,
-            "resumed_from_epoch": resumed_from}
-
-
-__all__ = ["resumable_fit", "TrainingBackup", "fit_fingerprint", "comparable_fingerprint", "fingerprint_difference",
+__all__ = ["TrainingBackup", "fit_fingerprint", "comparable_fingerprint", "fingerprint_difference",
            "model_state_variables", "optimizer_variables"]

@@ -9,6 +9,7 @@ it returns ``(new_model, report)``. The streaming
 statistics, PCA and rank rules live in :mod:`tfmec.afm.stats`.
 """
 from tfmec.afm.compress import AFMReport, LayerReport, compress, replace_layers
+from tfmec.afm.fine_tune import FINE_TUNE_KEYS, FineTune, run_fine_tune
 from tfmec.afm.cross import cross_params, factor_cross_network
 from tfmec.afm.stats import (
     RankChoice,
@@ -25,5 +26,6 @@ from tfmec.layers.afm_dense import dense_params, embedding_params
 __all__ = [
     "compress", "replace_layers", "AFMReport", "LayerReport", "StreamingMoments", "collect_moments",
     "dense_preactivation_moments", "embedding_output_moments", "pca", "select_rank", "energy_curve", "RankChoice",
-    "dense_params", "embedding_params", "cross_params", "factor_cross_network",
+    "dense_params", "embedding_params", "cross_params", "factor_cross_network", "FineTune", "FINE_TUNE_KEYS",
+    "run_fine_tune",
 ]

@@ -64,10 +64,7 @@ from tfmec.graph.walk import find_tables, is_table, iter_layers, resolve_table
 from tfmec.layers.afm_dense import AFMDense, LowRankEmbedding, dense_params, embedding_params
 from tfmec.layers.cross import CrossNetV2
 from tfmec.towers import is_tower_model
-from tfmec.training import check_fit_supported, fit_early_stopping
-
-FINE_TUNE_KEYS = ("train", "valid", "epochs", "learning_rate", "loss", "verbose", "steps_per_epoch", "patience",
-                  "keep_start")
+from tfmec.afm.fine_tune import FINE_TUNE_KEYS, FineTune, run_fine_tune
 
 
 # --------------------------------------------------------------------------------------- report
@@ -411,50 +408,9 @@ def _built_by_a_call(layer, shape, dtype):
 
 
 # --------------------------------------------------------------------------------------- fine-tuning
-def _check_fine_tune(fine_tune):
-    if fine_tune is None or callable(fine_tune):
-        return
-    if not isinstance(fine_tune, Mapping):
-        raise TypeError(f"fine_tune must be None, a callable or a dict, got {type(fine_tune).__name__}")
-    unknown = sorted(set(fine_tune) - set(FINE_TUNE_KEYS))
-    if unknown:
-        raise ValueError(f"fine_tune: unknown key(s) {unknown}; accepted keys are {list(FINE_TUNE_KEYS)}")
-    if "train" not in fine_tune:
-        raise ValueError("fine_tune: a dict needs a 'train' dataset")
-    if int(fine_tune.get("epochs", 1)) < 1:
-        raise ValueError(f"fine_tune: epochs must be >= 1, got {fine_tune.get('epochs')}")
-
-
 def _run_fine_tune(model, fine_tune, stage: str, report: AFMReport):
-    if callable(fine_tune):
-        result = fine_tune(model)
-        if isinstance(result, keras.Model):
-            model = result
-        report.fine_tune.append({"stage": stage, "history": {}})
-        return model
-    spec = dict(fine_tune)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=float(spec.get("learning_rate", 1e-3))),
-        loss=spec.get("loss", "binary_crossentropy"),
-        metrics=[keras.metrics.AUC(name="auc")],
-    )
-    kwargs = {}
-    if spec.get("steps_per_epoch") is not None:
-        kwargs["steps_per_epoch"] = int(spec["steps_per_epoch"])
-    epochs, verbose = int(spec.get("epochs", 1)), spec.get("verbose", 0)
-    entry = {"stage": stage}
-    if spec.get("valid") is not None:
-        fit = fit_early_stopping(model, spec["train"], spec["valid"], epochs=epochs,
-                                 patience=int(spec.get("patience", 1)), verbose=verbose,
-                                 keep_start=spec.get("keep_start", True), **kwargs)
-        history = fit["history"]
-        entry["best_epoch"] = fit["best_epoch"]
-        if fit["start_auc"] is not None:
-            entry["start_valid_auc"] = fit["start_auc"]
-    else:
-        check_fit_supported(model)
-        history = model.fit(spec["train"], epochs=epochs, verbose=verbose, **kwargs).history
-    entry["history"] = {key: [float(v) for v in values] for key, values in history.items()}
+    """:func:`tfmec.afm.fine_tune.run_fine_tune`, its entry added to ``report.fine_tune``."""
+    model, entry = run_fine_tune(model, fine_tune, stage)
     report.fine_tune.append(entry)
     return model
 
@@ -469,7 +425,7 @@ def _settings(rank, energy, param_budget, embedding_rank, embedding_energy, embe
     if fine_tune is None or callable(fine_tune):
         tune = None if fine_tune is None else "callable"
     else:
-        tune = {key: value for key, value in fine_tune.items() if key not in ("train", "valid")}
+        tune = fine_tune.settings()
     chosen = None if layers is None else ([layers] if isinstance(layers, str) else [str(x) for x in layers])
     return dict(rank=rank, energy=energy, param_budget=param_budget, embedding_rank=embedding_rank,
                 embedding_energy=embedding_energy, embeddings=tables, allow_larger=bool(allow_larger), fine_tune=tune,
@@ -594,7 +550,7 @@ def compress(
     energy: float | None = None,
     param_budget: float | int | None = None,
     embeddings: bool | str | Sequence[str] = False,
-    fine_tune: Mapping | Callable | None = None,
+    fine_tune: FineTune | Mapping | Callable | None = None,
     layers: str | Sequence[str] | None = None,
     *,
     cross: bool = True,
@@ -633,14 +589,16 @@ def compress(
             table keys / layer names / paths (:func:`tfmec.graph.walk.resolve_table`).
         fine_tune: None; a callable ``f(model)`` called after the MLP step and after the embedding
             step (it compiles and fits the model itself; if it returns a ``keras.Model`` that model
-            is used from then on); or a dict with keys ``train`` (dataset, required), ``valid``
-            (dataset), ``epochs`` (default 1), ``learning_rate`` (Adam, default 1e-3), ``loss``
-            (default ``"binary_crossentropy"``), ``verbose`` (default 0), ``steps_per_epoch``,
-            ``patience`` (default 1), ``keep_start`` (default True): the model is compiled with Adam,
-            that loss and an ``AUC`` metric named ``auc`` and fitted; with ``valid``, early stopping
-            on validation AUC restores the best epoch, and with ``keep_start`` the weights before
-            fine-tuning count as a candidate (fine-tuning never makes validation AUC worse).
-            A step that replaced nothing is not fine-tuned.
+            is used from then on); or a :class:`~tfmec.afm.FineTune` (or a dict of its field names:
+            ``train`` required, ``valid``, ``epochs``, ``learning_rate``, ``optimizer`` (``"adam"`` or
+            ``"lazy_adam"``), ``loss``, ``patience``, ``keep_start``, ``verbose``, ``steps_per_epoch``,
+            ``checkpoint_dir``, ``checkpoint_fingerprint``): the model is compiled by
+            :func:`tfmec.training.compile_ctr` and fitted by :func:`tfmec.training.fit_early_stopping`
+            (with ``valid``, early stopping on validation AUC restores the best epoch, and with
+            ``keep_start`` the weights before fine-tuning count as a candidate; with
+            ``checkpoint_dir`` every epoch is checkpointed under ``checkpoint_dir/mlp`` and
+            ``checkpoint_dir/embeddings`` and a rerun resumes). A step that replaced nothing is not
+            fine-tuned.
         layers: names or paths (``"mlp/dense_1"``) of the Dense / CrossNetV2 layers to consider, or of
             models / layers holding them (all theirs are taken). Default: every layer of exact type
             ``keras.layers.Dense`` anywhere in the model, and every ``CrossNetV2`` when ``cross``.
@@ -687,7 +645,7 @@ def compress(
         raise ValueError("afm.compress: give either rank or energy, not both")
     if embedding_rank is not None and embedding_energy is not None:
         raise ValueError("afm.compress: give either embedding_rank or embedding_energy, not both")
-    _check_fine_tune(fine_tune)
+    fine_tune = FineTune.coerce(fine_tune)
     if embedding_rank is None and embedding_energy is None:
         embedding_rank, embedding_energy = rank, energy
     # validate the rules and the names before any (slow) calibration pass
@@ -818,4 +776,4 @@ def _compress_tower(model, calibration, *, fine_tune, **kwargs):
     return model.with_tower(tower), report
 
 
-__all__ = ["compress", "replace_layers", "AFMReport", "LayerReport", "FINE_TUNE_KEYS"]
+__all__ = ["compress", "replace_layers", "AFMReport", "LayerReport", "FineTune", "FINE_TUNE_KEYS"]
