@@ -7,7 +7,9 @@ Per (sample, seed), two ``tfmec run`` processes (what a user types):
   attends to the candidate through the shared item table; MEC fits the tables in 1/8 of their float
   bytes, the shared table counted and compressed once);
 - ``deepfm``: ``<sample's flags> --model deepfm --drop history --method none`` (the model without
-  the history, as tfmec read these samples before: MIND keeps its log2 history-length bucket).
+  the history, as tfmec read these samples before: MIND keeps its log2 history-length bucket);
+- ``deepfm-history`` (``--models deepfm-history``): ``--model deepfm --method none`` with the history
+  mean-pooled, which tells the history's value from DIN's architecture.
 
 Their ``metrics.json`` runs go to ``--results`` as JSON lines. ``--summarise`` prints the BENCHMARKS
 tables, paired per seed with a two-sided Wilcoxon signed-rank test (scipy): (a) DIN with the history
@@ -32,6 +34,8 @@ from real_data import cli_data_args, latest_results, run_cli  # noqa: E402
 MODELS = {
     "din": ["--model", "din", "--method", "none,mec,mec+afm", "--target-ratio", "8"],
     "deepfm": ["--model", "deepfm", "--drop", "history", "--method", "none"],
+    # the history mean-pooled into DeepFM: tells the history's value from DIN's architecture
+    "deepfm-history": ["--model", "deepfm", "--method", "none"],
 }
 
 
@@ -66,18 +70,25 @@ def summarise(path: str) -> str:
     for sample in sorted({s for s, _, _ in latest}):
         din = {seed: r for (s, m, seed), r in latest.items() if s == sample and m == "din"}
         dfm = {seed: r for (s, m, seed), r in latest.items() if s == sample and m == "deepfm"}
-        paired = sorted(set(din) & set(dfm))
+        dfh = {seed: r for (s, m, seed), r in latest.items() if s == sample and m == "deepfm-history"}
         out.append(f"**{sample}**")
         out.append("")
-        if paired:
-            a = [din[s]["baseline"]["test_auc"] for s in paired]
-            b = [dfm[s]["baseline"]["test_auc"] for s in paired]
+        rows = []
+        for label, first, second in (("DIN with history - DeepFM without", din, dfm),
+                                     ("DeepFM with history (mean-pooled) - DeepFM without", dfh, dfm),
+                                     ("DIN with history - DeepFM with history", din, dfh)):
+            paired = sorted(set(first) & set(second))
+            if not paired:
+                continue
+            a = [first[s]["baseline"]["test_auc"] for s in paired]
+            b = [second[s]["baseline"]["test_auc"] for s in paired]
             diffs = [x - y for x, y in zip(a, b)]
-            out += ["| seeds | DIN with history | DeepFM without | DIN - DeepFM (mean, min, max) | DIN better | Wilcoxon p |",
-                    "|---|---|---|---|---|---|",
-                    f"| {','.join(map(str, paired))} | {np.mean(a):.4f} | {np.mean(b):.4f} | {np.mean(diffs):+.4f} "
-                    f"({min(diffs):+.4f}, {max(diffs):+.4f}) | {sum(d > 0 for d in diffs)}/{len(diffs)} | {_p(diffs)} |",
-                    ""]
+            rows.append(f"| {label} | {','.join(map(str, paired))} | {np.mean(a):.4f} | {np.mean(b):.4f} | "
+                        f"{np.mean(diffs):+.4f} ({min(diffs):+.4f}, {max(diffs):+.4f}) | "
+                        f"{sum(d > 0 for d in diffs)}/{len(diffs)} | {_p(diffs)} |")
+        if rows:
+            out += ["| comparison | seeds | first | second | difference (mean, min, max) | first better | Wilcoxon p |",
+                    "|---|---|---|---|---|---|---|", *rows, ""]
         seeds = sorted(din)
         if seeds:
             out += ["| method | seeds | test AUC | delta to DIN (mean, min, max) | embedding ratio | model ratio | Wilcoxon p |",
