@@ -15,7 +15,6 @@ p-value of each method's AUC against the baseline's (paired by seed).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -44,13 +43,14 @@ def _number_or_text(value: str):
 
 
 def _parse_sets(pairs):
-    fields = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+    fields = RunConfig.setting_fields()
+    defaults = RunConfig()
     out = {}
     for pair in pairs or []:
         key, value = pair.split("=", 1)
         if key not in fields:
             raise SystemExit(f"unknown RunConfig field {key!r}")
-        current = getattr(RunConfig, key, None)
+        current = getattr(defaults, key)
         if isinstance(current, bool):  # bool("0") is True: parse the words
             if value.strip().lower() not in _BOOL_WORDS:
                 raise SystemExit(f"{key}={value!r}: give one of {sorted(_BOOL_WORDS)}")

@@ -2147,16 +2147,15 @@ def class1_settings_that_train_garbage(tally: ClassTally, trials: int, seed: int
     into NaN. Each must end with exit 2 and one ``tfmec: error:`` line naming the flag, before
     metrics.json exists; a run that exits 0 counts as silent unless its metrics are all finite (and it was
     given no bad value)."""
-    import dataclasses
-
     from tfmec.experiment import RunConfig
-    from tfmec.validation import _kind
+    from tfmec.settings import kind as _kind
 
     rng = np.random.default_rng(seed)
     base = ["run", "--data", "synthetic", "--rows", "1500", "--model", "fm", "--method", "none", "--epochs", "1",
             "--batch-size", "256", "--quiet", "--no-export"]
     skip = {"rows", "epochs", "batch_size", "verbose"}  # set by the base command's flags (--quiet: verbose)
-    numeric = [f.name for f in dataclasses.fields(RunConfig) if _kind(f.type)[0] in ("int", "float")]
+    fields = RunConfig.setting_fields()
+    numeric = [name for name, f in fields.items() if _kind(f.type)[0] in ("int", "float")]
     flag_values = ["inf", "-inf", "nan", "1e400", "-1e999", "+inf", "NaN"]
     config_values = [float("inf"), float("-inf"), float("nan"), "12", [1], None, True, "1e-3", {"a": 1}]
 
@@ -2189,7 +2188,7 @@ def class1_settings_that_train_garbage(tally: ClassTally, trials: int, seed: int
         out = os.path.join(workdir, f"c1-config-{t}")
         config = os.path.join(workdir, f"c1-config-{t}.json")
         bad = config_values[int(rng.integers(len(config_values)))]
-        if bad is None and "| None" in str({f.name: f.type for f in dataclasses.fields(RunConfig)}[name]):
+        if bad is None and "| None" in str(fields[name].type):
             bad = "none"  # null is a valid value of an optional setting
         with open(config, "w") as fh:
             fh.write(json.dumps({name: bad}))  # inf and nan as Infinity / NaN, which Python's json reads back

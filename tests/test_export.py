@@ -112,9 +112,9 @@ def test_packed_codes_stay_packed_and_nothing_is_folded_into_constants(criteo_li
     layer = model.get_layer("embedding_C5")
     assert isinstance(layer, QuantizedEmbedding) and layer.bits == 4
     codes = [(dtype, shape) for key, (_, dtype, shape) in stored.items() if "embedding_C5" in key and "codes" in key]
-    assert codes == [(tf.uint8, [layer.vocab_size, 2])]  # M=4 codes of 4 bits in 2 bytes per id
+    assert codes == [(tf.uint8, [layer.input_dim, 2])]  # M=4 codes of 4 bits in 2 bytes per id
     # the graph reads variables; no table (or anything of a table's size) is a numeric constant
-    assert _largest_constant(path) < min(layer.vocab_size * layer.num_subspaces, 64)
+    assert _largest_constant(path) < min(layer.input_dim * layer.num_subspaces, 64)
 
 
 def test_unknown_values_go_to_oov(criteo_like, exported):

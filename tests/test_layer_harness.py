@@ -48,10 +48,10 @@ _NO_MASK = dict(supports_masking=False, expected_mask=None)
 # Weight counts are written out (not measured): a layer that gains or loses a weight fails here.
 CASES = {
     "NumericEmbedding": [
-        ("batch", dict(dim=4, seed=1), _floats(B),
+        ("batch", dict(output_dim=4, seed=1), _floats(B),
          dict(expected_output_shape=(B, 4), expected_num_trainable_weights=1, expected_num_non_trainable_weights=0,
               **_NO_MASK)),
-        ("batch_1", dict(dim=3), _floats(B, 1),
+        ("batch_1", dict(output_dim=3), _floats(B, 1),
          dict(expected_output_shape=(B, 3), expected_num_trainable_weights=1, expected_num_non_trainable_weights=0)),
     ],
     "StackFields": [
@@ -84,7 +84,7 @@ CASES = {
               **_NO_MASK)),
     ],
     "CrossNetV2": [
-        ("mixed_ranks", dict(num_layers=2, low_rank=[None, 2], seed=1), _floats(B, 6),
+        ("mixed_ranks", dict(num_layers=2, rank=[None, 2], seed=1), _floats(B, 6),
          dict(expected_output_shape=(B, 6), expected_num_trainable_weights=5, expected_num_non_trainable_weights=0,
               **_NO_MASK)),
     ],
@@ -110,17 +110,17 @@ CASES = {
     ],
     "QuantizedEmbedding": [
         # bit-packed codes, projection, exact head rows and the contrastive term at once
-        ("everything", dict(vocab_size=10, num_subspaces=2, num_codewords=4, subspace_dim=2, projection=True, bits=2,
+        ("everything", dict(input_dim=10, num_subspaces=2, num_codewords=4, subspace_dim=2, projection=True, bits=2,
                             head_rows=2, contrastive_weight=0.1, num_negatives=2, seed=1, mask_zero=True), IDS,
          dict(expected_output_shape=(B, 3, 4), expected_num_trainable_weights=3, expected_num_non_trainable_weights=2,
               expected_num_losses=1, **_MASK)),
-        ("plain_ids", dict(vocab_size=10, num_subspaces=2, num_codewords=300, subspace_dim=3, seed=2),
+        ("plain_ids", dict(input_dim=10, num_subspaces=2, num_codewords=300, subspace_dim=3, seed=2),
          np.array([0, 4, 9, 12], "int64"),
          dict(expected_output_shape=(B, 6), expected_num_trainable_weights=1, expected_num_non_trainable_weights=1,
               **_NO_MASK)),
     ],
     "SharedQuantizedEmbedding": [
-        ("second_field", dict(vocab_sizes=[5, 10], num_subspaces=2, num_codewords=4, subspace_dim=2, seed=1,
+        ("second_field", dict(input_dims=[5, 10], num_subspaces=2, num_codewords=4, subspace_dim=2, seed=1,
                               contrastive_weight=0.1, num_negatives=2, field_names=["a", "b"], mask_zero=True), IDS,
          dict(call_kwargs={"field": 1}, expected_output_shape=(B, 3, 4), expected_num_trainable_weights=1,
               expected_num_non_trainable_weights=2, expected_num_losses=1, **_MASK)),
@@ -150,7 +150,7 @@ CASES = {
                    expected_num_non_trainable_weights=2, **_NO_MASK)),
     ],
     "HashedEmbedding": [
-        ("masked", dict(vocab_size=20, num_buckets=7, output_dim=4, seed=1, mask_zero=True), IDS,
+        ("masked", dict(input_dim=20, num_buckets=7, output_dim=4, seed=1, mask_zero=True), IDS,
          dict(expected_output_shape=(B, 3, 4), expected_num_trainable_weights=1, expected_num_non_trainable_weights=0,
               **_MASK)),
     ],

@@ -214,7 +214,7 @@ def _row_loss(cos_negative):
 def _contrastive_layer(kind, mask_zero):
     codebooks = np.array([[[1.0], [-0.2]], [[1.0], [-0.2]]], "float32")  # [M, K, 1]
     common = dict(num_subspaces=2, num_codewords=2, subspace_dim=1, codebooks=codebooks, contrastive_weight=1.0,
-                  num_negatives=1, temperature=_TAU, seed=3, mask_zero=mask_zero)
+                  num_negatives=1, contrastive_temperature=_TAU, seed=3, mask_zero=mask_zero)
     if kind == "quantized":
         codes = np.ones((V, 2), "int64")
         codes[0] = 0

@@ -105,15 +105,15 @@ def test_inner_product():
     np.testing.assert_allclose(_np(FMInteraction()(e))[:, 0], ref.sum(1), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("low_rank", [None, 2, [None, 3]])
-def test_cross_net_v2(low_rank):
+@pytest.mark.parametrize("rank", [None, 2, [None, 3]])
+def test_cross_net_v2(rank):
     x0 = RNG.normal(size=(B, 6)).astype("float32")
-    layer = CrossNetV2(2, low_rank=low_rank, bias_initializer="random_normal", seed=3)
+    layer = CrossNetV2(2, rank=rank, bias_initializer="random_normal", seed=3)
     out = _roundtrip(layer, x0)
     assert out.shape == (B, 6)
     w = {v.name.split("/")[-1].split(":")[0]: v.numpy() for v in layer.weights}
     x = x0
-    ranks = low_rank if isinstance(low_rank, list) else [low_rank] * 2
+    ranks = rank if isinstance(rank, list) else [rank] * 2
     for layer_idx in range(2):
         if ranks[layer_idx] is None:
             xw = x @ w[f"kernel_{layer_idx}"]
@@ -208,7 +208,7 @@ def test_layers_save_and_load_in_a_model(tmp_path):
     inp = keras.Input(shape=(F, D))
     x = SelfAttentionInteraction(2, 2, use_scale=True, name="att")(inp)
     flat = FlattenFields(name="flat")(x)
-    c = CrossNetV2(2, low_rank=3, name="cross")(flat)
+    c = CrossNetV2(2, rank=3, name="cross")(flat)
     g = GatedCrossNet(1, name="gcross")(flat)
     ip = InnerProduct(name="ip")(inp)
     fm = FMInteraction(name="fm")(inp)
@@ -229,4 +229,4 @@ def test_bad_shapes_raise_clear_errors():
     with pytest.raises(ValueError, match="num_layers must be >= 1, got 0"):
         CrossNetV2(0)
     with pytest.raises(ValueError, match="one rank per layer"):
-        CrossNetV2(2, low_rank=[3])
+        CrossNetV2(2, rank=[3])

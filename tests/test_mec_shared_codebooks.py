@@ -134,7 +134,7 @@ def test_layer_lookup_per_field_matches_numpy(bits):
         np.testing.assert_allclose(out, fc.decode(ids), rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(np.asarray(layer(ids, field=fc.field)), out)  # by name too
         np.testing.assert_array_equal(np.asarray(layer.lookup_codes(ids, field=i)), fc.codes.astype("int32"))
-    assert layer.vocab_sizes == [6, 40, 11] and layer.offsets == [0, 6, 46]
+    assert layer.input_dims == [6, 40, 11] and layer.offsets == [0, 6, 46]
     codes_w = _weight(layer, "codes")
     assert codes_w.dtype in ("uint8", tf.uint8) and not codes_w.trainable
     all_codes = np.concatenate([fc.codes for fc in fcs])
@@ -165,8 +165,8 @@ def test_layer_config_round_trip_and_invalid_arguments():
     ids = np.array([0, 1, 5], "int32")
     out = np.asarray(layer(ids, field=2))
     config = layer.get_config()
-    assert "codes" not in config and "codebooks" not in config and "vocab_size" not in config
-    assert config["vocab_sizes"] == [6, 40, 11] and config["field_names"] == ["f0", "f1", "f2"]
+    assert "codes" not in config and "codebooks" not in config and "input_dim" not in config
+    assert config["input_dims"] == [6, 40, 11] and config["field_names"] == ["f0", "f1", "f2"]
     clone = SharedQuantizedEmbedding.from_config(config)
     clone(ids, field=2)
     clone.set_weights(layer.get_weights())
@@ -175,7 +175,7 @@ def test_layer_config_round_trip_and_invalid_arguments():
     other = FieldCodes("x", np.zeros((3, M), np.uint8), fcs[0].codebooks + 1.0)
     with pytest.raises(ValueError, match="do not share codebooks"):
         SharedQuantizedEmbedding.from_codes([fcs[0], other])
-    with pytest.raises(ValueError, match=r"vocab_sizes must be >= 1 each, got \[3, 0\]"):
+    with pytest.raises(ValueError, match=r"input_dims must be >= 1 each, got \[3, 0\]"):
         SharedQuantizedEmbedding([3, 0], M, K, SUB)
     with pytest.raises(ValueError, match="field_names must be 2 distinct names"):
         SharedQuantizedEmbedding([3, 4], M, K, SUB, field_names=["a", "a"])

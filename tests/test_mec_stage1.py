@@ -28,7 +28,7 @@ def test_pwr_term_has_nonzero_gradient():
     e = tf.constant(rng.normal(size=(64, 16)).astype(np.float32))
     w = tf.constant(popularity_weights(rng.integers(0, 100, 64), 64))
     with tf.GradientTape() as tape:
-        _, pwr, _, _ = pq_losses(model, e, w, temperature=1.0, contrastive_temperature=0.5, num_negatives=3,
+        _, pwr, _, _ = pq_losses(model, e, w, pwr_temperature=1.0, contrastive_temperature=0.5, num_negatives=3,
                                  seed=tf.constant([1, 2], tf.int64), compute_contrastive=False)
     grad = tape.gradient(pwr, model.codebooks)
     assert grad is not None
@@ -41,7 +41,7 @@ def test_contrastive_term_has_gradient_and_is_positive():
     model = PQModel(rng.normal(size=(4, 8, 4)).astype(np.float32))
     e = tf.constant(rng.normal(size=(32, 16)).astype(np.float32))
     with tf.GradientTape() as tape:
-        _, _, con, _ = pq_losses(model, e, tf.ones([32]), temperature=1.0, contrastive_temperature=0.5,
+        _, _, con, _ = pq_losses(model, e, tf.ones([32]), pwr_temperature=1.0, contrastive_temperature=0.5,
                                  num_negatives=4, seed=tf.constant([3, 4], tf.int64))
     assert float(con) > 0
     assert float(tf.reduce_max(tf.abs(tape.gradient(con, model.codebooks)))) > 1e-6

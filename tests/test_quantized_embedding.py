@@ -198,8 +198,8 @@ def test_invalid_arguments():
         QuantizedEmbedding(10, 2, 16, 4, codes=np.zeros((10, 3), "int32"))
     with pytest.raises(ValueError, match=r"codes must lie in \[0, 16\)"):
         QuantizedEmbedding(10, 2, 16, 4, codes=np.full((10, 2), 16))
-    with pytest.raises(ValueError, match="temperature must be > 0, got 0.0"):
-        QuantizedEmbedding(10, 2, 16, 4, temperature=0.0)
+    with pytest.raises(ValueError, match="contrastive_temperature must be > 0, got 0.0"):
+        QuantizedEmbedding(10, 2, 16, 4, contrastive_temperature=0.0)
     with pytest.raises(ValueError, match=r"bits must be in \[1, 16\], got 17"):
         QuantizedEmbedding(10, 2, 16, 4, bits=17)
 
@@ -291,7 +291,7 @@ def test_contrastive_loss_function_gradient():
     codes = tf.constant(fc.codes[:20].astype("int32"))
     with tf.GradientTape() as tape:
         anchor = decode_codes(codes, codebooks)
-        loss = contrastive_loss(anchor, codes, codebooks, num_negatives=4, temperature=0.5, seed=1)
+        loss = contrastive_loss(anchor, codes, codebooks, num_negatives=4, contrastive_temperature=0.5, seed=1)
     grad = tape.gradient(loss, codebooks)
     assert float(loss) > 0
     assert float(tf.reduce_sum(tf.abs(tf.convert_to_tensor(grad)))) > 0

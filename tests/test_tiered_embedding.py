@@ -278,7 +278,7 @@ def test_config_round_trip_and_keras_save_load(layout, tmp_path):
     tiers = LAYOUTS[layout]
     v = _vocab(tiers)
     layer = TieredEmbedding(v, D, tiers, arrays=_arrays(tiers), oov_id=2, contrastive_weight=0.1, num_negatives=3,
-                            temperature=0.7, hash_salt=4, seed=9, mask_zero=True, name="tiered")
+                            contrastive_temperature=0.7, hash_salt=4, seed=9, mask_zero=True, name="tiered")
     ids = np.concatenate([np.arange(-2, v + 2), [0, 5]]).astype("int32")
     out = np.asarray(layer(ids))
     config = layer.get_config()

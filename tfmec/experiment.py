@@ -15,182 +15,27 @@ from tfmec.data.readers import FORMATS as READER_FORMATS
 from tfmec.data.vocabulary import write_json_atomic
 from tfmec.evaluation import embedding_bytes, evaluate, model_bytes, param_count, prediction_throughput
 from tfmec.io import save_model
-from tfmec.models import MODELS, build_model
+from tfmec.models import build_model
 from tfmec.outlock import holds_output_lock
-from tfmec.training import OPTIMIZERS, compile_ctr, fit_early_stopping, known_batches
+from tfmec.settings import STAGE2_MODES, Settings
+from tfmec.training import compile_ctr, fit_early_stopping, known_batches
+from tfmec.validation import BUDGET_METHODS, check_run_settings
 
 FORMATS = tuple(READER_FORMATS)  # criteo, avazu, csv, libsvm (libfm), mind, parquet, tfrecord
 PLANNED_METHODS: dict[str, int] = {}  # method -> the issue that tracks it (none pending)
-STAGE2_MODES = ("finetune", "retrain", "none")
-BUDGET_METHODS = ("mec", "pq", "hash", "qr", "int8", "int4")  # sized to --memory-budget / --target-ratio
 
 
-@dataclasses.dataclass
-class RunConfig:
-    """Everything ``tfmec run`` needs; field names match the command-line flags."""
-
-    data: str = "synthetic"
-    format: str | None = None
-    rows: int | None = None
-    label: str | None = None
-    field_map: str | None = None
-    label_threshold: float | None = None
-    numeric: Sequence[str] = ()
-    drop: Sequence[str] = ()
-    sep: str | None = None
-    names: Sequence[str] = ()  # csv: column names of a file without a header row
-    lists: Sequence[str] = ()  # csv: multi-valued columns, "COLUMN" or "COLUMN:SEPARATOR"
-    shares: Sequence[str] = ()  # "FIELD=OTHER": FIELD uses OTHER's vocabulary and table (e.g. history=movie_id)
-    max_length: int = 50  # values kept per row of a multi-valued field
-    engine: str | None = None  # parquet: "pyarrow" (default) or "tfio" (tensorflow-io, TF 2.16.x only)
-    model: str = "deepfm"
-    methods: Sequence[str] = ("none",)
-    seed: int = 0
-    out: str = "runs/latest"
-    embedding_dim: int = 16
-    min_count: int = 2
-    batch_size: int = 1024
-    epochs: int = 20
-    patience: int = 3
-    learning_rate: float = 1e-3
-    optimizer: str = "adam"
-    fractions: Sequence[float] = (0.8, 0.1, 0.1)
-    verbose: int = 1
-    # MEC
-    subspaces: int = 4
-    codewords: int = 256
-    alpha: float = 1e-4
-    beta: float = 2e-3
-    stage1_epochs: int = 10
-    bits: int | None = None
-    share_codebooks: bool = False
-    head_rows: float = 0.0
-    stage2: str = "finetune"
-    stage2_lr_scale: float = 0.1
-    stage2_patience: int = 1
-    # AFM
-    afm_energy: float = 0.9
-    afm_param_budget: float | None = None
-    afm_calibration_batches: int = 50
-    afm_fine_tune_epochs: int = 3
-    # hashing trick: bytes of the hashed tables (None: the MEC model's bytes when mec runs, else 1/8 of
-    # the baseline's embedding bytes)
-    hash_bytes: int | None = None
-    # byte budget of the embedding tables (issue 19): bytes, or the uncompressed tables' bytes / ratio. With
-    # one of them, mec chooses popularity tiers per table (tfmec.mec.compress_to_budget) and every
-    # competitor (hash, qr, int8, int4, pq) is sized to the same bytes
-    memory_budget: int | None = None
-    target_ratio: float | None = None
-    # the AUC-vs-bytes frontier: every budgeted method of `methods` trained again at each of these ratios
-    frontier: Sequence[float] = ()
-    # export: DIR/<method>/saved_model/<version>/ and DIR/<method>/model.onnx, parity on test rows
-    export: bool = True
-    export_rows: int = 2048
-    # reliability: checkpoint every fit (after each epoch) and stage 1 here; a rerun resumes (tfmec.resume)
-    checkpoint_dir: str | None = None
+class RunConfig(Settings):
+    """Everything ``tfmec run`` needs: the sections of :mod:`tfmec.settings` (``cfg.mec``,
+    ``cfg.training``, ...), each setting also an attribute named like its flag (``cfg.alpha``)."""
 
     def validate(self) -> None:
-        """Raises ``ValueError`` naming the first bad setting."""
-        from tfmec.validation import check_types
-
-        check_types(self)  # before anything compares or hashes a value of the wrong type
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(MODELS)}")
-        if not self.methods:
-            raise ValueError("give at least one method")
-        repeated = sorted({m for m in self.methods if list(self.methods).count(m) > 1})
-        if repeated:
-            raise ValueError(f"method(s) {repeated} given more than once")
-        for m in self.methods:
-            if m in PLANNED_METHODS:
-                raise ValueError(f"method {m!r} is not available in this version yet (tracked in issue {PLANNED_METHODS[m]})")
-            if m not in METHODS:
-                raise ValueError(f"unknown method {m!r}; choose from {sorted(set(METHODS) | set(PLANNED_METHODS))}")
-        if self.data != "synthetic":
-            if self.format is None:
-                raise ValueError(f"--format is required for a data path; one of {FORMATS}")
-            if self.format not in FORMATS:
-                raise ValueError(f"unknown format {self.format!r}; choose one of {FORMATS}")
-            for p in self.data_paths:
-                if not os.path.exists(p):
-                    raise FileNotFoundError(f"data file not found: {p}")
-        if self.rows is not None and self.rows < 10:
-            raise ValueError("--rows must be at least 10")
-        if self.bits is not None and not (1 <= self.bits <= 16 and 2**self.bits >= self.codewords):
-            raise ValueError(f"--bits {self.bits} cannot hold {self.codewords} codewords; use at least "
-                             f"{max(1, (self.codewords - 1).bit_length())}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown --optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
-        if self.stage2 not in STAGE2_MODES:
-            raise ValueError(f"unknown --stage2 {self.stage2!r}; choose one of {STAGE2_MODES}")
-        if not self.stage2_lr_scale > 0:
-            raise ValueError("--stage2-lr-scale must be positive")
-        if self.embedding_dim < 1 or self.batch_size < 1 or self.epochs < 1:
-            raise ValueError("--embedding-dim, --batch-size and --epochs must be positive")
-        if self.hash_bytes is not None and self.hash_bytes < 1:
-            raise ValueError("--hash-bytes must be positive")
-        if self.memory_budget is not None and self.target_ratio is not None:
-            raise ValueError("give --memory-budget or --target-ratio, not both")
-        if self.memory_budget is not None and self.memory_budget < 1:
-            raise ValueError(f"--memory-budget must be a positive number of bytes, got {self.memory_budget}")
-        if self.target_ratio is not None and not self.target_ratio >= 1:
-            raise ValueError(f"--target-ratio must be >= 1, got {self.target_ratio}")
-        if (self.memory_budget is not None or self.target_ratio is not None) and not (
-                set(self.methods) & (set(BUDGET_METHODS) | {"mec+afm"})):
-            flag = "--memory-budget" if self.memory_budget is not None else "--target-ratio"
-            raise ValueError(f"{flag} sizes the embedding methods ({', '.join(BUDGET_METHODS)}, mec+afm); none of "
-                             f"them is requested (--method {','.join(self.methods)})")
-        if self.frontier:
-            bad = [r for r in self.frontier if not float(r) >= 1]
-            if bad:
-                raise ValueError(f"--frontier ratios must be >= 1, got {bad}")
-            if not set(self.methods) & set(BUDGET_METHODS):
-                raise ValueError(f"--frontier trains the budgeted methods of --method ({', '.join(BUDGET_METHODS)}); "
-                                 f"none is requested")
-        from tfmec.validation import check_run_settings
-
-        check_run_settings(self)  # ranges and contradictory settings (issue 10)
-
-    @property
-    def list_columns(self) -> dict:
-        """``{column: value separator or None}`` of ``lists`` (``"genres:|"`` -> ``{"genres": "|"}``)."""
-        out = {}
-        for item in self.lists:
-            name, colon, sep = str(item).partition(":")
-            out[name] = sep if colon and sep else None
-        return out
-
-    @property
-    def shared_tables(self) -> dict:
-        """``{field: field whose table it shares}`` of ``shares`` (``"history=movie_id"``)."""
-        return dict(str(item).split("=", 1) for item in self.shares)
-
-    @property
-    def data_paths(self) -> list[str]:
-        """The data files of ``data`` (comma-separated paths)."""
-        return [p for p in self.data.split(",") if p]
-
-    def to_dict(self) -> dict:
-        """The settings as a JSON-ready dict of field names (what :meth:`from_dict` and
-        ``tfmec run --config FILE`` read)."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, values: dict, source: str = "config") -> "RunConfig":
-        """A config from ``{field name: value}`` (missing fields keep their defaults; ``methods``, ``numeric``
-        ``drop`` and ``names`` may be comma-separated strings). Raises ``ValueError`` naming every unknown key
-        (``source`` names where they came from, e.g. the file)."""
-        if not isinstance(values, dict):
-            raise ValueError(f"{source}: expected a JSON object of RunConfig settings, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown setting(s) {unknown}; known settings: {sorted(known)}")
-        values = dict(values)
-        for key in ("methods", "numeric", "drop", "names", "shares"):
-            if isinstance(values.get(key), str):
-                values[key] = [t.strip() for t in values[key].split(",") if t.strip()]
-        return cls(**values)
+        """Raises ``ValueError`` naming the first bad setting: each field by its own declaration
+        (:meth:`~tfmec.settings.Settings.check_fields`: type, choices, range), then the methods (of
+        :data:`METHODS`) and the settings that must agree with each other
+        (:func:`tfmec.validation.check_run_settings`)."""
+        self.check_fields()
+        check_run_settings(self, methods=METHODS, formats=FORMATS, planned=PLANNED_METHODS)
 
 
 class RunContext:
@@ -492,7 +337,8 @@ def _fit_only(ctx: RunContext, model, name: str) -> dict:
     return fit_early_stopping(model, ctx.data.train_stream if checkpoint else ctx.data.train, ctx.data.valid,
                               epochs=cfg.epochs, patience=cfg.patience, verbose=cfg.verbose, keep_start=False,
                               checkpoint_dir=checkpoint,
-                              checkpoint_fingerprint=ctx.checkpoint_fingerprint() if checkpoint else None)
+                              checkpoint_fingerprint=ctx.checkpoint_fingerprint() if checkpoint else None
+                             ) if cfg.afm_fine_tune_epochs > 0 else None  # --afm-fine-tune-epochs 0: none
 
 
 def _run_quantized(ctx: RunContext, bits: int) -> dict:
@@ -800,4 +646,4 @@ def run_experiment(cfg: RunConfig, log=None) -> dict:
 
 __all__ = ["RunConfig", "RunContext", "run_experiment", "run_frontier", "BUDGET_METHODS", "budget_bytes",
            "method_budget", "format_table", "execution_order", "hash_budget", "METHODS",
-           "FORMATS"]
+           "FORMATS", "STAGE2_MODES", "PLANNED_METHODS"]

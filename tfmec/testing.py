@@ -14,7 +14,7 @@ Example::
 
     ids = np.array([[3, 1, 0], [7, 0, 0]], "int32")
     report = run_layer_test(
-        HashedEmbedding, dict(vocab_size=20, num_buckets=7, output_dim=4, seed=1, mask_zero=True), ids,
+        HashedEmbedding, dict(input_dim=20, num_buckets=7, output_dim=4, seed=1, mask_zero=True), ids,
         expected_output_shape=(None, 3, 4),
         expected_num_trainable_weights=1,
         expected_num_non_trainable_weights=0,

@@ -8,7 +8,7 @@ eigenvectors ``U_k`` (D x k), and
     z_l ~ ((x_l W_l + b_l - mu) U_k) U_k^T + mu = x_l (W_l U_k) U_k^T + b'_l,
     b'_l = (b_l - mu) U_k U_k^T + mu,
 
-which is exactly the factored form ``x_l V_l U_l + b'_l`` that ``CrossNetV2(low_rank=...)`` computes
+which is exactly the factored form ``x_l V_l U_l + b'_l`` that ``CrossNetV2(rank=...)`` computes
 (``V_l = W_l U_k``, ``U_l = U_k^T``): 2 D k + D parameters instead of D^2 + D. The layers are
 factored first to last, each calibrated on the ``x_l`` produced by the already factored layers
 before it (the inputs ``x_0`` are captured while the model runs, so the network may sit anywhere in a
@@ -121,7 +121,7 @@ def factor_cross_network(model, layer, calibration, *, rank=None, energy=None, p
     if not changed:
         return None
     config = layer.get_config()
-    config["low_rank"] = ranks
+    config["rank"] = ranks
     new_layer = CrossNetV2.from_config(config)
     new_layer(tf.zeros((1, dim), dtype=new_layer.compute_dtype))  # built by a call: tf-keras records the shape
     for index, weights in enumerate(maps):

@@ -95,11 +95,15 @@ def iter_layers(model) -> Iterator[LayerRef]:
 
 
 def table_dims(layer) -> tuple[int, int]:
-    """``(input_dim, output_dim)`` of a table layer (``vocab_size`` where a layer names it so)."""
-    v = getattr(layer, "input_dim", None)
-    if v is None:
-        v = getattr(layer, "vocab_size", 0)
-    return int(v or 0), int(getattr(layer, "output_dim", 0) or 0)
+    """``(input_dim, output_dim)`` of a table layer: rows ``V`` and width ``d``, the names of
+    ``keras.layers.Embedding`` that every tfmec table layer uses too. A user's own table layer that
+    names its rows ``vocab_size`` (or ``vocabulary_size``) is read under that name; 0 where a layer has
+    none of them."""
+    rows = getattr(layer, "input_dim", None)
+    for name in ("vocab_size", "vocabulary_size"):
+        if rows is None and name in getattr(layer, "__dict__", {}):  # not a deprecated tfmec alias
+            rows = layer.__dict__[name]
+    return int(rows or 0), int(getattr(layer, "output_dim", 0) or 0)
 
 
 def find_tables(model) -> list[TableRef]:

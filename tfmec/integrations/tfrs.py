@@ -18,7 +18,8 @@ and the TFRS model around it holds only the task::
 ``QuantizedEmbedding`` adds its contrastive term with ``add_loss``; ``tfrs.models.Model.train_step``
 adds ``self.losses`` to the task loss (logged as ``regularization_loss``), so stage 2 trains with it
 unchanged. ``tfrs.layers.dcn.Cross`` layers in the tower are cloned with their weights; AFM factors the
-tower's ``Dense`` layers (not the Cross kernels: use ``Cross(projection_dim=...)`` for low-rank crosses).
+tower's ``Dense`` layers (not the Cross kernels: use ``dcn_tower(rank=...)``, TFRS's
+``Cross(projection_dim=...)``, for low-rank crosses).
 
 Needs tensorflow-recommenders, which runs on tf-keras only: set ``TF_USE_LEGACY_KERAS=1`` before
 importing TensorFlow. Importing this module under Keras 3 raises :class:`TFRSUnavailableError`.
@@ -49,6 +50,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
     ) from err
 
 from tfmec.layers import logit_layer, mlp_block  # noqa: E402
+from tfmec.layers._utils import renamed_kwargs  # noqa: E402
 from tfmec.models._common import flatten  # noqa: E402
 from tfmec.models.embedding import embed_fields  # noqa: E402
 from tfmec.towers import require_functional  # noqa: E402
@@ -99,12 +101,13 @@ class TowerRankingModel(tfrs.models.Model):
         return type(self)(tower, task_factory=self.task_factory, name=self.name)
 
 
+@renamed_kwargs({"projection_dim": "rank"})
 def dcn_tower(
     schema,
     embedding_dim: int = 16,
     *,
     num_cross_layers: int = 2,
-    projection_dim: int | None = None,
+    rank: int | None = None,
     hidden_units: Sequence[int] = (64, 32),
     activation: str = "relu",
     seed: int | None = None,
@@ -117,7 +120,9 @@ def dcn_tower(
         schema: the feature schema (categorical fields need ``vocab_size``; ``CTRData.schema``).
         embedding_dim: d of every field embedding (tables ``embedding_<field>``, ``keras.layers.Embedding``).
         num_cross_layers: number of ``tfrs.layers.dcn.Cross`` layers (named ``cross_<i>``).
-        projection_dim: low-rank projection of the cross kernels (None: full rank).
+        rank: the rank of the cross kernels' low-rank factorisation, TFRS's ``Cross(projection_dim=...)``
+            (None: full rank; ``projection_dim`` is its deprecated name here, accepted for one release
+            with a ``DeprecationWarning``).
         hidden_units, activation: the MLP after the cross layers (``dnn_dense_<i>``).
         seed: optional seed of the initial weights.
         name: model name.
@@ -130,7 +135,7 @@ def dcn_tower(
     x = x0
     init = "glorot_uniform" if seed is None else keras.initializers.GlorotUniform(seed=seed)
     for i in range(int(num_cross_layers)):
-        x = tfrs.layers.dcn.Cross(projection_dim=projection_dim, kernel_initializer=init, name=f"cross_{i}")(x0, x)
+        x = tfrs.layers.dcn.Cross(projection_dim=rank, kernel_initializer=init, name=f"cross_{i}")(x0, x)
     h = mlp_block(x, hidden_units, activation=activation, dropout=0.0, batch_norm=False, name="dnn", seed=seed)
     logit = logit_layer(h, name="logit", seed=seed)
     prob = keras.layers.Activation("sigmoid", dtype="float32", name="prediction")(logit)

@@ -27,6 +27,7 @@ from tfmec.layers._utils import (
     as_shape,
     make_initializer,
     map_out_of_range_ids,
+    renamed_kwargs,
     serialize_initializer,
     zero_mask,
 )
@@ -67,10 +68,12 @@ def dense_params(n_in: int, n_out: int, rank: int | None = None, use_bias: bool 
     return k * (n_in + n_out) + k + n_out
 
 
-def embedding_params(vocab_size: int, dim: int, rank: int | None = None) -> int:
-    """Parameters of a ``V x d`` table (``rank=None``) or of its :class:`LowRankEmbedding` form at
-    ``rank`` (``V k + k d + d``)."""
-    v, d = int(vocab_size), int(dim)
+@renamed_kwargs({"vocab_size": "input_dim", "dim": "output_dim"})
+def embedding_params(input_dim: int, output_dim: int, rank: int | None = None) -> int:
+    """Parameters of a ``V x d`` table (``input_dim`` ``V`` rows of ``output_dim`` ``d``; ``rank=None``)
+    or of its :class:`LowRankEmbedding` form at ``rank`` (``V k + k d + d``). ``vocab_size`` / ``dim``
+    are the deprecated names of ``input_dim`` / ``output_dim`` (one release, ``DeprecationWarning``)."""
+    v, d = int(input_dim), int(output_dim)
     if rank is None:
         return v * d
     k = int(rank)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfmec.backend import keras, register
-from tfmec.layers._utils import as_shape, make_initializer, serialize_initializer
+from tfmec.layers._utils import as_shape, make_initializer, renamed_kwargs, serialize_initializer
 
 
 class _CrossBase(keras.layers.Layer):
@@ -55,17 +55,19 @@ class _CrossBase(keras.layers.Layer):
 
 
 @register
+@renamed_kwargs({"low_rank": "rank"})
 class CrossNetV2(_CrossBase):
     """DCN-V2 cross network: ``x_{l+1} = x_0 * (x_l W_l + b_l) + x_l`` for ``l = 0..L-1``.
 
-    With ``low_rank=r`` each ``W_l`` (D x D) is factored as ``V_l U_l`` (V_l: D x r, U_l: r x D),
+    With ``rank=r`` each ``W_l`` (D x D) is factored as ``V_l U_l`` (V_l: D x r, U_l: r x D),
     i.e. ``x_l W_l = (x_l V_l) U_l`` (DCN-Mix without the mixture of experts). A list gives each
     layer its own rank, None for a full-rank layer (what :func:`tfmec.afm.compress` builds).
 
     Args:
         num_layers: number of cross layers L.
-        low_rank: None for full-rank kernels, the rank r of every layer's factorisation, or a list of
-            L entries (int rank or None).
+        rank: None for full-rank kernels, the rank r of every layer's factorisation, or a list of
+            L entries (int rank or None). ``low_rank`` (keyword or attribute) is its deprecated name,
+            accepted for one release with a ``DeprecationWarning``; old configs load silently.
         kernel_initializer, bias_initializer: initializers of W (or U, V) and b.
         seed: optional integer seed; kernel number k uses ``seed + k``.
 
@@ -73,17 +75,17 @@ class CrossNetV2(_CrossBase):
         ``[batch, D]`` -> ``[batch, D]``.
     """
 
-    def __init__(self, num_layers: int = 3, low_rank: int | None = None, **kwargs):
+    def __init__(self, num_layers: int = 3, rank: int | None = None, **kwargs):
         super().__init__(num_layers=num_layers, **kwargs)
-        if isinstance(low_rank, (list, tuple)):
-            if len(low_rank) != self.num_layers:
-                raise ValueError(f"CrossNetV2: low_rank lists one rank per layer ({self.num_layers}), got {list(low_rank)}")
-            ranks = [None if r is None else int(r) for r in low_rank]
+        if isinstance(rank, (list, tuple)):
+            if len(rank) != self.num_layers:
+                raise ValueError(f"CrossNetV2: rank lists one rank per layer ({self.num_layers}), got {list(rank)}")
+            ranks = [None if r is None else int(r) for r in rank]
         else:
-            ranks = [None if low_rank is None else int(low_rank)] * self.num_layers
+            ranks = [None if rank is None else int(rank)] * self.num_layers
         if any(r is not None and r < 1 for r in ranks):
-            raise ValueError(f"CrossNetV2: low_rank must be None or >= 1, got {low_rank}")
-        self.low_rank = list(ranks) if isinstance(low_rank, (list, tuple)) else ranks[0]
+            raise ValueError(f"CrossNetV2: rank must be None or >= 1, got {rank}")
+        self.rank = list(ranks) if isinstance(rank, (list, tuple)) else ranks[0]
         self.layer_ranks = ranks
 
     def build(self, input_shape):
@@ -127,7 +129,7 @@ class CrossNetV2(_CrossBase):
 
     def get_config(self):
         config = super().get_config()
-        config.update(low_rank=self.low_rank)
+        config.update(rank=self.rank)
         return config
 
 

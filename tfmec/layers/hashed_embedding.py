@@ -25,7 +25,14 @@ import numpy as np
 import tensorflow as tf
 
 from tfmec.backend import keras, register
-from tfmec.layers._utils import as_shape, make_initializer, map_out_of_range_ids, serialize_initializer, zero_mask
+from tfmec.layers._utils import (
+    as_shape,
+    make_initializer,
+    map_out_of_range_ids,
+    renamed_kwargs,
+    serialize_initializer,
+    zero_mask,
+)
 
 _MAX_VOCAB = 2**31 - 1
 HASH_PRIME = 2**31 - 1
@@ -74,11 +81,12 @@ def hash_buckets_numpy(ids, num_buckets: int, salt: int = 0) -> np.ndarray:
 
 
 @register
+@renamed_kwargs({"vocab_size": "input_dim"})
 class HashedEmbedding(keras.layers.Layer):
     """An embedding of ``V`` ids held in ``B`` hashed rows (the hashing trick).
 
     Args:
-        vocab_size: ``V``, number of ids (``< 2**31``); ids outside ``[0, V)`` become ``oov_id`` first
+        input_dim: ``V``, number of ids (``< 2**31``); ids outside ``[0, V)`` become ``oov_id`` first
             (mapped with ``tf.where``, never an error), then are hashed like any other id.
         num_buckets: ``B`` rows (``1 <= B``; ``B >= V`` is allowed but saves nothing).
         output_dim: ``d``.
@@ -90,6 +98,10 @@ class HashedEmbedding(keras.layers.Layer):
             ``ids != 0`` (bool, the ids' shape) so that masked layers downstream (pooling, attention,
             RNNs) skip id 0 as padding (the raw id, before hashing); the output is unchanged (id 0
             still reads its row). Default False.
+
+    The positional order is ``(input_dim, num_buckets, output_dim)``. The deprecated keyword
+    ``vocab_size`` (now ``input_dim``) is accepted for one release with a ``DeprecationWarning``; old
+    configs load silently.
 
     Weights (created in ``build``): ``embeddings float32[B, d]`` (trainable: the hashing trick trains
     the model from scratch).
@@ -106,7 +118,7 @@ class HashedEmbedding(keras.layers.Layer):
 
     def __init__(
         self,
-        vocab_size: int,
+        input_dim: int,
         num_buckets: int,
         output_dim: int,
         salt: int = 0,
@@ -120,18 +132,18 @@ class HashedEmbedding(keras.layers.Layer):
         self.mask_zero = bool(mask_zero)
         self.supports_masking = self.mask_zero  # as keras.layers.Embedding
         name = type(self).__name__
-        self.vocab_size = int(vocab_size)
+        self.input_dim = int(input_dim)
         self.num_buckets = int(num_buckets)
         self.output_dim = int(output_dim)
-        if not 1 <= self.vocab_size <= _MAX_VOCAB:
-            raise ValueError(f"{name}: vocab_size must be in [1, 2**31), got {vocab_size}")
+        if not 1 <= self.input_dim <= _MAX_VOCAB:
+            raise ValueError(f"{name}: input_dim must be in [1, 2**31), got {input_dim}")
         if not 1 <= self.num_buckets <= _MAX_VOCAB:
             raise ValueError(f"{name}: num_buckets must be in [1, 2**31), got {num_buckets}")
         if self.output_dim < 1:
             raise ValueError(f"{name}: output_dim must be >= 1, got {output_dim}")
         self.oov_id = int(oov_id)
-        if not 0 <= self.oov_id < self.vocab_size:
-            raise ValueError(f"{name}: oov_id must be in [0, {self.vocab_size}), got {oov_id}")
+        if not 0 <= self.oov_id < self.input_dim:
+            raise ValueError(f"{name}: oov_id must be in [0, {self.input_dim}), got {oov_id}")
         self.salt = int(salt)
         self.embeddings_initializer = serialize_initializer(embeddings_initializer)
         self.seed = None if seed is None else int(seed)
@@ -150,7 +162,7 @@ class HashedEmbedding(keras.layers.Layer):
 
     def bucket_of(self, inputs):
         """The int32 rows ``[...]`` that ids ``[...]`` read (out-of-range ids mapped to ``oov_id`` first)."""
-        ids = map_out_of_range_ids(inputs, self.vocab_size, self.oov_id, self.name)
+        ids = map_out_of_range_ids(inputs, self.input_dim, self.oov_id, self.name)
         return hash_buckets(ids, self.num_buckets, self.salt)
 
     def call(self, inputs):
@@ -170,7 +182,7 @@ class HashedEmbedding(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(vocab_size=self.vocab_size, num_buckets=self.num_buckets, output_dim=self.output_dim,
+        config.update(input_dim=self.input_dim, num_buckets=self.num_buckets, output_dim=self.output_dim,
                       salt=self.salt, oov_id=self.oov_id, embeddings_initializer=self.embeddings_initializer,
                       seed=self.seed, mask_zero=self.mask_zero)
         return config

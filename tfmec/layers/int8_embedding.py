@@ -44,7 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmec.backend import keras, register
-from tfmec.layers._utils import array_initializer, as_shape, map_out_of_range_ids, zero_mask
+from tfmec.layers._utils import array_initializer, as_shape, map_out_of_range_ids, renamed_kwargs, zero_mask
 from tfmec.layers.hashed_embedding import hash_buckets
 
 _MAX_VOCAB = 2**31 - 1
@@ -128,6 +128,7 @@ def quantize_int8(table, per_row: bool = True, bits: int = 8) -> tuple[np.ndarra
 
 
 @register
+@renamed_kwargs({"vocab_size": "input_dim"})
 class Int8Embedding(keras.layers.Layer):
     """An embedding table stored as ``int8`` (or packed int4) values times a ``float32`` step per row (or
     per table), optionally over hashed rows.
@@ -170,7 +171,8 @@ class Int8Embedding(keras.layers.Layer):
         layer = Int8Embedding.from_embedding(trained_embedding, bits=4)   # int4 rows, step per row
 
     Configs without ``bits`` / ``num_buckets`` (``.keras`` files written before they existed) load as
-    int8 with one row per id.
+    int8 with one row per id. ``vocab_size`` (keyword or attribute) is a deprecated name of ``input_dim``,
+    accepted for one release with a ``DeprecationWarning``.
     """
 
     is_embedding_table = True
@@ -259,16 +261,11 @@ class Int8Embedding(keras.layers.Layer):
         params = dict(name=embedding.name, dtype=embedding.dtype_policy,
                       mask_zero=bool(getattr(embedding, "mask_zero", False)))
         if isinstance(embedding, HashedEmbedding):
-            params.update(input_dim=embedding.vocab_size, num_buckets=embedding.num_buckets, salt=embedding.salt,
+            params.update(input_dim=embedding.input_dim, num_buckets=embedding.num_buckets, salt=embedding.salt,
                           oov_id=embedding.oov_id)
         params.update(kwargs)
         return cls.from_table(np.asarray(embedding.get_weights()[0]), per_row_scale=per_row_scale, bits=bits,
                               **params)
-
-    @property
-    def vocab_size(self) -> int:
-        """``V`` (the same as ``input_dim``)."""
-        return self.input_dim
 
     @property
     def rows(self) -> int:

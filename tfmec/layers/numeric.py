@@ -4,27 +4,32 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfmec.backend import keras, register
-from tfmec.layers._utils import as_shape, make_initializer, serialize_initializer
+from tfmec.layers._utils import as_shape, make_initializer, renamed_kwargs, serialize_initializer
 
 
 @register
+@renamed_kwargs({"dim": "output_dim"})
 class NumericEmbedding(keras.layers.Layer):
     """Maps a numeric field to a vector: ``x[:, None] * v``.
 
     Args:
-        dim: embedding dimension d.
+        output_dim: embedding dimension d (the width, as the tables' ``output_dim``; ``dim``, keyword or
+            attribute, is its deprecated name, accepted for one release with a ``DeprecationWarning``;
+            old configs load silently).
         embeddings_initializer: initializer of ``v`` (shape ``[d]``).
         seed: optional integer seed for the initializer.
+
+    Weights: ``embeddings float32[d]``.
 
     Shapes:
         input ``[batch]`` (or ``[batch, 1]``) float -> output ``[batch, d]``.
     """
 
-    def __init__(self, dim: int, embeddings_initializer="uniform", seed: int | None = None, **kwargs):
+    def __init__(self, output_dim: int, embeddings_initializer="uniform", seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        if int(dim) < 1:
-            raise ValueError(f"NumericEmbedding: dim must be >= 1, got {dim}")
-        self.dim = int(dim)
+        if int(output_dim) < 1:
+            raise ValueError(f"NumericEmbedding: output_dim must be >= 1, got {output_dim}")
+        self.output_dim = int(output_dim)
         self.embeddings_initializer = serialize_initializer(embeddings_initializer)
         self.seed = seed
 
@@ -34,7 +39,7 @@ class NumericEmbedding(keras.layers.Layer):
             raise ValueError(f"NumericEmbedding expects input [batch] or [batch, 1], got {shape}")
         self.embeddings = self.add_weight(
             name="embeddings",
-            shape=(self.dim,),
+            shape=(self.output_dim,),
             initializer=make_initializer(self.embeddings_initializer, self.seed, 0),
         )
         self.built = True
@@ -45,9 +50,9 @@ class NumericEmbedding(keras.layers.Layer):
         return x * tf.cast(self.embeddings, self.compute_dtype)[None, :]
 
     def compute_output_shape(self, input_shape):
-        return (as_shape(input_shape)[0], self.dim)
+        return (as_shape(input_shape)[0], self.output_dim)
 
     def get_config(self):
         config = super().get_config()
-        config.update(dim=self.dim, embeddings_initializer=self.embeddings_initializer, seed=self.seed)
+        config.update(output_dim=self.output_dim, embeddings_initializer=self.embeddings_initializer, seed=self.seed)
         return config

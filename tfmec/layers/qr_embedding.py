@@ -19,7 +19,14 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfmec.backend import keras, register, tf_variable
-from tfmec.layers._utils import as_shape, make_initializer, map_out_of_range_ids, serialize_initializer, zero_mask
+from tfmec.layers._utils import (
+    as_shape,
+    make_initializer,
+    map_out_of_range_ids,
+    renamed_kwargs,
+    serialize_initializer,
+    zero_mask,
+)
 
 _MAX_VOCAB = 2**31 - 1
 COMBINERS = ("mul", "add")
@@ -31,12 +38,14 @@ def quotient_rows(input_dim: int, num_buckets: int) -> int:
 
 
 @register
+@renamed_kwargs({"vocab_size": "input_dim"})
 class QREmbedding(keras.layers.Layer):
     """An embedding of ``V`` ids held in a quotient and a remainder table (module docstring).
 
     Args:
         input_dim: ``V``, number of ids (``< 2**31``); ids outside ``[0, V)`` become ``oov_id`` first
-            (mapped with ``tf.where``, never an error). ``vocab_size`` is the same number.
+            (mapped with ``tf.where``, never an error). ``vocab_size`` (keyword or attribute) is its
+            deprecated name, accepted for one release with a ``DeprecationWarning``.
         output_dim: ``d``.
         num_buckets: ``B``, the rows of the remainder table (``1 <= B``); the quotient table has
             ``ceil(V / B)`` rows. ``B = ceil(sqrt(V))`` gives the fewest rows in all.
@@ -110,11 +119,6 @@ class QREmbedding(keras.layers.Layer):
         self.embeddings_initializer = serialize_initializer(embeddings_initializer)
         self.quotient_initializer = serialize_initializer(quotient_initializer)
         self.seed = None if seed is None else int(seed)
-
-    @property
-    def vocab_size(self) -> int:
-        """``V`` (the same as ``input_dim``)."""
-        return self.input_dim
 
     @property
     def quotient_rows(self) -> int:

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmec.backend import IS_LEGACY_KERAS, keras, register
-from tfmec.layers._utils import array_initializer, as_shape, map_out_of_range_ids, zero_mask
+from tfmec.layers._utils import array_initializer, as_shape, map_out_of_range_ids, renamed_kwargs, zero_mask
 from tfmec.layers.bitpack import check_bits, decode_packed_tf, pack_codes, packed_width, unpack_codes_tf
 
 _MAX_VOCAB = 2**31 - 1
@@ -111,12 +111,13 @@ def semi_synthetic_negative_codes(codes, num_codewords: int, num_negatives: int,
     return tf.where(hit, replaced, base)
 
 
+@renamed_kwargs({"temperature": "contrastive_temperature"})
 def contrastive_loss(
     anchor,
     codes,
     codebooks,
     num_negatives: int,
-    temperature: float,
+    contrastive_temperature: float,
     seed=None,
     projection=None,
     stop_anchor_gradient: bool = True,
@@ -137,7 +138,8 @@ def contrastive_loss(
         codes: integer ``[N, M]``, the codes of the positives.
         codebooks: ``[M, K, d / M]`` (gradients flow into them through positives and negatives).
         num_negatives: negatives per row.
-        temperature: ``tau`` (> 0).
+        contrastive_temperature: ``tau`` (> 0), the InfoNCE temperature (the deprecated keyword
+            ``temperature`` is accepted for one release, with a ``DeprecationWarning``).
         seed: see :func:`semi_synthetic_negative_codes`.
         projection: optional ``[d, d]`` applied to positives and negatives after decoding.
         stop_anchor_gradient: apply ``tf.stop_gradient`` to the anchor (default True).
@@ -149,8 +151,8 @@ def contrastive_loss(
     Returns:
         A float32 scalar (0 for an empty batch).
     """
-    if float(temperature) <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if float(contrastive_temperature) <= 0:
+        raise ValueError(f"contrastive_temperature must be > 0, got {contrastive_temperature}")
     codebooks = tf.cast(tf.convert_to_tensor(codebooks), tf.float32)
     anchor = tf.cast(anchor, tf.float32)
     if stop_anchor_gradient:
@@ -163,7 +165,7 @@ def contrastive_loss(
     a = tf.math.l2_normalize(anchor, axis=-1, epsilon=1e-12)
     s_pos = tf.reduce_sum(a * tf.math.l2_normalize(positive, axis=-1, epsilon=1e-12), axis=-1)  # [N]
     s_neg = tf.reduce_sum(a[:, None, :] * tf.math.l2_normalize(negative, axis=-1, epsilon=1e-12), axis=-1)
-    logits = tf.concat([s_pos[:, None], s_neg], axis=1) / float(temperature)  # [N, 1 + n]
+    logits = tf.concat([s_pos[:, None], s_neg], axis=1) / float(contrastive_temperature)  # [N, 1 + n]
     per_row = tf.reduce_logsumexp(logits, axis=1) - logits[:, 0]
     if row_weights is not None:
         weights = tf.cast(tf.reshape(row_weights, [-1]), tf.float32)
@@ -178,10 +180,11 @@ class ContrastiveSteps:
     ``_add_step_counter`` in ``build``, ``_next_negatives_seed`` once per training call. The layer sets
     ``self._negatives_seed`` (int) and ``self.negatives_step``."""
 
-    def _set_contrastive(self, contrastive_weight, num_negatives, temperature, seed) -> None:
-        """Checks and sets ``contrastive_weight`` (>= 0), ``num_negatives`` (>= 1), ``temperature`` (> 0)
-        and ``seed``, and draws the first half of the negatives' stateless seed (``seed``, else one draw
-        from NumPy's global generator; the second half is the ``negatives_step`` counter)."""
+    def _set_contrastive(self, contrastive_weight, num_negatives, contrastive_temperature, seed) -> None:
+        """Checks and sets ``contrastive_weight`` (>= 0), ``num_negatives`` (>= 1),
+        ``contrastive_temperature`` (> 0) and ``seed``, and draws the first half of the negatives'
+        stateless seed (``seed``, else one draw from NumPy's global generator; the second half is the
+        ``negatives_step`` counter)."""
         name = type(self).__name__
         self.contrastive_weight = float(contrastive_weight)
         if self.contrastive_weight < 0:
@@ -189,9 +192,9 @@ class ContrastiveSteps:
         self.num_negatives = int(num_negatives)
         if self.num_negatives < 1:
             raise ValueError(f"{name}: num_negatives must be >= 1, got {num_negatives}")
-        self.temperature = float(temperature)
-        if self.temperature <= 0:
-            raise ValueError(f"{name}: temperature must be > 0, got {temperature}")
+        self.contrastive_temperature = float(contrastive_temperature)
+        if self.contrastive_temperature <= 0:
+            raise ValueError(f"{name}: contrastive_temperature must be > 0, got {contrastive_temperature}")
         self.seed = None if seed is None else int(seed)
         self._negatives_seed = self.seed if self.seed is not None else int(np.random.randint(0, 2**31 - 1))
 
@@ -212,14 +215,15 @@ class ContrastiveSteps:
 
 
 @register
+@renamed_kwargs({"vocab_size": "input_dim", "temperature": "contrastive_temperature"})
 class QuantizedEmbedding(ContrastiveSteps, keras.layers.Layer):
     """Embedding table stored as product-quantisation codes plus codebooks (MEC, stage 2).
 
     Args:
-        vocab_size: ``V``, number of ids (``< 2**31``).
+        input_dim: ``V``, number of ids (``< 2**31``), as ``keras.layers.Embedding``'s ``input_dim``.
         num_subspaces: ``M``.
         num_codewords: ``K`` per sub-space (2..65536).
-        subspace_dim: ``d / M``; the output dim is ``d = M * subspace_dim``.
+        subspace_dim: ``d / M``; the width is ``output_dim = d = M * subspace_dim`` (a property).
         codes: optional integer ``[V, M]`` initial codes (stage 1's output). Default: uniform random
             codes drawn with ``seed``. Never part of the config: the weights carry them.
         codebooks: optional ``float32[M, K, d / M]`` initial codebooks. Default: normal(0, 0.05).
@@ -233,7 +237,7 @@ class QuantizedEmbedding(ContrastiveSteps, keras.layers.Layer):
         contrastive_weight: ``beta``; when > 0 and ``training=True`` the layer adds
             ``beta * contrastive_loss(...)`` on the batch's looked-up ids with ``add_loss``.
         num_negatives: semi-synthetic negatives per looked-up id.
-        temperature: ``tau`` of the contrastive loss.
+        contrastive_temperature: ``tau`` of the contrastive loss (InfoNCE).
         seed: int seed for the default codes/codebooks and the first half of the negatives' stateless seed.
         head_rows: ``H >= 0`` (beyond the paper): rows ``0 .. H-1`` are kept exact in a float32
             ``head [H, d]`` weight and read from it instead of from the codes. tfmec's vocabularies
@@ -245,6 +249,9 @@ class QuantizedEmbedding(ContrastiveSteps, keras.layers.Layer):
             ``ids != 0`` (bool, the ids' shape) so that masked layers downstream (pooling, attention,
             RNNs) skip id 0 as padding, and id 0 does not count in the contrastive term. The output
             itself is unchanged (id 0 still reads its row). Default False (no mask).
+
+    Deprecated keywords (accepted for one release with a ``DeprecationWarning``; old configs load
+    silently): ``vocab_size`` (now ``input_dim``), ``temperature`` (now ``contrastive_temperature``).
 
     Weights (created in ``build``):
         ``codes``: non-trainable ``uint8[V, M]`` (``K <= 256``) or ``uint16[V, M]``, or
@@ -269,7 +276,7 @@ class QuantizedEmbedding(ContrastiveSteps, keras.layers.Layer):
 
     def __init__(
         self,
-        vocab_size: int,
+        input_dim: int,
         num_subspaces: int,
         num_codewords: int,
         subspace_dim: int,
@@ -281,7 +288,7 @@ class QuantizedEmbedding(ContrastiveSteps, keras.layers.Layer):
         oov_id: int = 0,
         contrastive_weight: float = 0.0,
         num_negatives: int = 4,
-        temperature: float = 0.5,
+        contrastive_temperature: float = 0.5,
         seed: int | None = None,
         head_rows: int = 0,
         head=None,
@@ -291,13 +298,13 @@ class QuantizedEmbedding(ContrastiveSteps, keras.layers.Layer):
         super().__init__(**kwargs)
         self.mask_zero = bool(mask_zero)
         self.supports_masking = self.mask_zero  # as keras.layers.Embedding
-        self.vocab_size = int(vocab_size)
+        self.input_dim = int(input_dim)
         self.num_subspaces = int(num_subspaces)
         self.num_codewords = int(num_codewords)
         self.subspace_dim = int(subspace_dim)
         name = type(self).__name__
-        if not 1 <= self.vocab_size <= _MAX_VOCAB:
-            raise ValueError(f"{name}: vocab_size must be in [1, 2**31), got {vocab_size}")
+        if not 1 <= self.input_dim <= _MAX_VOCAB:
+            raise ValueError(f"{name}: input_dim must be in [1, 2**31), got {input_dim}")
         if self.num_subspaces < 1 or self.subspace_dim < 1:
             raise ValueError(
                 f"{name}: num_subspaces and subspace_dim must be >= 1, got {num_subspaces}, {subspace_dim}"
@@ -306,17 +313,17 @@ class QuantizedEmbedding(ContrastiveSteps, keras.layers.Layer):
             raise ValueError(f"{name}: num_codewords must be in [2, 65536], got {num_codewords}")
         self.bits = None if bits is None else check_bits(bits, self.num_codewords)
         self.oov_id = int(oov_id)
-        if not 0 <= self.oov_id < self.vocab_size:
-            raise ValueError(f"{name}: oov_id must be in [0, {self.vocab_size}), got {oov_id}")
-        self._set_contrastive(contrastive_weight, num_negatives, temperature, seed)
+        if not 0 <= self.oov_id < self.input_dim:
+            raise ValueError(f"{name}: oov_id must be in [0, {self.input_dim}), got {oov_id}")
+        self._set_contrastive(contrastive_weight, num_negatives, contrastive_temperature, seed)
         self.trainable_codebooks = bool(trainable_codebooks)
 
         d, m, k = self.output_dim, self.num_subspaces, self.num_codewords
         self._initial_codes = None
         if codes is not None:
             codes = np.asarray(codes)
-            if codes.shape != (self.vocab_size, m):
-                raise ValueError(f"{name}: codes must be [{self.vocab_size}, {m}], got shape {codes.shape}")
+            if codes.shape != (self.input_dim, m):
+                raise ValueError(f"{name}: codes must be [{self.input_dim}, {m}], got shape {codes.shape}")
             if not np.issubdtype(codes.dtype, np.integer):
                 raise ValueError(f"{name}: codes must be integers, got {codes.dtype}")
             if codes.size and (codes.min() < 0 or codes.max() >= k):
@@ -342,8 +349,8 @@ class QuantizedEmbedding(ContrastiveSteps, keras.layers.Layer):
             self.use_projection = True
             self._initial_projection = projection
         self.head_rows = int(head_rows)
-        if not 0 <= self.head_rows <= self.vocab_size:
-            raise ValueError(f"{name}: head_rows must be in [0, {self.vocab_size}], got {head_rows}")
+        if not 0 <= self.head_rows <= self.input_dim:
+            raise ValueError(f"{name}: head_rows must be in [0, {self.input_dim}], got {head_rows}")
         self._initial_head = None
         if head is not None:
             head = np.asarray(head, dtype=np.float32)
@@ -363,7 +370,7 @@ class QuantizedEmbedding(ContrastiveSteps, keras.layers.Layer):
         ``mask_zero`` to copy the setting of the ``Embedding`` the layer replaces...)."""
         m, k, sub = field_codes.codebooks.shape
         return cls(
-            vocab_size=field_codes.codes.shape[0],
+            input_dim=field_codes.codes.shape[0],
             num_subspaces=m,
             num_codewords=k,
             subspace_dim=sub,
@@ -387,7 +394,7 @@ class QuantizedEmbedding(ContrastiveSteps, keras.layers.Layer):
     def codes_shape(self) -> tuple:
         """Shape of the ``codes`` weight: ``[V, M]`` or ``[V, ceil(M * bits / 8)]`` when packed."""
         width = self.num_subspaces if self.bits is None else packed_width(self.num_subspaces, self.bits)
-        return (self.vocab_size, width)
+        return (self.input_dim, width)
 
     @property
     def storage_bytes(self) -> int:
@@ -408,7 +415,7 @@ class QuantizedEmbedding(ContrastiveSteps, keras.layers.Layer):
         codes = self._initial_codes
         if codes is None:
             rng = np.random.default_rng(self.seed)
-            codes = rng.integers(0, self.num_codewords, size=(self.vocab_size, self.num_subspaces))
+            codes = rng.integers(0, self.num_codewords, size=(self.input_dim, self.num_subspaces))
         if self.bits is not None:
             return pack_codes(codes, self.bits)
         return codes.astype(self.codes_dtype)
@@ -468,7 +475,7 @@ class QuantizedEmbedding(ContrastiveSteps, keras.layers.Layer):
     # ------------------------------------------------------------------ computation
     def _sanitize_ids(self, inputs):
         """Ids as int32 with every id outside ``[0, V)`` replaced by ``oov_id``."""
-        return map_out_of_range_ids(inputs, self.vocab_size, self.oov_id, self.name)
+        return map_out_of_range_ids(inputs, self.input_dim, self.oov_id, self.name)
 
     def lookup_codes(self, ids):
         """The int32 codes ``[..., M]`` of ``ids`` (OOV-mapped), unpacked when bit-packed."""
@@ -526,7 +533,7 @@ class QuantizedEmbedding(ContrastiveSteps, keras.layers.Layer):
                 flat_codes,
                 codebooks,
                 self.num_negatives,
-                self.temperature,
+                self.contrastive_temperature,
                 seed=self._next_negatives_seed(),
                 projection=projection,
                 row_weights=None if counted is None else tf.reshape(counted, [-1]),
@@ -546,7 +553,7 @@ class QuantizedEmbedding(ContrastiveSteps, keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            vocab_size=self.vocab_size,
+            input_dim=self.input_dim,
             num_subspaces=self.num_subspaces,
             num_codewords=self.num_codewords,
             subspace_dim=self.subspace_dim,
@@ -556,7 +563,7 @@ class QuantizedEmbedding(ContrastiveSteps, keras.layers.Layer):
             oov_id=self.oov_id,
             contrastive_weight=self.contrastive_weight,
             num_negatives=self.num_negatives,
-            temperature=self.temperature,
+            contrastive_temperature=self.contrastive_temperature,
             seed=self.seed,
             head_rows=self.head_rows,
             mask_zero=self.mask_zero,

@@ -23,23 +23,30 @@ from __future__ import annotations
 import numpy as np
 
 from tfmec.backend import register
-from tfmec.layers._utils import map_out_of_range_ids
+from tfmec.layers._utils import map_out_of_range_ids, same_codebooks
 from tfmec.layers.quantized_embedding import _MAX_VOCAB, QuantizedEmbedding
+
+from tfmec.layers._utils import renamed_kwargs  # noqa: E402,I001  (kept apart from the import line above)
 
 
 @register
+@renamed_kwargs({"vocab_sizes": "input_dims"})
 class SharedQuantizedEmbedding(QuantizedEmbedding):
     """One codebook set shared by the PQ tables of several fields (MEC stage 2, beyond the paper).
 
     Args:
-        vocab_sizes: ``[V_f]`` per field, in field order (``sum_f V_f < 2**31``).
+        input_dims: ``[V_f]``, the number of ids of each field, in field order (``sum_f V_f < 2**31``);
+            the layer's ``input_dim`` is ``sum_f V_f``, the rows of its ``codes``.
         num_subspaces, num_codewords, subspace_dim: ``M``, ``K`` and ``d / M``, common to every field.
         codes: optional integer ``[sum_f V_f, M]``: the fields' codes concatenated in field order.
         codebooks, projection, trainable_codebooks, bits, contrastive_weight, num_negatives,
-            temperature, seed, mask_zero: as in :class:`~tfmec.layers.QuantizedEmbedding` (one of each,
+            contrastive_temperature, seed, mask_zero: as in :class:`~tfmec.layers.QuantizedEmbedding` (one of each,
             shared).
         field_names: optional names of the fields (then ``field="name"`` works in calls).
         oov_ids: per-field OOV row (default 0 for every field), in the field's own id space.
+
+    Deprecated keywords (accepted for one release with a ``DeprecationWarning``; old configs load
+    silently): ``vocab_sizes`` (now ``input_dims``) and those of :class:`~tfmec.layers.QuantizedEmbedding`.
 
     Weights: ``codes`` (non-trainable, ``[sum_f V_f, M]`` or packed), ``codebooks``
     ``float32[M, K, d / M]``, ``projection`` ``[d, d]`` when enabled; ``storage_bytes`` is their size.
@@ -54,17 +61,18 @@ class SharedQuantizedEmbedding(QuantizedEmbedding):
 
     is_embedding_table = True
 
-    def __init__(self, vocab_sizes, num_subspaces: int, num_codewords: int, subspace_dim: int, codes=None,
+    def __init__(self, input_dims, num_subspaces: int, num_codewords: int, subspace_dim: int, codes=None,
                  field_names=None, oov_ids=None, **kwargs):
-        sizes = [int(v) for v in vocab_sizes]
+        sizes = [int(v) for v in input_dims]
         if not sizes or min(sizes) < 1:
-            raise ValueError(f"SharedQuantizedEmbedding: vocab_sizes must be >= 1 each, got {vocab_sizes}")
+            raise ValueError(f"SharedQuantizedEmbedding: input_dims must be >= 1 each, got {input_dims}")
         if sum(sizes) > _MAX_VOCAB:
             raise ValueError(f"SharedQuantizedEmbedding: the fields hold {sum(sizes)} ids together; at most 2**31 - 1")
-        if "vocab_size" in kwargs or "oov_id" in kwargs:
-            raise TypeError("SharedQuantizedEmbedding takes vocab_sizes and oov_ids (per field)")
+        if "input_dim" in kwargs or "oov_id" in kwargs:
+            raise TypeError("SharedQuantizedEmbedding takes input_dims and oov_ids (one per field), not input_dim "
+                            "or oov_id")
         super().__init__(sum(sizes), num_subspaces, num_codewords, subspace_dim, codes=codes, oov_id=0, **kwargs)
-        self.vocab_sizes = sizes
+        self.input_dims = sizes
         self.offsets = [int(x) for x in np.concatenate([[0], np.cumsum(sizes)[:-1]])]
         self.field_names = None if field_names is None else [str(n) for n in field_names]
         if self.field_names is not None and (len(self.field_names) != len(sizes)
@@ -82,8 +90,6 @@ class SharedQuantizedEmbedding(QuantizedEmbedding):
         field_codes = list(field_codes)
         if not field_codes:
             raise ValueError("SharedQuantizedEmbedding.from_codes needs at least one FieldCodes")
-        from tfmec.mec.codes import same_codebooks
-
         first = field_codes[0]
         for fc in field_codes[1:]:
             if not same_codebooks(first, fc):
@@ -91,7 +97,7 @@ class SharedQuantizedEmbedding(QuantizedEmbedding):
         m, k, sub = first.codebooks.shape
         kwargs.setdefault("field_names", [fc.field for fc in field_codes])
         return cls(
-            vocab_sizes=[fc.vocab_size for fc in field_codes],
+            input_dims=[fc.vocab_size for fc in field_codes],
             num_subspaces=m,
             num_codewords=k,
             subspace_dim=sub,
@@ -103,7 +109,7 @@ class SharedQuantizedEmbedding(QuantizedEmbedding):
 
     @property
     def num_fields(self) -> int:
-        return len(self.vocab_sizes)
+        return len(self.input_dims)
 
     def field_index(self, field) -> int:
         """The index of ``field`` (an int index or a name in ``field_names``)."""
@@ -120,7 +126,7 @@ class SharedQuantizedEmbedding(QuantizedEmbedding):
     def _sanitize_ids(self, inputs, field=0):
         """Rows of ``inputs`` (ids of ``field``) in the concatenated table: OOV-mapped, then offset."""
         f = self.field_index(field)
-        ids = map_out_of_range_ids(inputs, self.vocab_sizes[f], self.oov_ids[f], self.name)
+        ids = map_out_of_range_ids(inputs, self.input_dims[f], self.oov_ids[f], self.name)
         return ids + self.offsets[f] if self.offsets[f] else ids
 
     def lookup_codes(self, ids, field=0):
@@ -133,9 +139,9 @@ class SharedQuantizedEmbedding(QuantizedEmbedding):
 
     def get_config(self):
         config = super().get_config()
-        config.pop("vocab_size")
+        config.pop("input_dim")
         config.pop("oov_id")
-        config.update(vocab_sizes=list(self.vocab_sizes), field_names=self.field_names, oov_ids=list(self.oov_ids))
+        config.update(input_dims=list(self.input_dims), field_names=self.field_names, oov_ids=list(self.oov_ids))
         return config
 
 

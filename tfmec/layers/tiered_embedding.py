@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmec.backend import keras, register
-from tfmec.layers._utils import array_initializer, as_shape, map_out_of_range_ids, zero_mask
+from tfmec.layers._utils import array_initializer, as_shape, map_out_of_range_ids, renamed_kwargs, zero_mask
 from tfmec.layers.bitpack import bits_needed, check_bits, pack_codes, packed_width, unpack_codes_tf
 from tfmec.layers.hashed_embedding import hash_coefficients
 from tfmec.layers.quantized_embedding import ContrastiveSteps, contrastive_loss
@@ -158,6 +158,7 @@ def hashed_codes_numpy(ids, num_subspaces: int, num_codewords: int, salt: int = 
 
 
 @register
+@renamed_kwargs({"vocab_size": "input_dim", "temperature": "contrastive_temperature"})
 class TieredEmbedding(ContrastiveSteps, keras.layers.Layer):
     """Embedding table whose ids fall into popularity tiers, each with its own storage (issue 19).
 
@@ -183,11 +184,15 @@ class TieredEmbedding(ContrastiveSteps, keras.layers.Layer):
             codebooks normal(0, 0.05), codes uniform, drawn with ``seed``.
         trainable_codebooks: whether exact rows and codebooks train (codes never do).
         oov_id: the row used for ids ``< 0`` or ``>= V``.
-        contrastive_weight, num_negatives, temperature: MEC's contrastive term (see
+        contrastive_weight, num_negatives, contrastive_temperature: MEC's contrastive term (see
             :class:`~tfmec.layers.QuantizedEmbedding`); 0 turns it off.
         hash_salt: salt of the hashed tiers' codes (tier ``t`` uses ``hash_salt + t``).
         seed: seed of the default initial values and of the negatives.
         mask_zero: as ``keras.layers.Embedding``: ``compute_mask`` returns ``ids != 0``.
+
+    Deprecated keywords and attributes (accepted for one release with a ``DeprecationWarning``; old
+    configs load silently): ``vocab_size`` (now ``input_dim``), ``temperature`` (now
+    ``contrastive_temperature``).
 
     Weights: ``table float32[R, G]``: every exact row and every codebook in one weight, ``G`` the gcd
     of the coded tiers' ``d / M`` (:attr:`slot_width`; ``d`` when there is none), tier after tier
@@ -205,8 +210,8 @@ class TieredEmbedding(ContrastiveSteps, keras.layers.Layer):
 
     def __init__(self, input_dim: int, output_dim: int, tiers: Sequence, arrays: Sequence | None = None,
                  trainable_codebooks: bool = True, oov_id: int = 0, contrastive_weight: float = 0.0,
-                 num_negatives: int = 4, temperature: float = 0.5, hash_salt: int = 0, seed: int | None = None,
-                 mask_zero: bool = False, **kwargs):
+                 num_negatives: int = 4, contrastive_temperature: float = 0.5, hash_salt: int = 0,
+                 seed: int | None = None, mask_zero: bool = False, **kwargs):
         super().__init__(**kwargs)
         name = type(self).__name__
         self.input_dim, self.output_dim = int(input_dim), int(output_dim)
@@ -230,7 +235,7 @@ class TieredEmbedding(ContrastiveSteps, keras.layers.Layer):
         self.oov_id = int(oov_id)
         if not 0 <= self.oov_id < self.input_dim:
             raise ValueError(f"{name}: oov_id must be in [0, {self.input_dim}), got {oov_id}")
-        self._set_contrastive(contrastive_weight, num_negatives, temperature, seed)
+        self._set_contrastive(contrastive_weight, num_negatives, contrastive_temperature, seed)
         self.trainable_codebooks = bool(trainable_codebooks)
         self.hash_salt = int(hash_salt)
         self.mask_zero = bool(mask_zero)
@@ -276,11 +281,6 @@ class TieredEmbedding(ContrastiveSteps, keras.layers.Layer):
         return out
 
     # ------------------------------------------------------------------ properties
-    @property
-    def vocab_size(self) -> int:
-        """``V`` (the name the other tfmec tables use)."""
-        return self.input_dim
-
     @property
     def storage_bytes(self) -> int:
         """Bytes of the weights as stored (:func:`tiers_storage_bytes`)."""
@@ -462,8 +462,8 @@ class TieredEmbedding(ContrastiveSteps, keras.layers.Layer):
             if counted is not None:
                 w = w * counted
             tier_seed = seed + tf.constant([t * 7919, 0], tf.int64)  # other negatives per tier
-            loss = contrastive_loss(rows, tier_codes, self.tier_codebooks(t), self.num_negatives, self.temperature,
-                                    seed=tier_seed, row_weights=w)
+            loss = contrastive_loss(rows, tier_codes, self.tier_codebooks(t), self.num_negatives,
+                                    self.contrastive_temperature, seed=tier_seed, row_weights=w)
             losses.append(loss * tf.reduce_sum(w))
             weights.append(tf.reduce_sum(w))
         loss = tf.math.divide_no_nan(tf.add_n(losses), tf.add_n(weights))
@@ -487,8 +487,8 @@ class TieredEmbedding(ContrastiveSteps, keras.layers.Layer):
         config.update(input_dim=self.input_dim, output_dim=self.output_dim,
                       tiers=[t.to_config() for t in self.tiers], trainable_codebooks=self.trainable_codebooks,
                       oov_id=self.oov_id, contrastive_weight=self.contrastive_weight,
-                      num_negatives=self.num_negatives, temperature=self.temperature, hash_salt=self.hash_salt,
-                      seed=self.seed, mask_zero=self.mask_zero)
+                      num_negatives=self.num_negatives, contrastive_temperature=self.contrastive_temperature,
+                      hash_salt=self.hash_salt, seed=self.seed, mask_zero=self.mask_zero)
         return config
 
 

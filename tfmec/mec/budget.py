@@ -33,6 +33,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from tfmec.validation import BudgetTooSmallError
+from tfmec.layers._utils import renamed_kwargs
 from tfmec.layers.tiered_embedding import Tier, TieredEmbedding, tiers_storage_bytes
 from tfmec.mec.tiers import fit_hashed, fit_pq, fit_tiers
 
@@ -315,9 +316,10 @@ class BudgetPlan:
         return "\n".join(lines)
 
 
+@renamed_kwargs({"temperature": "contrastive_temperature"})
 def compress_to_budget(model, counts: Mapping, budget_bytes: int, validation_data=None, *,
                        alphas: Sequence[float] = (1.0, 0.5), contrastive_weight: float = 2e-3,
-                       num_negatives: int = 4, temperature: float = 0.5, seed: int = 0,
+                       num_negatives: int = 4, contrastive_temperature: float = 0.5, seed: int = 0,
                        fractions: Sequence[float] = (1.0, 0.25), codewords: Sequence[int] = DEFAULT_CODEWORDS,
                        plain: bool = False, inplace: bool = False, log=None):
     """A copy of ``model`` whose float embedding tables are popularity-tiered to fit ``budget_bytes``.
@@ -338,7 +340,8 @@ def compress_to_budget(model, counts: Mapping, budget_bytes: int, validation_dat
             a ceiling, and a smaller allocation that validates better is kept (an overfit baseline's
             exact rows can be worth less than hashed ones). Without ``validation_data`` only the first
             alpha at the whole budget is built.
-        contrastive_weight, num_negatives, temperature: MEC's contrastive term in stage 2.
+        contrastive_weight, num_negatives, contrastive_temperature: MEC's contrastive term in stage 2
+            (``temperature`` is the deprecated name of ``contrastive_temperature``, one release).
         seed: seed of the k-means fits and the negatives.
         codewords: the ``K`` values tried for PQ and hashed tiers.
         plain: one exact or PQ tier per table (plain PQ sized to the budget, no popularity tiers: the
@@ -386,7 +389,7 @@ def compress_to_budget(model, counts: Mapping, budget_bytes: int, validation_dat
                 raise
             continue  # a smaller budget than the tables can take: not a candidate
         candidate = _build(model, float_refs, tables, counted, plan["tables"], alpha, seed, contrastive_weight,
-                           num_negatives, temperature, inplace=inplace and len(settings) == 1)
+                           num_negatives, contrastive_temperature, inplace=inplace and len(settings) == 1)
         auc = None
         if validation_data is not None:
             auc = float(evaluate(candidate, validation_data)["auc"])
@@ -425,7 +428,8 @@ def _build(model, refs, tables, counted, allocation, alpha, seed, beta, negative
         has_codes = any(t.kind != "exact" for t in tiers) and table.shape[1] > 1
         return TieredEmbedding(table.shape[0], table.shape[1], tiers, arrays=arrays, name=layer.name,
                                contrastive_weight=beta if has_codes else 0.0, num_negatives=negatives,
-                               temperature=tau, seed=seed, mask_zero=bool(getattr(layer, "mask_zero", False)))
+                               contrastive_temperature=tau, seed=seed,
+                               mask_zero=bool(getattr(layer, "mask_zero", False)))
 
     with local_integer_variables():
         new, _ = swap_layers(model, replace, inplace=inplace)

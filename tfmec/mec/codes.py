@@ -38,6 +38,7 @@ from typing import Mapping
 import numpy as np
 
 from tfmec.atomic import _fsync_directory, write_bytes_atomic, write_json_atomic, writing
+from tfmec.layers._utils import same_codebooks  # noqa: F401  (public here; lives in layers, which know nothing of mec)
 
 FORMAT = "tfmec-pq-codes"
 
@@ -105,13 +106,21 @@ class FieldCodes:
         return out @ self.projection if self.projection is not None else out
 
 
-def same_codebooks(a: FieldCodes, b: FieldCodes) -> bool:
-    """True when two fields' codes decode with the same codebooks and projection (a sharing group)."""
-    if a.codebooks is not b.codebooks and not np.array_equal(a.codebooks, b.codebooks):
-        return False
-    if (a.projection is None) != (b.projection is None):
-        return False
-    return a.projection is None or np.array_equal(a.projection, b.projection)
+_LEARN_CODES = object()
+
+
+def stage1_default(name: str):
+    """The default of :func:`~tfmec.mec.learn_codes`'s keyword ``name`` (read from its signature): the
+    one source of the stage-1 defaults, for :meth:`CodeSet.setting` and the settings of ``tfmec run``
+    (:class:`tfmec.settings.MECSettings`)."""
+    import inspect
+
+    from tfmec.mec.stage1 import learn_codes
+
+    parameter = inspect.signature(learn_codes).parameters[name]
+    if parameter.default is inspect.Parameter.empty:
+        raise ValueError(f"learn_codes' {name!r} has no default")
+    return parameter.default
 
 
 class CodeSet(dict):
@@ -123,6 +132,14 @@ class CodeSet(dict):
     def __init__(self, items: Mapping[str, FieldCodes] | None = None, config: dict | None = None):
         super().__init__(items or {})
         self.config = dict(config or {})
+
+    def setting(self, name: str, default=_LEARN_CODES):
+        """The stage-1 setting ``name`` that produced these codes (``config``: the keyword arguments of
+        :func:`~tfmec.mec.learn_codes`, saved with the codes); one they do not record (an older file, a
+        set made by hand) is ``default``, else learn_codes' default (:func:`stage1_default`)."""
+        if name in self.config:
+            return self.config[name]
+        return stage1_default(name) if default is _LEARN_CODES else default
 
     @property
     def groups(self) -> dict:

@@ -21,6 +21,7 @@ import numpy as np
 from tfmec.backend import keras
 from tfmec.distribute import local_integer_variables
 from tfmec.layers import QuantizedEmbedding, SharedQuantizedEmbedding
+from tfmec.layers._utils import renamed_kwargs
 from tfmec.mec.codes import CodeSet
 from tfmec.graph import find_tables, iter_layers, resolve_table, table_aliases, table_dims
 from tfmec.graph.swap import is_functional, swap_layers
@@ -54,13 +55,14 @@ def head_row_count(head_rows, field: str, vocab_size: int) -> int:
     return min(count, vocab_size)
 
 
+@renamed_kwargs({"temperature": "contrastive_temperature"})
 def compress_embeddings(
     model,
     codes: CodeSet,
     *,
     contrastive_weight: float | None = None,
     num_negatives: int | None = None,
-    temperature: float | None = None,
+    contrastive_temperature: float | None = None,
     trainable_codebooks: bool = True,
     bits: int | None = None,
     mapping: Mapping[str, str] | None = None,
@@ -80,7 +82,8 @@ def compress_embeddings(
         codes: stage 1's :class:`CodeSet`, keyed by table key, layer name or path (as ``learn_codes``
             names them).
         contrastive_weight: beta of the stage-2 contrastive term (default: ``codes.config["beta"]``).
-        num_negatives, temperature: contrastive settings (default: stage 1's).
+        num_negatives, contrastive_temperature: contrastive settings (default: stage 1's;
+            ``temperature`` is the deprecated name of ``contrastive_temperature``, one release).
         trainable_codebooks: train the codebooks in stage 2 (codes stay frozen).
         bits: store codes bit-packed at this width (e.g. 4 for K = 16).
         mapping: ``{table (key, layer name or path): code key}`` where the codes were learned under other
@@ -98,9 +101,10 @@ def compress_embeddings(
             error says so).
     Returns:
         for a functional model a new functional :class:`MECModel` (same inputs and outputs; ``fit`` logs
-        ``contrastive_loss``); for a subclassed model a copy of its class (or ``model`` itself with
-        ``inplace``) whose tables add the contrastive term through ``add_loss``; for a tower model
-        ``model.with_tower(<that MECModel>)`` (uncompiled); the original is untouched unless ``inplace``.
+        ``contrastive_loss``, the unweighted term: ``beta`` times it is in ``loss``); for a subclassed
+        model a copy of its class (or ``model`` itself with ``inplace``) whose tables add the contrastive
+        term through ``add_loss``; for a tower model ``model.with_tower(<that MECModel>)`` (uncompiled);
+        the original is untouched unless ``inplace``.
     Raises:
         ValueError: codes that name no table (the error lists the model's tables), a table whose
             shape differs from its codes, a ``mapping`` naming unknown tables or codes, or a model that
@@ -108,14 +112,15 @@ def compress_embeddings(
     """
     if is_tower_model(model):
         tower = compress_embeddings(model.tower, codes, contrastive_weight=contrastive_weight,
-                                    num_negatives=num_negatives, temperature=temperature,
+                                    num_negatives=num_negatives, contrastive_temperature=contrastive_temperature,
                                     trainable_codebooks=trainable_codebooks, bits=bits, mapping=mapping, seed=seed,
                                     head_rows=head_rows, inplace=inplace)
         return model.with_tower(tower)
-    cfg = getattr(codes, "config", {}) or {}
-    beta = cfg.get("beta", 0.0) if contrastive_weight is None else contrastive_weight
-    negatives = cfg.get("num_negatives", 4) if num_negatives is None else num_negatives
-    tau = cfg.get("contrastive_temperature", 0.5) if temperature is None else temperature
+    # stage 1's settings, saved with the codes (CodeSet.setting: one they lack is learn_codes' default; a
+    # set made without stage 1 has no contrastive term)
+    beta = codes.setting("beta", 0.0) if contrastive_weight is None else contrastive_weight
+    negatives = codes.setting("num_negatives") if num_negatives is None else num_negatives
+    tau = codes.setting("contrastive_temperature") if contrastive_temperature is None else contrastive_temperature
     group_of = {f: (g, i) for g, fields in codes.groups.items() for i, f in enumerate(fields)}
     if isinstance(head_rows, Mapping):
         in_groups = sorted(f for f in head_rows if f in group_of and int(head_rows[f]) > 0)
@@ -140,8 +145,8 @@ def compress_embeddings(
             fields = codes.groups[group]
             shared[group] = SharedQuantizedEmbedding.from_codes(
                 [codes[f] for f in fields], name=group, contrastive_weight=beta if codes[fields[0]].dim > 1 else 0.0,
-                num_negatives=negatives, temperature=tau, trainable_codebooks=trainable_codebooks, bits=bits,
-                seed=seed, mask_zero=mask_zero)
+                num_negatives=negatives, contrastive_temperature=tau, trainable_codebooks=trainable_codebooks,
+                bits=bits, seed=seed, mask_zero=mask_zero)
         elif bool(getattr(shared[group], "mask_zero", False)) != mask_zero:
             raise ValueError(f"the tables of codebook group {group!r} disagree on mask_zero")
         return shared[group]
@@ -162,7 +167,7 @@ def compress_embeddings(
         head = head_row_count(head_rows, field, fc.vocab_size)
         return QuantizedEmbedding.from_codes(
             fc, name=layer.name, contrastive_weight=beta if fc.dim > 1 else 0.0, num_negatives=negatives,
-            temperature=tau, trainable_codebooks=trainable_codebooks, bits=bits, seed=seed, head_rows=head,
+            contrastive_temperature=tau, trainable_codebooks=trainable_codebooks, bits=bits, seed=seed, head_rows=head,
             head=np.asarray(layer.get_weights()[0][:head], dtype=np.float32) if head else None, mask_zero=mask_zero,
         )
 

@@ -23,12 +23,12 @@ class TableBytes:
 
 
 def _table_bytes(layer) -> TableBytes:
-    if getattr(layer, "vocab_sizes", None) is not None and hasattr(layer, "storage_bytes"):
-        v, d = int(layer.vocab_size), int(layer.output_dim)
-        names = layer.field_names or [str(i) for i in range(len(layer.vocab_sizes))]
+    if getattr(layer, "input_dims", None) is not None and hasattr(layer, "storage_bytes"):
+        v, d = int(layer.input_dim), int(layer.output_dim)
+        names = layer.field_names or [str(i) for i in range(len(layer.input_dims))]
         return TableBytes(layer.name, "shared_quantized", v, d, int(layer.storage_bytes), v * d * 4, list(names))
     if getattr(layer, "num_subspaces", None) is not None and hasattr(layer, "storage_bytes"):
-        v, d = int(layer.vocab_size), int(layer.output_dim)
+        v, d = int(layer.input_dim), int(layer.output_dim)
         return TableBytes(layer.name, "quantized", v, d, int(layer.storage_bytes), v * d * 4)
     v, d = table_dims(layer)
     kind = "embedding" if isinstance(layer, keras.layers.Embedding) else type(layer).__name__

@@ -10,11 +10,14 @@ from tfmec.backend import IS_LEGACY_KERAS, keras, legacy_functional_from_config,
 class MECModel(keras.Model):
     """A functional Keras model whose ``fit`` logs ``contrastive_loss`` separately.
 
-    The :class:`~tfmec.layers.QuantizedEmbedding` and :class:`~tfmec.layers.TieredEmbedding` layers add ``beta * contrastive`` to the loss
-    themselves (``add_loss``), so the term reaches any model containing them; this class only adds
-    the reporting: a ``Mean`` metric of the quantised layers' added losses per step. Build it like any
-    functional model: ``MECModel(inputs=..., outputs=...)``. Saves and loads as ``.keras`` in both
-    Keras modes.
+    The :class:`~tfmec.layers.QuantizedEmbedding` and :class:`~tfmec.layers.TieredEmbedding` layers add
+    ``beta * contrastive`` to the loss themselves (``add_loss``), so the term reaches any model containing
+    them; this class only adds the reporting: a ``Mean`` metric, ``contrastive_loss``, of the
+    *unweighted* contrastive terms of a step (summed over the tables and calls; before ``beta``), the
+    quantity of the layers' ``last_contrastive_loss``, of :func:`~tfmec.layers.contrastive_loss` and of
+    stage 1's history entry ``contrastive``. Its ``beta``-weighted value is part of ``loss`` and not
+    logged apart. Build it like any functional model: ``MECModel(inputs=..., outputs=...)``. Saves and
+    loads as ``.keras`` in both Keras modes.
     """
 
     def __init__(self, *args, **kwargs):
@@ -30,14 +33,18 @@ class MECModel(keras.Model):
         check_fit_supported(self)
         return super().fit(*args, **kwargs)
 
-    def _quantized_losses(self):
-        """The ``beta``-weighted contrastive terms the table layers added this step (every layer with a
-        contrastive term has ``last_contrastive_loss``: QuantizedEmbedding, TieredEmbedding)."""
-        return [loss for layer in self.layers if hasattr(layer, "last_contrastive_loss") for loss in layer.losses]
+    def _contrastive_terms(self):
+        """The unweighted contrastive terms (float32 scalars) of this step: each table layer's added
+        losses (``beta * term``, one per call) divided by its ``beta`` (every layer with a contrastive
+        term has ``last_contrastive_loss`` and ``contrastive_weight``: QuantizedEmbedding,
+        SharedQuantizedEmbedding, TieredEmbedding)."""
+        return [loss / layer.contrastive_weight for layer in self.layers
+                if hasattr(layer, "last_contrastive_loss") and getattr(layer, "contrastive_weight", 0) > 0
+                for loss in layer.losses]
 
     def compute_loss(self, *args, **kwargs):
         loss = super().compute_loss(*args, **kwargs)
-        terms = self._quantized_losses()
+        terms = self._contrastive_terms()
         self.contrastive_tracker.update_state(tf.add_n(terms) if terms else tf.constant(0.0))
         return loss
 

@@ -9,10 +9,12 @@ For one field's table ``E: float32[V, d]`` with training counts ``n: int[V]``:
 * loss = weighted reconstruction ``sum_i w_i ||e_i - dec(q_i)||^2 / sum_i w_i``
   + ``alpha`` * PWR + ``beta`` * contrastive, where
   - PWR = mean over sub-spaces of ``log K - H(u)``, ``u = sum_i w_i p_i / sum_i w_i`` and ``p_i`` the
-    soft assignment ``softmax(-||z_i - c_k||^2 / tau)`` (differentiable, unlike hard usage);
-  - contrastive = InfoNCE of ``cos(e_i, dec(q_i))`` against ``num_negatives`` semi-synthetic
-    negatives, each ``q_i`` with the code of ONE randomly chosen sub-space replaced by another
-    codeword (per row, independently);
+    soft assignment ``softmax(-||z_i - c_k||^2 / tau)`` (``tau``: ``pwr_temperature``; differentiable,
+    unlike hard usage);
+  - contrastive = InfoNCE of ``cos(e_i, dec(q_i))`` (at temperature ``contrastive_temperature``)
+    against ``num_negatives`` semi-synthetic negatives, each ``q_i`` with the code of ONE randomly
+    chosen sub-space replaced by another codeword (per row, independently); the epoch history logs it
+    unweighted (``contrastive``), as stage 2 logs ``contrastive_loss``;
 * Adam on ``tf.data`` batches of (row index, weight), one ``tf.function`` step, early stopping on
   the epoch loss, a progress bar.
 
@@ -44,6 +46,7 @@ from typing import Mapping
 import numpy as np
 import tensorflow as tf
 
+from tfmec.layers._utils import renamed_kwargs
 from tfmec.layers.quantized_embedding import decode_codes, semi_synthetic_negative_codes
 from tfmec.mec.codes import CodeSet, FieldCodes, code_dtype
 from tfmec.mec.kmeans import kmeans
@@ -108,11 +111,16 @@ def _cosine(a, b):
     return tf.reduce_sum(tf.math.l2_normalize(a, -1) * tf.math.l2_normalize(b, -1), -1)
 
 
-def pq_losses(model: PQModel, e, w, *, temperature: float, contrastive_temperature: float,
+@renamed_kwargs({"temperature": "pwr_temperature"})
+def pq_losses(model: PQModel, e, w, *, pwr_temperature: float, contrastive_temperature: float,
               num_negatives: int, seed, compute_contrastive: bool = True):
     """The three stage-1 terms on a batch ``e: [B, d]`` with weights ``w: [B]``.
 
-    Returns ``(reconstruction, pwr, contrastive, codes int32[B, M])``.
+    ``pwr_temperature`` is the ``tau`` of PWR's soft assignment, ``contrastive_temperature`` that of
+    InfoNCE (``temperature``: deprecated name of ``pwr_temperature``, one release).
+
+    Returns ``(reconstruction, pwr, contrastive, codes int32[B, M])``: three float32 scalars (the
+    contrastive term unweighted) and the hard codes.
     """
     zs = model.encode(e)
     dist = model.distances(zs)
@@ -124,7 +132,7 @@ def pq_losses(model: PQModel, e, w, *, temperature: float, contrastive_temperatu
         q = tf.reshape(decode_codes(codes, model.codebooks), tf.shape(zs))
         commit = tf.reduce_sum(tf.square(zs - tf.stop_gradient(q)), [-1, -2])
         reconstruction += 0.25 * tf.reduce_sum(w * commit) / w_sum
-    p = tf.nn.softmax(-dist / temperature, axis=-1)
+    p = tf.nn.softmax(-dist / pwr_temperature, axis=-1)
     usage = tf.reduce_sum(w[:, None, None] * p, 0) / w_sum  # [M, K]
     entropy = -tf.reduce_sum(usage * tf.math.log(usage + 1e-12), -1)
     pwr = tf.reduce_mean(math.log(model.K) - entropy)
@@ -316,6 +324,7 @@ def share_groups(tables: Mapping, candidates, private, num_subspaces: int, num_c
     return groups
 
 
+@renamed_kwargs({"temperature": "pwr_temperature"})
 def learn_codes(
     source,
     frequencies: Mapping | None = None,
@@ -324,7 +333,7 @@ def learn_codes(
     num_codewords: int = 256,
     alpha: float = 1e-4,
     beta: float = 2e-3,
-    temperature: float = 1.0,
+    pwr_temperature: float = 1.0,
     contrastive_temperature: float = 0.5,
     num_negatives: int = 4,
     rotation: bool = False,
@@ -358,7 +367,9 @@ def learn_codes(
             ``ValueError``.
         num_subspaces, num_codewords: M and K; d must be divisible by M.
         alpha, beta: weights of PWR and of the contrastive term (0 disables a term).
-        temperature: tau of the soft assignment in PWR; contrastive_temperature: tau of InfoNCE.
+        pwr_temperature: tau of the soft assignment in PWR (``temperature`` is its deprecated name,
+            accepted for one release with a ``DeprecationWarning``).
+        contrastive_temperature: tau of InfoNCE (the contrastive term).
         num_negatives: semi-synthetic negatives per row.
         rotation: learn a rotation before the split and a decoder after (stored as ``projection``).
         fields, min_vocab: which tables to compress (default: every table PQ makes smaller).
@@ -423,7 +434,7 @@ def learn_codes(
         grouped = {n for names in groups.values() for n in names}
         chosen = [n for n in tables if n in grouped or n in chosen]
     config = dict(num_subspaces=num_subspaces, num_codewords=num_codewords, alpha=alpha, beta=beta,
-                  temperature=temperature, contrastive_temperature=contrastive_temperature,
+                  pwr_temperature=pwr_temperature, contrastive_temperature=contrastive_temperature,
                   num_negatives=num_negatives, rotation=rotation, batch_size=batch_size, epochs=epochs,
                   learning_rate=learning_rate, seed=seed, fields=chosen, share_codebooks=bool(share_codebooks),
                   share_max_vocab=share_max_vocab, groups=groups)
@@ -440,7 +451,7 @@ def learn_codes(
         members = groups[group_of[name]] if name in group_of else [name]
         fcs = _learn_tables(group_of.get(name), members, [tables[n] for n in members],
                             [counts_of(n) for n in members], subspaces_for(d, num_subspaces), num_codewords,
-                            alpha, beta if d > 1 else 0.0, temperature, contrastive_temperature, num_negatives,
+                            alpha, beta if d > 1 else 0.0, pwr_temperature, contrastive_temperature, num_negatives,
                             rotation and d > 1, batch_size, epochs, patience, learning_rate, kmeans_sample,
                             kmeans_iterations, seed + 1000 * i, progress, checkpointing=checkpointing,
                             strategy=strategy)
@@ -517,7 +528,7 @@ def _train_pq(label, table, table_t, weights, M, K, alpha, beta, tau, tau_c, num
         e = tf.gather(table_t, idx)
         w = tf.gather(weights_t, idx)
         with tf.GradientTape() as tape:
-            rec, pwr, con, _ = pq_losses(model, e, w, temperature=tau, contrastive_temperature=tau_c,
+            rec, pwr, con, _ = pq_losses(model, e, w, pwr_temperature=tau, contrastive_temperature=tau_c,
                                          num_negatives=num_negatives, seed=step_seed,
                                          compute_contrastive=beta > 0)
             loss = rec + alpha * pwr + beta * con

@@ -5,6 +5,7 @@ from typing import Sequence
 
 from tfmec.backend import keras
 from tfmec.layers import CrossNetV2, GatedCrossNet, logit_layer, mlp_block
+from tfmec.layers._utils import renamed_kwargs
 from tfmec.models._common import (
     SEED_DNN,
     SEED_INTERACTION,
@@ -65,13 +66,14 @@ def cross_model(
     return finish(fe.inputs, [logit] + ([fe.linear] if linear else []), name)
 
 
+@renamed_kwargs({"low_rank": "rank"})
 def DCNv2(
     schema,
     embedding_dim: int = 16,
     embedding_factory=None,
     *,
     num_cross_layers: int = 3,
-    low_rank: int | None = None,
+    rank: int | None = None,
     hidden_units: Sequence[int] = (400, 400, 400),
     structure: str = "parallel",
     activation: str = "relu",
@@ -90,7 +92,9 @@ def DCNv2(
         embedding_dim: d.
         embedding_factory: ``(field, dim, name) -> layer`` (None: ``keras.layers.Embedding``).
         num_cross_layers: number of cross layers.
-        low_rank: None (full-rank cross kernels) or the rank of the low-rank factorisation.
+        rank: None (full-rank cross kernels) or the rank of the low-rank factorisation
+            (``CrossNetV2(rank=...)``; ``low_rank`` is its deprecated name, accepted for one release with
+            a ``DeprecationWarning``).
         hidden_units: MLP layer sizes.
         structure: ``"parallel"``, ``"stacked"`` or ``"cross_only"``.
         activation, dropout, batch_norm: MLP settings.
@@ -103,7 +107,7 @@ def DCNv2(
     Returns:
         a functional ``keras.Model``: ``{field: [batch]}`` -> probability ``[batch, 1]``.
     """
-    cross = CrossNetV2(num_cross_layers, low_rank=low_rank, seed=part_seed(seed, SEED_INTERACTION), name="cross_net")
+    cross = CrossNetV2(num_cross_layers, rank=rank, seed=part_seed(seed, SEED_INTERACTION), name="cross_net")
     return cross_model(
         schema, embedding_dim, embedding_factory, cross, hidden_units=hidden_units, structure=structure,
         activation=activation, dropout=dropout, batch_norm=batch_norm, embedding_l2=embedding_l2, seed=seed,

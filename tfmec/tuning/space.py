@@ -8,30 +8,24 @@ partial ``RunConfig`` and the best trial becomes a config file for ``tfmec run -
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence, Union
 
-Range = Union[float, Sequence[float]]
-Choices = Union[int, Sequence[int]]
+from tfmec.settings import SweepSettings
 
-TUNED_FIELDS = ("alpha", "beta", "codewords", "subspaces", "afm_energy")
+TUNED_FIELDS = tuple(f.name for f in dataclasses.fields(SweepSettings))
 """The RunConfig fields a sweep sets per trial."""
 
 
 @dataclasses.dataclass
-class SearchSpace:
-    """Ranges of the swept hyperparameters.
+class SearchSpace(SweepSettings):
+    """Ranges of the swept hyperparameters (their defaults, and ``tfmec tune``'s flags for them, are
+    declared in :class:`tfmec.settings.SweepSettings`).
 
     ``alpha``, ``beta``: ``(low, high)`` sampled on a log scale, or one number (fixed).
     ``afm_energy``: ``(low, high)`` sampled linearly, or one number; used by ``mec+afm`` only.
     ``codewords`` (K), ``subspaces`` (M): a list of choices, or one number (fixed). M values that do
-    not divide the embedding width are dropped (with an error when none is left).
+    not divide the embedding width are dropped (with an error when none is left). ``to_dict()``: the
+    space as JSON-ready values.
     """
-
-    alpha: Range = (1e-6, 1e-2)
-    beta: Range = (1e-4, 1e-1)
-    codewords: Choices = (16, 64, 256)
-    subspaces: Choices = (2, 4, 8)
-    afm_energy: Range = (0.7, 0.99)
 
     def resolved(self, embedding_dim: int, bits: int | None = None) -> "SearchSpace":
         """A copy checked against the model: M values dividing ``embedding_dim``, K values that fit in
@@ -89,10 +83,6 @@ class SearchSpace:
             default = getattr(defaults, name, None) if defaults is not None else None
             hp.Choice(name, values, ordered=True, default=default if default in values else None)
         return hp
-
-    def to_dict(self) -> dict:
-        """The space as JSON-ready values."""
-        return {k: (list(v) if isinstance(v, (tuple, list)) else v) for k, v in dataclasses.asdict(self).items()}
 
 
 def _is_number(value) -> bool:

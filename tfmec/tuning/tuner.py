@@ -46,6 +46,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 from tfmec.data.vocabulary import write_bytes_atomic, write_json_atomic
 from tfmec.evaluation import evaluate
 from tfmec.experiment import METHODS, RunConfig, RunContext, load_for
+from tfmec.settings import ORACLES, TUNABLE_METHODS
 from tfmec.tuning.budget import EmbeddingTables, compressed_embedding_bytes
 from tfmec.tuning.space import TUNED_FIELDS, SearchSpace
 
@@ -53,8 +54,6 @@ OBJECTIVE = "val_auc"
 """The metric every trial reports and the oracle maximises: exact validation AUC."""
 REJECTED_SCORE = 0.0
 """The objective a rejected (over-budget) trial reports: the worst AUC there is."""
-ORACLES = ("random", "bayesian", "hyperband")
-TUNABLE_METHODS = ("mec", "mec+afm")
 ACCEPTED, REJECTED, ERROR = "accepted", "rejected", "error"
 
 
