@@ -32,6 +32,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from tfmec.api_export import tfmec_export
 from tfmec.validation import BudgetTooSmallError
 from tfmec.layers._utils import renamed_kwargs
 from tfmec.layers.tiered_embedding import Tier, TieredEmbedding, tiers_storage_bytes
@@ -290,6 +291,7 @@ def allocate(profiles: Sequence[TableProfile], budget_bytes: int, contrastive: b
     return {"lambda": lam, "bytes": total, "distortion": dist, "tables": tables}
 
 
+@tfmec_export("tfmec.mec.BudgetPlan")
 @dataclasses.dataclass
 class BudgetPlan:
     """What :func:`compress_to_budget` chose: per table its tiers, the bytes, the popularity exponent
@@ -316,10 +318,11 @@ class BudgetPlan:
         return "\n".join(lines)
 
 
+@tfmec_export("tfmec.mec.compress_to_budget")
 @renamed_kwargs({"temperature": "contrastive_temperature"})
 def compress_to_budget(model, counts: Mapping, budget_bytes: int, validation_data=None, *,
-                       alphas: Sequence[float] = (1.0, 0.5), contrastive_weight: float = 2e-3,
-                       num_negatives: int = 4, contrastive_temperature: float = 0.5, seed: int = 0,
+                       alphas: Sequence[float] = (1.0, 0.5), contrastive_weight: float | None = None,
+                       num_negatives: int | None = None, contrastive_temperature: float | None = None, seed: int = 0,
                        fractions: Sequence[float] = (1.0, 0.25), codewords: Sequence[int] = DEFAULT_CODEWORDS,
                        plain: bool = False, inplace: bool = False, log=None):
     """A copy of ``model`` whose float embedding tables are popularity-tiered to fit ``budget_bytes``.
@@ -341,7 +344,9 @@ def compress_to_budget(model, counts: Mapping, budget_bytes: int, validation_dat
             exact rows can be worth less than hashed ones). Without ``validation_data`` only the first
             alpha at the whole budget is built.
         contrastive_weight, num_negatives, contrastive_temperature: MEC's contrastive term in stage 2
-            (``temperature`` is the deprecated name of ``contrastive_temperature``, one release).
+            (default: :func:`~tfmec.mec.learn_codes`'s ``beta``, ``num_negatives`` and
+            ``contrastive_temperature``; ``temperature`` is the deprecated name of
+            ``contrastive_temperature``, one release).
         seed: seed of the k-means fits and the negatives.
         codewords: the ``K`` values tried for PQ and hashed tiers.
         plain: one exact or PQ tier per table (plain PQ sized to the budget, no popularity tiers: the
@@ -361,7 +366,13 @@ def compress_to_budget(model, counts: Mapping, budget_bytes: int, validation_dat
     from tfmec.evaluation import embedding_layers, evaluate, variable_bytes
     from tfmec.graph import find_tables, keyed_by_table
 
+    from tfmec.mec.codes import stage1_default
+
     log = log or (lambda *_: None)
+    contrastive_weight = float(stage1_default("beta") if contrastive_weight is None else contrastive_weight)
+    num_negatives = int(stage1_default("num_negatives") if num_negatives is None else num_negatives)
+    contrastive_temperature = float(stage1_default("contrastive_temperature") if contrastive_temperature is None
+                                    else contrastive_temperature)
     refs = find_tables(model)
     float_refs = [r for r in refs if isinstance(r.layer, keras.layers.Embedding) and r.layer.weights]
     if not float_refs:
