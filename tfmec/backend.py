@@ -11,6 +11,8 @@ import os
 
 import tensorflow as tf  # noqa: F401  (imported first so Keras finds its backend)
 
+from tfmec.api_export import export_value
+
 
 class BackendError(RuntimeError):
     """Raised when the Keras that would be used cannot run tfmec (for example a JAX backend)."""
@@ -51,6 +53,8 @@ def _refuse(backend_name: str):
 
 keras, IS_LEGACY_KERAS = _load_keras()
 KERAS_MODE = "tf-keras" if IS_LEGACY_KERAS else "keras3"
+export_value("tfmec.keras", keras, doc="the Keras that tfmec uses: Keras 3, or tf-keras with TF_USE_LEGACY_KERAS=1")
+export_value("tfmec.KERAS_MODE", KERAS_MODE, doc='"keras3" or "tf-keras": which Keras tfmec.keras is')
 
 
 def register(cls=None, *, name=None):

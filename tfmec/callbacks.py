@@ -18,9 +18,11 @@ import math
 
 import numpy as np
 
+from tfmec.api_export import public_names, tfmec_export
 from tfmec.backend import KERAS_MODE, keras
 
 
+@tfmec_export("tfmec.callbacks.weight_arrays", "tfmec.training.weight_arrays")
 def weight_arrays(model) -> list:
     """Copies of the model's weight arrays (``model.get_weights()`` without the vocabulary that a
     tf-keras lookup layer lists among its weights: lookups are not trained)."""
@@ -29,6 +31,7 @@ def weight_arrays(model) -> list:
     return [np.array(w.numpy()) for w in array_weights(model.weights)]
 
 
+@tfmec_export("tfmec.callbacks.set_weight_arrays", "tfmec.training.set_weight_arrays")
 def set_weight_arrays(model, arrays) -> None:
     """Restores :func:`weight_arrays`."""
     from tfmec.evaluation import array_weights
@@ -37,10 +40,12 @@ def set_weight_arrays(model, arrays) -> None:
         w.assign(value)
 
 
+@tfmec_export("tfmec.callbacks.NonFiniteLossError", "tfmec.training.NonFiniteLossError")
 class NonFiniteLossError(ValueError):
     """Training produced a NaN or infinite loss: the weights are garbage from then on."""
 
 
+@tfmec_export("tfmec.callbacks.StopOnNonFiniteLoss", "tfmec.training.StopOnNonFiniteLoss")
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Raises :class:`NonFiniteLossError` at the end of the first epoch whose loss is NaN or infinite
     (Keras's own ``TerminateOnNaN`` only stops, leaving a model of NaN weights that then "evaluates" to
@@ -68,6 +73,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 f"(--alpha, --beta), or check the data for extreme numeric values")
 
 
+@tfmec_export("tfmec.callbacks.EarlyStoppingOnAUC", "tfmec.training.EarlyStoppingOnAUC")
 class EarlyStoppingOnAUC(keras.callbacks.Callback):
     """Stops when ``val_auc`` has not improved for ``patience`` epochs and restores the best weights.
 
@@ -129,6 +135,7 @@ class EarlyStoppingOnAUC(keras.callbacks.Callback):
             set_weight_arrays(self.model, self.best_weights)
 
 
+@tfmec_export("tfmec.callbacks.KeepLastEpoch", "tfmec.training.KeepLastEpoch")
 class KeepLastEpoch(EarlyStoppingOnAUC):
     """:class:`EarlyStoppingOnAUC`'s interface for a fit without validation data: it never stops early,
     keeps the last epoch's weights (``best_epoch`` = the last epoch) and holds no weight copies."""
@@ -147,6 +154,7 @@ class KeepLastEpoch(EarlyStoppingOnAUC):
         return
 
 
+@tfmec_export("tfmec.callbacks.KnownStepsProgbar", "tfmec.training.KnownStepsProgbar")
 class KnownStepsProgbar(keras.callbacks.ProgbarLogger):
     """Keras's progress bar, told the steps of an epoch that Keras cannot count (a dataset of unknown
     cardinality); everything else as Keras's own (which it replaces in ``fit``).
@@ -168,5 +176,4 @@ class KnownStepsProgbar(keras.callbacks.ProgbarLogger):
         super().set_params(params)
 
 
-__all__ = ["EarlyStoppingOnAUC", "KeepLastEpoch", "KnownStepsProgbar", "NonFiniteLossError", "StopOnNonFiniteLoss",
-           "set_weight_arrays", "weight_arrays"]
+__all__ = public_names(globals())

@@ -20,12 +20,14 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import IS_LEGACY_KERAS
 
 KERAS_MULTI_WORKER_ISSUE = "https://github.com/keras-team/keras/issues/20585"
 KERAS_PS_ISSUE = "https://github.com/keras-team/keras/issues/18624"
 
 
+@tfmec_export("tfmec.training.MultiWorkerKerasError")
 class MultiWorkerKerasError(RuntimeError):
     """Multi-worker ``model.fit`` was asked of Keras 3, which cannot do it (keras issue #20585)."""
 
@@ -54,6 +56,7 @@ def model_strategy(model):
         return None
 
 
+@tfmec_export("tfmec.training.check_fit_supported")
 def check_fit_supported(model=None, strategy=None) -> None:
     """Raises :class:`MultiWorkerKerasError` when a Keras 3 ``model.fit`` would run multi-worker.
 

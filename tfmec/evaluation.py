@@ -6,8 +6,11 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from tfmec.api_export import public_names, tfmec_export
 
 
+
+@tfmec_export("tfmec.evaluation.roc_auc")
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Exact ROC AUC (Mann-Whitney with average ranks for ties) of ``labels[n]`` in {0,1}."""
     y = np.asarray(labels, dtype=np.float64).ravel()
@@ -28,6 +31,7 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+@tfmec_export("tfmec.evaluation.log_loss")
 def log_loss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
     """Mean binary cross-entropy of probabilities ``probs[n]``."""
     y = np.asarray(labels, dtype=np.float64).ravel()
@@ -35,6 +39,7 @@ def log_loss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
     return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
 
 
+@tfmec_export("tfmec.evaluation.predict_dataset")
 def predict_dataset(model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
     """Runs ``model`` over ``dataset`` of ``(features, labels)``; returns ``(labels[n], probs[n])``."""
     predict = tf.function(lambda x: model(x, training=False))
@@ -45,6 +50,7 @@ def predict_dataset(model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.nda
     return np.concatenate(ys), np.concatenate(ps)
 
 
+@tfmec_export("tfmec.evaluation.evaluate")
 def evaluate(model, dataset: tf.data.Dataset) -> dict:
     """``{"auc", "logloss", "rows"}`` of ``model`` on ``dataset`` (exact, over every row)."""
     y, p = predict_dataset(model, dataset)
@@ -56,12 +62,14 @@ def evaluate(model, dataset: tf.data.Dataset) -> dict:
     return {"auc": roc_auc(y, p), "logloss": log_loss(y, p), "rows": int(y.size)}
 
 
+@tfmec_export("tfmec.evaluation.array_weights")
 def array_weights(weights) -> list:
     """The weights that are arrays (variables with a shape and a dtype): tf-keras lists a lookup
     layer's table handler among a model's weights too."""
     return [w for w in weights if hasattr(w, "shape") and hasattr(w, "dtype")]
 
 
+@tfmec_export("tfmec.evaluation.variable_bytes")
 def variable_bytes(variables) -> int:
     """Bytes of a list of variables at their stored dtypes."""
     total = 0
@@ -71,6 +79,7 @@ def variable_bytes(variables) -> int:
     return total
 
 
+@tfmec_export("tfmec.evaluation.embedding_layers")
 def embedding_layers(model) -> list:
     """Every embedding-table layer of ``model`` (Keras ``Embedding`` and layers that declare
     ``is_embedding_table = True``), found by structure wherever it sits (nested, subclassed, custom
@@ -80,21 +89,25 @@ def embedding_layers(model) -> list:
     return [ref.layer for ref in find_tables(model)]
 
 
+@tfmec_export("tfmec.evaluation.embedding_bytes")
 def embedding_bytes(model) -> int:
     """Bytes held by the model's embedding tables (all their weights, at stored width)."""
     return sum(variable_bytes(layer.weights) for layer in embedding_layers(model))
 
 
+@tfmec_export("tfmec.evaluation.model_bytes")
 def model_bytes(model) -> int:
     """Bytes of every weight of the model, trainable or not, at stored width (optimizer excluded)."""
     return variable_bytes(model.weights)
 
 
+@tfmec_export("tfmec.evaluation.param_count_of")
 def param_count_of(weights) -> int:
     """Number of scalars in a list of weights (arrays only)."""
     return int(sum(int(np.prod(v.shape)) for v in array_weights(weights)))
 
 
+@tfmec_export("tfmec.evaluation.param_count")
 def param_count(model) -> int:
     """Number of scalars in the model's weights."""
     return param_count_of(model.weights)
@@ -106,12 +119,14 @@ def _throughput_batch(dataset: tf.data.Dataset, batch_size: int) -> dict:
     return x
 
 
+@tfmec_export("tfmec.evaluation.prediction_throughput")
 def prediction_throughput(model, dataset: tf.data.Dataset, batch_size: int = 4096, repeats: int = 7) -> float:
     """Median rows per second of ``model(x, training=False)`` on one ``batch_size`` batch of
     ``dataset`` (graph mode, after a warm-up call; rows repeat when the data set is smaller)."""
     return throughput_side_by_side({"model": model}, dataset, batch_size=batch_size, rounds=repeats)["model"]
 
 
+@tfmec_export("tfmec.evaluation.throughput_side_by_side")
 def throughput_side_by_side(models: dict, dataset: tf.data.Dataset, batch_size: int = 4096,
                             rounds: int = 9) -> dict:
     """Median rows per second of each of ``models`` (name -> Keras model) on the same ``batch_size``
@@ -133,3 +148,6 @@ def throughput_side_by_side(models: dict, dataset: tf.data.Dataset, batch_size: 
             np.asarray(call(x))
             times[name].append(time.perf_counter() - t0)
     return {name: float(n / np.median(t)) for name, t in times.items()}
+
+
+__all__ = public_names(globals())

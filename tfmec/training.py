@@ -19,16 +19,19 @@ import weakref
 
 import tensorflow as tf
 
+from tfmec.api_export import export_value, public_names, tfmec_export
 from tfmec.backend import keras
-from tfmec.callbacks import (  # noqa: F401  (re-exported: older code imports them from here)
-    EarlyStoppingOnAUC, KeepLastEpoch, KnownStepsProgbar, NonFiniteLossError, StopOnNonFiniteLoss,
-    set_weight_arrays, weight_arrays)
-from tfmec.distribute import MultiWorkerKerasError, check_fit_supported  # noqa: F401  (re-exported)
+# Public here too (older code imports them from tfmec.training): the callbacks and the multi-worker check
+# are exported under tfmec.training by their own modules, and bound here by public_names below.
+from tfmec.callbacks import EarlyStoppingOnAUC, KeepLastEpoch, KnownStepsProgbar, StopOnNonFiniteLoss
+from tfmec.distribute import check_fit_supported
 
 
 OPTIMIZERS = ("adam", "lazy_adam")
+export_value("tfmec.training.OPTIMIZERS", OPTIMIZERS, doc="the optimizers compile_ctr knows by name")
 
 
+@tfmec_export("tfmec.training.compile_ctr")
 def compile_ctr(model, learning_rate: float = 1e-3, optimizer: str = "adam", loss="binary_crossentropy"):
     """Compiles ``model`` for CTR: ``loss`` (binary cross-entropy by default), AUC metric named ``auc``, and
     ``optimizer``: ``"adam"`` (Keras's Adam, which densifies embedding gradients) or ``"lazy_adam"``
@@ -49,6 +52,7 @@ def compile_ctr(model, learning_rate: float = 1e-3, optimizer: str = "adam", los
 _KNOWN_BATCHES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
+@tfmec_export("tfmec.training.known_batches")
 def known_batches(dataset, batches: int | None):
     """Notes that one pass over ``dataset`` (a ``tf.data.Dataset`` whose length ``tf.data`` does not know,
     e.g. a generator-fed split of :func:`tfmec.data.load`) is ``batches`` batches, and returns the same
@@ -88,6 +92,7 @@ def _progress_bar(train, verbose, callbacks, train_batches, fit_kwargs) -> list:
     return [KnownStepsProgbar(steps)]
 
 
+@tfmec_export("tfmec.training.fit_early_stopping")
 def fit_early_stopping(
     model,
     train,
@@ -181,6 +186,4 @@ def fit_early_stopping(
             "resumed_from_epoch": None}
 
 
-__all__ = ["OPTIMIZERS", "compile_ctr", "fit_early_stopping", "known_batches", "EarlyStoppingOnAUC",
-           "StopOnNonFiniteLoss", "NonFiniteLossError", "KeepLastEpoch", "KnownStepsProgbar", "weight_arrays",
-           "set_weight_arrays", "MultiWorkerKerasError", "check_fit_supported"]
+__all__ = public_names(globals())

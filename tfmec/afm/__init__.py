@@ -8,24 +8,10 @@ in the partly compressed model) and, optionally, its embedding tables by
 it returns ``(new_model, report)``. The streaming
 statistics, PCA and rank rules live in :mod:`tfmec.afm.stats`.
 """
-from tfmec.afm.compress import AFMReport, LayerReport, compress, replace_layers
-from tfmec.afm.fine_tune import FINE_TUNE_KEYS, FineTune, run_fine_tune
-from tfmec.afm.cross import cross_params, factor_cross_network
-from tfmec.afm.stats import (
-    RankChoice,
-    StreamingMoments,
-    collect_moments,
-    dense_preactivation_moments,
-    embedding_output_moments,
-    energy_curve,
-    pca,
-    select_rank,
-)
-from tfmec.layers.afm_dense import dense_params, embedding_params
+from tfmec.afm import compress, fine_tune, cross, stats
+from tfmec.api_export import public_names
+from tfmec.layers import afm_dense as _afm_dense  # defines tfmec.afm.dense_params and embedding_params
 
-__all__ = [
-    "compress", "replace_layers", "AFMReport", "LayerReport", "StreamingMoments", "collect_moments",
-    "dense_preactivation_moments", "embedding_output_moments", "pca", "select_rank", "energy_curve", "RankChoice",
-    "dense_params", "embedding_params", "cross_params", "factor_cross_network", "FineTune", "FINE_TUNE_KEYS",
-    "run_fine_tune",
-]
+# every name exported as tfmec.afm.* by the modules above (@tfmec_export); the function compress replaces
+# the submodule of that name here, as before
+__all__ = public_names(globals(), compress, fine_tune, cross, stats, _afm_dense)

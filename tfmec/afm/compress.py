@@ -56,6 +56,7 @@ from tfmec.afm.stats import (
     pca,
     select_rank,
 )
+from tfmec.api_export import tfmec_export
 from tfmec.backend import keras
 from tfmec.evaluation import array_weights, embedding_bytes, model_bytes, param_count, param_count_of
 from tfmec.graph.capture import features_of, patched_calls
@@ -68,6 +69,7 @@ from tfmec.afm.fine_tune import FINE_TUNE_KEYS, FineTune, run_fine_tune
 
 
 # --------------------------------------------------------------------------------------- report
+@tfmec_export("tfmec.afm.LayerReport")
 @dataclasses.dataclass
 class LayerReport:
     """What AFM did with one layer.
@@ -105,6 +107,7 @@ class LayerReport:
         return dataclasses.asdict(self)
 
 
+@tfmec_export("tfmec.afm.AFMReport")
 @dataclasses.dataclass
 class AFMReport:
     """The outcome of :func:`compress`.
@@ -190,6 +193,7 @@ def _swap(model, by_id: Mapping[int, object], inplace: bool = False):
     return new
 
 
+@tfmec_export("tfmec.afm.replace_layers")
 def replace_layers(model, replacements: Mapping[str, object], *, inplace: bool = False):
     """A copy of ``model`` (any kind) with the layers named in ``replacements`` (by name or by path,
     :func:`tfmec.graph.walk.iter_layers`) swapped for the given layers; everything else is copied with
@@ -543,6 +547,7 @@ def _check_model(model) -> None:
 
 
 # --------------------------------------------------------------------------------------- compress
+@tfmec_export("tfmec.afm.compress")
 def compress(
     model,
     calibration,

@@ -23,9 +23,11 @@ import numpy as np
 import tensorflow as tf
 
 from tfmec.afm.stats import StreamingMoments, _no_rows, pca, select_rank
+from tfmec.api_export import tfmec_export
 from tfmec.layers.cross import CrossNetV2
 
 
+@tfmec_export("tfmec.afm.cross_params")
 def cross_params(dim: int, rank: int | None = None) -> int:
     """Parameters of one cross layer of width ``dim``: ``D^2 + D`` at full rank, ``2 D k + D`` factored."""
     return dim * dim + dim if rank is None else 2 * dim * int(rank) + dim
@@ -59,6 +61,7 @@ def cross_refusal(layer) -> str:
     return ""
 
 
+@tfmec_export("tfmec.afm.factor_cross_network")
 def factor_cross_network(model, layer, calibration, *, rank=None, energy=None, param_budget=None,
                          allow_larger: bool = False, report_entry: Callable | None = None):
     """Factors the full-rank layers of the :class:`CrossNetV2` ``layer`` of ``model`` by AFM.

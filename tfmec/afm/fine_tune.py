@@ -11,10 +11,12 @@ import dataclasses
 import os
 from typing import Any, Callable, Mapping
 
+from tfmec.api_export import export_value, tfmec_export
 from tfmec.backend import keras
 from tfmec.training import OPTIMIZERS, compile_ctr, fit_early_stopping
 
 
+@tfmec_export("tfmec.afm.FineTune")
 @dataclasses.dataclass
 class FineTune:
     """The fine-tuning :func:`tfmec.afm.compress` runs after its MLP step and after its embedding step.
@@ -91,8 +93,10 @@ class FineTune:
 
 
 FINE_TUNE_KEYS = tuple(f.name for f in dataclasses.fields(FineTune))
+export_value("tfmec.afm.FINE_TUNE_KEYS", FINE_TUNE_KEYS, doc="the field names of FineTune, in order")
 
 
+@tfmec_export("tfmec.afm.run_fine_tune")
 def run_fine_tune(model, fine_tune, step: str) -> tuple:
     """Fine-tunes ``model`` after AFM's ``step`` (``"mlp"`` or ``"embeddings"``).
 

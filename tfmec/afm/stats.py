@@ -22,8 +22,11 @@ from typing import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 
 
+
+@tfmec_export("tfmec.afm.StreamingMoments")
 class StreamingMoments:
     """Mean and covariance of rows seen block by block, in float64.
 
@@ -100,6 +103,7 @@ def features_of(element):
     return element
 
 
+@tfmec_export("tfmec.afm.collect_moments")
 def collect_moments(calibration, fn: Callable, dims: Sequence[int]) -> list[StreamingMoments]:
     """One pass over ``calibration``: streaming moments of each output of ``fn``.
 
@@ -144,6 +148,7 @@ def _no_rows() -> ValueError:
     return ValueError("the calibration data yielded no rows: AFM needs a non-empty calibration dataset")
 
 
+@tfmec_export("tfmec.afm.dense_preactivation_moments")
 def dense_preactivation_moments(model, layer, calibration) -> StreamingMoments:
     """Streaming moments of the pre-activations ``z = x W + b`` of ``layer`` (a built Dense) in
     ``model`` (any kind: functional, nested, subclassed, the Dense inside a custom layer), where ``x``
@@ -174,6 +179,7 @@ def _table(layer) -> np.ndarray:
     return table.numpy()  # at its own width: only the rows looked up are widened to float64
 
 
+@tfmec_export("tfmec.afm.embedding_output_moments")
 def embedding_output_moments(model, layers: Sequence, calibration) -> list[StreamingMoments]:
     """Streaming moments of the looked-up rows (``[..., d]``) of several embedding tables of ``model``
     (layers with a ``[V, d]`` ``embeddings`` weight, e.g. ``keras.layers.Embedding``, wherever they
@@ -204,6 +210,7 @@ def embedding_output_moments(model, layers: Sequence, calibration) -> list[Strea
     return moments
 
 
+@tfmec_export("tfmec.afm.pca")
 def pca(covariance) -> tuple[np.ndarray, np.ndarray]:
     """Eigendecomposition of a symmetric covariance (``np.linalg.eigh``), largest first.
 
@@ -217,6 +224,7 @@ def pca(covariance) -> tuple[np.ndarray, np.ndarray]:
     return np.maximum(values[order], 0.0), vectors[:, order]
 
 
+@tfmec_export("tfmec.afm.RankChoice")
 @dataclasses.dataclass
 class RankChoice:
     """The outcome of :func:`select_rank`: ``rank`` (None: leave the layer as it is), the share of the
@@ -229,6 +237,7 @@ class RankChoice:
     reason: str = ""
 
 
+@tfmec_export("tfmec.afm.energy_curve")
 def energy_curve(eigenvalues) -> np.ndarray:
     """Cumulative share of the variance of the top 1..dim components (all ones for zero variance)."""
     lam = np.maximum(np.asarray(eigenvalues, dtype=np.float64), 0.0)
@@ -249,6 +258,7 @@ def budget_limit(param_budget, params_before: int) -> int:
     return int(math.floor(budget))
 
 
+@tfmec_export("tfmec.afm.select_rank")
 def select_rank(
     eigenvalues,
     params_before: int,

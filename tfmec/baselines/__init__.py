@@ -11,23 +11,8 @@
   :func:`qr_embedding_factory`, and :func:`qr_embeddings` for a user's own model,
   :class:`~tfmec.layers.qr_embedding.QREmbedding`).
 """
-from tfmec.baselines.hashing import (
-    TableShape,
-    allocate_buckets,
-    hash_embeddings,
-    hashed_embedding_factory,
-    probe_tables,
-    table_bytes,
-)
-from tfmec.baselines.int8 import (
-    ROW_SCALE_MIN_DIM,
-    allocate_quantized,
-    quantize_embeddings,
-    quantized_buckets,
-    quantized_row_bytes,
-)
-from tfmec.baselines.qr import allocate_qr, qr_embedding_factory, qr_embeddings
+from tfmec.api_export import public_names
+from tfmec.baselines import hashing, int8, qr
 
-__all__ = ["quantize_embeddings", "ROW_SCALE_MIN_DIM", "quantized_row_bytes", "allocate_quantized", "quantized_buckets",
-           "TableShape", "probe_tables", "table_bytes", "allocate_buckets", "hashed_embedding_factory",
-           "hash_embeddings", "allocate_qr", "qr_embedding_factory", "qr_embeddings"]
+# every name exported as tfmec.baselines.* by the modules above (@tfmec_export, export_value)
+__all__ = public_names(globals(), hashing, int8, qr)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import zlib
 
+from tfmec.api_export import tfmec_export
 from tfmec.validation import BudgetTooSmallError
 from tfmec.layers._utils import derive_seed
 from tfmec.layers.hashed_embedding import HashedEmbedding
@@ -27,6 +28,7 @@ from tfmec.layers.hashed_embedding import HashedEmbedding
 FLOAT_BYTES = 4
 
 
+@tfmec_export("tfmec.baselines.TableShape")
 @dataclasses.dataclass(frozen=True)
 class TableShape:
     """One embedding table of a model: layer ``name``, categorical ``field``, ``rows`` (``V``) and
@@ -43,6 +45,7 @@ class TableShape:
         return FLOAT_BYTES * self.rows * self.dim
 
 
+@tfmec_export("tfmec.baselines.probe_tables")
 def probe_tables(build) -> list:
     """The embedding tables a model builder makes, without allocating them.
 
@@ -64,6 +67,7 @@ def probe_tables(build) -> list:
     return seen
 
 
+@tfmec_export("tfmec.baselines.table_bytes")
 def table_bytes(tables, buckets: dict | None = None) -> int:
     """Bytes of ``tables`` (``[TableShape]``) at float32, with ``buckets = {name: B}`` rows where given."""
     buckets = buckets or {}
@@ -84,6 +88,7 @@ def largest_cap(total, budget: int, largest: int) -> int:
     return lo
 
 
+@tfmec_export("tfmec.baselines.allocate_buckets")
 def allocate_buckets(tables, budget_bytes: int) -> dict:
     """Rows per table under the one-cap rule (module docstring) so that the tables fit ``budget_bytes``.
 
@@ -122,6 +127,7 @@ def field_salt(field_name: str) -> int:
     return zlib.crc32(str(field_name).encode("utf-8"))
 
 
+@tfmec_export("tfmec.baselines.hashed_embedding_factory")
 def hashed_embedding_factory(buckets: dict, seed: int | None = None):
     """An embedding factory ``(field, dim, name) -> layer`` for :func:`tfmec.models.build_model`.
 
@@ -149,6 +155,7 @@ def hashed_embedding_factory(buckets: dict, seed: int | None = None):
     return factory
 
 
+@tfmec_export("tfmec.baselines.hash_embeddings")
 def hash_embeddings(model, budget_bytes: int | None = None, *, buckets: dict | None = None, seed: int | None = None,
                     inplace: bool = False):
     """A copy of ``model`` whose embedding tables use the hashing trick, sized to a byte budget.

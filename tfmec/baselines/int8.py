@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfmec.api_export import export_value, tfmec_export
 from tfmec.validation import BudgetTooSmallError
 from tfmec.backend import keras
 from tfmec.baselines.hashing import TableShape, field_salt, largest_cap
@@ -45,8 +46,11 @@ from tfmec.layers.int8_embedding import BITS, Int8Embedding, packed_width
 
 ROW_SCALE_MIN_DIM = 8
 """Tables at least this wide get one step per row; narrower ones one step per table."""
+export_value("tfmec.baselines.ROW_SCALE_MIN_DIM", ROW_SCALE_MIN_DIM,
+             doc="tables at least this wide get one quantisation step per row; narrower ones one per table")
 
 
+@tfmec_export("tfmec.baselines.quantized_row_bytes")
 def quantized_row_bytes(dim: int, bits: int = 8, row_scale_min_dim: int = ROW_SCALE_MIN_DIM) -> tuple[int, int]:
     """``(bytes per row, bytes per table)`` of a quantised table of width ``dim``: ``d`` (int8) or
     ``ceil(d / 2)`` (int4) value bytes plus a 4-byte step per row when ``d >= row_scale_min_dim``, else
@@ -55,6 +59,7 @@ def quantized_row_bytes(dim: int, bits: int = 8, row_scale_min_dim: int = ROW_SC
     return packed_width(dim, bits) + (4 if per_row else 0), (0 if per_row else 4)
 
 
+@tfmec_export("tfmec.baselines.allocate_quantized")
 def allocate_quantized(tables, budget_bytes: int, bits: int = 8, *, row_scale_min_dim: int = ROW_SCALE_MIN_DIM,
                        fixed_bytes: int = 0) -> dict:
     """Quantised rows per table under the one-cap rule (module docstring) within ``budget_bytes``.
@@ -111,6 +116,7 @@ def _rows_held(ref) -> int:
     return int(ref.layer.num_buckets) if isinstance(ref.layer, HashedEmbedding) else int(ref.input_dim)
 
 
+@tfmec_export("tfmec.baselines.quantized_buckets")
 def quantized_buckets(model, budget_bytes: int, bits: int = 8, *, row_scale_min_dim: int = ROW_SCALE_MIN_DIM,
                       layers=None) -> dict:
     """The plan :func:`quantize_embeddings` follows for ``budget_bytes`` (:func:`allocate_quantized` over
@@ -151,6 +157,7 @@ def fold_rows(table, num_buckets: int, salt: int = 0, weights=None) -> np.ndarra
     return out
 
 
+@tfmec_export("tfmec.baselines.quantize_embeddings")
 def quantize_embeddings(model, *, bits: int = 8, budget_bytes: int | None = None, counts=None,
                         row_scale_min_dim: int = ROW_SCALE_MIN_DIM, layers=None, inplace: bool = False):
     """A copy of ``model`` whose embedding tables are int8 (``bits=4``: int4), within ``budget_bytes``

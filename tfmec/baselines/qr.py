@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 
+from tfmec.api_export import tfmec_export
 from tfmec.validation import BudgetTooSmallError
 from tfmec.baselines.hashing import FLOAT_BYTES, TableShape, field_salt, largest_cap
 from tfmec.layers._utils import derive_seed
@@ -66,6 +67,7 @@ def _rows(t: TableShape, cap: int) -> int:
     return t.rows if b is None else _qr_rows(t.rows, b)
 
 
+@tfmec_export("tfmec.baselines.allocate_qr")
 def allocate_qr(tables, budget_bytes: int, fixed_bytes: int = 0) -> dict:
     """QR tables under the one-cap rule (module docstring) so that ``tables`` fit ``budget_bytes``.
 
@@ -101,6 +103,7 @@ def allocate_qr(tables, budget_bytes: int, fixed_bytes: int = 0) -> dict:
             "rows": {t.name: _rows(t, lo) for t in tables}, "bytes": total(lo)}
 
 
+@tfmec_export("tfmec.baselines.qr_embedding_factory")
 def qr_embedding_factory(buckets: dict, seed: int | None = None):
     """An embedding factory ``(field, dim, name) -> layer`` for :func:`tfmec.models.build_model`.
 
@@ -123,6 +126,7 @@ def qr_embedding_factory(buckets: dict, seed: int | None = None):
     return factory
 
 
+@tfmec_export("tfmec.baselines.qr_embeddings")
 def qr_embeddings(model, budget_bytes: int, *, seed: int | None = None, inplace: bool = False):
     """A copy of ``model`` whose embedding tables are quotient-remainder tables, within a byte budget.
 

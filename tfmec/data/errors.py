@@ -1,7 +1,10 @@
 """Errors raised for bad input data."""
 from __future__ import annotations
 
+from tfmec.api_export import tfmec_export
 
+
+@tfmec_export("tfmec.data.DataError")
 class DataError(ValueError):
     """Bad input data: names the file and 1-based line where it applies.
 

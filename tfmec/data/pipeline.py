@@ -12,6 +12,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.data.epochs import EpochStream
 from tfmec.data.errors import DataError
 from tfmec.data.lists import encode_lists, split_cells
@@ -30,6 +31,7 @@ def _progress(iterable, enabled: bool, desc: str, total: int | None = None):
     return tqdm(iterable, desc=desc, total=total, unit="chunk", leave=False)
 
 
+@tfmec_export("tfmec.data.FeatureEncoder")
 class FeatureEncoder:
     """Turns raw chunks into model inputs, using a schema, vocabularies and numeric statistics.
 
@@ -142,6 +144,7 @@ def _limited(chunks: Iterator[Chunk], max_rows: int | None) -> Iterator[Chunk]:
         yield chunk
 
 
+@tfmec_export("tfmec.data.CTRData")
 @dataclasses.dataclass
 class CTRData:
     """A loaded data set: three ``tf.data.Dataset`` splits plus what was learned from the data.
@@ -191,6 +194,7 @@ def _make_reader(data, format, label, field_map, rows, seed, on_error, reader_kw
                        **reader_kwargs)
 
 
+@tfmec_export("tfmec.data.default_schema")
 def default_schema(reader: Reader, min_count: int = 2, max_length: int = DEFAULT_MAX_LENGTH,
                    shares: dict | None = None) -> Schema:
     """The schema tfmec uses for a reader when none is given: Criteo-style bucketing for the Criteo
@@ -227,6 +231,7 @@ def without_columns(schema: Schema, drop: Sequence[str], columns: Sequence[str])
     return Schema(kept, label=schema.label)
 
 
+@tfmec_export("tfmec.data.load")
 def load(
     data,
     schema: Schema | None = None,

@@ -29,8 +29,12 @@ import json
 import re
 from typing import Iterable, Sequence
 
+from tfmec.api_export import export_value, tfmec_export
+
 CATEGORICAL = "categorical"
 NUMERIC = "numeric"
+export_value("tfmec.data.CATEGORICAL", CATEGORICAL, doc="the kind of a field of ids (Field.kind)")
+export_value("tfmec.data.NUMERIC", NUMERIC, doc="the kind of a field of floats (Field.kind)")
 KINDS = (CATEGORICAL, NUMERIC)
 
 # Transforms of raw numeric columns.
@@ -58,6 +62,7 @@ def safe_name(name: str) -> str:
     return cleaned
 
 
+@tfmec_export("tfmec.data.Field")
 @dataclasses.dataclass
 class Field:
     """One model input.
@@ -134,6 +139,7 @@ class Field:
         return dataclasses.asdict(self)
 
 
+@tfmec_export("tfmec.data.Schema")
 class Schema:
     """An ordered set of fields plus the label column.
 

@@ -9,6 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
+from tfmec.api_export import tfmec_export
 from tfmec.data.hashing import hash_keys, uniform01
 
 TRAIN, VALID, TEST = 0, 1, 2
@@ -25,6 +26,7 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     return f
 
 
+@tfmec_export("tfmec.data.assign_splits")
 def assign_splits(row_index: np.ndarray, fractions: Sequence[float], seed: int) -> np.ndarray:
     """Split of each row: ``int8[rows]`` with 0 = train, 1 = valid, 2 = test."""
     f = check_fractions(fractions)

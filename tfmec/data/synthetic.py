@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from tfmec.api_export import tfmec_export
 from tfmec.data.hashing import hash_keys, mix64, normal_from, uniform01
 from tfmec.data.readers.base import Chunk, Reader
 
@@ -30,6 +31,7 @@ def default_vocab_sizes(num_fields: int = NUM_CATEGORICAL, largest: int = 10**7)
     return [int(round(v)) for v in np.geomspace(10, largest, num_fields)]
 
 
+@tfmec_export("tfmec.data.SyntheticCTR")
 class SyntheticCTR(Reader):
     """A reader that generates Criteo-shaped rows instead of reading them.
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfmec.api_export import tfmec_export
+
 
 BUCKET_LIMIT = float(2**53)
 """``log_square`` buckets are clipped to ``[-2**53, 2**53]`` (exact in float64) before the cast to int64,
@@ -13,6 +15,7 @@ ZSCORE_LIMIT = 1e6
 overflow float32 into ``inf`` (and the model's output into NaN)."""
 
 
+@tfmec_export("tfmec.data.criteo_log_square")
 def criteo_log_square(values: np.ndarray) -> np.ndarray:
     """Criteo's standard bucketing of integer counts: ``x > 2 -> floor(log(x)^2)``, else ``int(x)``.
 

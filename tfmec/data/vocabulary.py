@@ -23,9 +23,11 @@ from typing import Mapping
 
 import numpy as np
 
+from tfmec.api_export import export_value, tfmec_export
 from tfmec.atomic import write_bytes_atomic, write_json_atomic  # noqa: F401  (re-exported)
 
 OOV_ID = 0
+export_value("tfmec.data.OOV_ID", OOV_ID, doc="the id of values a vocabulary does not know (row 0 of every table)")
 FORMAT_VERSION = 1
 
 
@@ -46,6 +48,7 @@ def as_text_list(values) -> list:
     return [v if type(v) is str else _text(v) for v in items]
 
 
+@tfmec_export("tfmec.data.Vocabulary")
 class Vocabulary:
     """The values of one categorical field and how often each occurred.
 
@@ -146,6 +149,7 @@ class Vocabulary:
         return f"Vocabulary({self.name!r}, size={self.size}, min_count={self.min_count})"
 
 
+@tfmec_export("tfmec.data.NumericStats")
 class NumericStats:
     """Running mean and variance of one numeric field (after its transform), for standardisation."""
 
@@ -194,11 +198,13 @@ def vocabulary_payload(vocabularies: Mapping[str, Vocabulary],
     }
 
 
+@tfmec_export("tfmec.data.save_vocabularies")
 def save_vocabularies(path: str, vocabularies: Mapping[str, Vocabulary], numeric: Mapping[str, NumericStats] | None = None) -> None:
     """Saves vocabularies (and numeric statistics) of a data set to one JSON file, atomically."""
     write_json_atomic(path, vocabulary_payload(vocabularies, numeric))
 
 
+@tfmec_export("tfmec.data.load_vocabularies")
 def load_vocabularies(path: str) -> tuple[dict[str, Vocabulary], dict[str, NumericStats]]:
     """Loads what :func:`save_vocabularies` wrote. Returns ``(vocabularies, numeric_stats)``."""
     try:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.export.signature import named_inputs
 
 LOOKUP_FORMAT = "keras-lookup-1"
@@ -310,6 +311,7 @@ def _apply_one(entry: dict, values) -> np.ndarray:
     return ids.reshape(arr.shape).astype(tf.as_dtype(entry["ids_dtype"]).as_numpy_dtype)
 
 
+@tfmec_export("tfmec.export.apply_lookups")
 def apply_lookups(lookups: dict, inputs: dict) -> dict:
     """``inputs`` (the Keras model's own inputs, ``{name: array}``) with every input named in
     ``lookups`` (``{input name: entry}``, as :func:`tfmec.export.onnx` writes them) mapped to the ids

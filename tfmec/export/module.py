@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfmec.api_export import export_value, tfmec_export
 from tfmec.export.signature import describe_shape, enforce_shapes, input_specs, model_caller, single_output
 
 OUTPUT_KEY = "probability"
+export_value("tfmec.export.OUTPUT_KEY", OUTPUT_KEY, doc="the output name of the exported serving signatures")
 
 
 def tf_variables(model) -> list:
@@ -123,6 +125,7 @@ def map_unknown_ids(inputs: dict, vocab_sizes: dict) -> dict:
     return out
 
 
+@tfmec_export("tfmec.export.ServingModule")
 class ServingModule(tf.Module):
     """A Keras CTR model plus (optionally) its preprocessing, with the ``ids`` and ``serving_default``
     signatures (see the module docstring).

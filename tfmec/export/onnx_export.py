@@ -30,6 +30,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.data.vocabulary import write_bytes_atomic
 from tfmec.export.batching import predict_in_batches
 from tfmec.export.lookups import apply_lookups, plan
@@ -46,6 +47,7 @@ def _require(module: str):
         raise ImportError(f"ONNX export needs {module!r}: pip install 'tfmec[onnx]' (tf2onnx, onnxruntime)") from err
 
 
+@tfmec_export("tfmec.export.onnx_available")
 def onnx_available() -> bool:
     """True when tf2onnx and onnxruntime import (the ``onnx`` extra)."""
     try:
@@ -56,6 +58,7 @@ def onnx_available() -> bool:
     return True
 
 
+@tfmec_export("tfmec.export.vocabulary_path")
 def vocabulary_path(onnx_path: str) -> str:
     """``dir/name.onnx`` -> ``dir/name.vocabulary.json`` (where :func:`onnx` writes the vocabulary)."""
     stem = onnx_path[:-5] if onnx_path.endswith(".onnx") else onnx_path
@@ -133,6 +136,7 @@ def check_onnx_model(proto) -> None:
                          f"{ops}. Export with tfmec.export.saved_model, or move the op out of the model") from err
 
 
+@tfmec_export("tfmec.export.onnx")
 def onnx(model, path: str, encoder=None, *, opset: int = DEFAULT_OPSET, input_signature=None) -> str:
     """Converts ``model`` to ONNX at ``path`` (written atomically) and returns ``path``.
 
@@ -171,6 +175,7 @@ def onnx(model, path: str, encoder=None, *, opset: int = DEFAULT_OPSET, input_si
     return path
 
 
+@tfmec_export("tfmec.export.read_lookups")
 def read_lookups(path: str) -> tuple[dict, list]:
     """``(lookups, input order)`` from the JSON beside an ONNX model (``({}, [])`` when there is none)."""
     import json
@@ -183,6 +188,7 @@ def read_lookups(path: str) -> tuple[dict, list]:
     return dict(payload.get("lookups") or {}), list(payload.get("inputs") or [])
 
 
+@tfmec_export("tfmec.export.onnx_session")
 def onnx_session(path: str, threads: int | None = None):
     """An ``onnxruntime.InferenceSession`` on CPU (``threads``: intra-op threads, default ORT's)."""
     _require("onnxruntime")
@@ -194,6 +200,7 @@ def onnx_session(path: str, threads: int | None = None):
     return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
 
 
+@tfmec_export("tfmec.export.predict_onnx")
 def predict_onnx(path_or_session, inputs, batch_size: int = 8192, *, lookups=None) -> np.ndarray:
     """Probabilities ``float32[n]`` of an ONNX model with ONNX Runtime, in batches of ``batch_size``.
 

@@ -12,12 +12,14 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.export.batching import predict_in_batches
 from tfmec.export.module import OUTPUT_KEY
 
 OOV_STRING = "\x00tfmec-oov"
 
 
+@tfmec_export("tfmec.export.keras_probabilities")
 def keras_probabilities(model, inputs: dict, batch_size: int = 8192) -> np.ndarray:
     """``model(x, training=False)`` as ``float32[n]`` on ``{name: array[n, ...]}`` (named as the model's
     inputs, see :func:`~tfmec.export.signature.input_specs`), in batches; the model is called with
@@ -32,6 +34,7 @@ def keras_probabilities(model, inputs: dict, batch_size: int = 8192) -> np.ndarr
     return predict_in_batches(batch, inputs, batch_size)
 
 
+@tfmec_export("tfmec.export.max_abs_diff")
 def max_abs_diff(a, b) -> float:
     """``max |a - b|`` over rows (float64), 0 for empty inputs; NaN anywhere gives ``inf``."""
     a = np.asarray(a, np.float64).reshape(-1)
@@ -63,6 +66,7 @@ def _unused_bucket(tokens: set) -> float:
     return _bucket_value(str(t))
 
 
+@tfmec_export("tfmec.export.raw_from_ids")
 def raw_from_ids(encoder, inputs: dict) -> dict:
     """Raw request values that encode to ``inputs``.
 
@@ -98,6 +102,7 @@ def raw_from_ids(encoder, inputs: dict) -> dict:
     return raw
 
 
+@tfmec_export("tfmec.export.encode_raw")
 def encode_raw(encoder, raw: dict) -> dict:
     """``encoder.encode`` of raw request values keyed by ``field.name`` (as the signatures take them)."""
     by_source = {}
@@ -122,6 +127,7 @@ def take_rows(dataset, max_rows: int) -> dict:
     return {k: np.concatenate([p[k] for p in parts])[:max_rows] for k in parts[0]}
 
 
+@tfmec_export("tfmec.export.check_parity")
 def check_parity(model, ids: dict, *, saved_model_path: str | None = None, onnx_path: str | None = None,
                  encoder=None, raw: dict | None = None) -> dict:
     """Max absolute probability differences of the exports against ``model``.

@@ -18,6 +18,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.export.batching import predict_in_batches
 from tfmec.export.module import OUTPUT_KEY, ServingModule, model_input_specs
 from tfmec.export.preprocessing import RawPreprocessor, raw_dtype
@@ -96,6 +97,7 @@ def write_saved_model(model, path: str, encoder=None) -> None:
         json.dump(_metadata(encoder, module), fh, indent=1)
 
 
+@tfmec_export("tfmec.export.saved_model")
 def saved_model(model, base_dir: str, vocabulary=None, version: int | None = None, *, encoder=None,
                 input_signature=None) -> str:
     """Exports ``model`` to ``base_dir/<version>/`` for TF Serving, atomically.
@@ -148,6 +150,7 @@ def saved_model(model, base_dir: str, vocabulary=None, version: int | None = Non
     return final
 
 
+@tfmec_export("tfmec.export.load_signature")
 def load_signature(path: str, signature: str = "serving_default"):
     """A signature of a SavedModel: a callable ``fn(**inputs) -> {"probability": [batch, 1]}``.
 
@@ -160,6 +163,7 @@ def load_signature(path: str, signature: str = "serving_default"):
     return fn
 
 
+@tfmec_export("tfmec.export.predict_saved_model")
 def predict_saved_model(path_or_fn, inputs, signature: str = "serving_default",
                         batch_size: int = 8192) -> np.ndarray:
     """Probabilities ``float32[n]`` of a SavedModel signature on ``inputs``, in batches of ``batch_size``.

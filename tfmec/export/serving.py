@@ -23,7 +23,10 @@ import json
 import numpy as np
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 
+
+@tfmec_export("tfmec.export.RequestError")
 class RequestError(ValueError):
     """A request TF Serving would reject (HTTP 400); the message names the offending part."""
 
@@ -83,6 +86,7 @@ def _tensor(values, spec: tf.TensorSpec, where: str) -> np.ndarray:
     return arr
 
 
+@tfmec_export("tfmec.export.request_to_inputs")
 def request_to_inputs(payload, specs: dict) -> tuple[dict, str]:
     """Converts a REST request body into signature inputs.
 
@@ -144,6 +148,7 @@ def request_to_inputs(payload, specs: dict) -> tuple[dict, str]:
     return arrays, "column"
 
 
+@tfmec_export("tfmec.export.pad_lists")
 def pad_lists(lists, pad: str = "") -> list:
     """Client-side: rows of a multi-valued field as JSON lists of one length, each padded at the end
     with ``pad`` (``""``, which the SavedModel drops) to the longest row: what a ``tf.string[batch, n]``
@@ -163,6 +168,7 @@ def _jsonable(array: np.ndarray):
     return array.tolist()
 
 
+@tfmec_export("tfmec.export.format_response")
 def format_response(outputs: dict, form: str) -> dict:
     """TF Serving's response body for ``outputs`` (``{name: array[batch, ...]}``) of a ``form`` request."""
     arrays = {k: np.asarray(v) for k, v in outputs.items()}
@@ -180,6 +186,7 @@ def format_response(outputs: dict, form: str) -> dict:
     raise ValueError(f"form must be 'row' or 'column', got {form!r}")
 
 
+@tfmec_export("tfmec.export.predict_request")
 def predict_request(signatures, payload) -> dict:
     """Answers a ``:predict`` request body like TF Serving, with a loaded SavedModel's signatures.
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
+
 
 def input_name(tensor) -> str:
     """The name of a Keras input tensor (its input layer's name, without ``:0``)."""
@@ -32,6 +34,7 @@ SIGNATURE_ATTR = "_tfmec_input_signature"
 """Where :func:`declare_inputs` keeps the input signature of a model that declares none."""
 
 
+@tfmec_export("tfmec.export.declare_inputs")
 def declare_inputs(model, signature) -> dict:
     """Tells export what a model without declared inputs (a subclassed model) takes.
 
@@ -129,6 +132,7 @@ def has_declared_inputs(model) -> bool:
         return False
 
 
+@tfmec_export("tfmec.export.input_specs")
 def input_specs(model) -> dict:
     """``{name: tf.TensorSpec([None, *declared], dtype, name=name)}`` of the model's inputs, in
     ``model.inputs`` order (see :func:`named_inputs` for the names); for a model that declares none,

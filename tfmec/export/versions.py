@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 
+from tfmec.api_export import tfmec_export
 from tfmec.atomic import TMP_PREFIX, atomic_directory  # noqa: F401  (re-exported)
 
 
+@tfmec_export("tfmec.export.existing_versions")
 def existing_versions(base_dir: str) -> list[int]:
     """The version numbers (integer folder names) under ``base_dir``, ascending; [] when it is missing."""
     if not os.path.isdir(base_dir):
@@ -20,6 +22,7 @@ def existing_versions(base_dir: str) -> list[int]:
     return sorted(int(n) for n in os.listdir(base_dir) if n.isdigit() and os.path.isdir(os.path.join(base_dir, n)))
 
 
+@tfmec_export("tfmec.export.next_version")
 def next_version(base_dir: str) -> int:
     """One more than the newest existing version, or 1 for an empty / missing ``base_dir``."""
     versions = existing_versions(base_dir)
@@ -38,6 +41,7 @@ def resolve_version(base_dir: str, version: int | None) -> int:
     return version
 
 
+@tfmec_export("tfmec.export.directory_bytes")
 def directory_bytes(path: str) -> int:
     """Total size in bytes of the files under ``path`` (or of ``path`` itself when it is a file)."""
     if os.path.isfile(path):

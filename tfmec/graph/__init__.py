@@ -6,20 +6,9 @@
 * :mod:`tfmec.graph.capture`: what given layers receive and return while a model runs on data.
 * :mod:`tfmec.graph.swapped`: saving and loading a subclassed model whose sub-layers were replaced.
 """
-from tfmec.graph import swapped  # noqa: F401  (registers tfmec>SwappedLayer for loading)
-from tfmec.graph.functional import rebuild_functional
-from tfmec.graph.walk import (
-    LayerRef,
-    TableRef,
-    child_layers,
-    find_tables,
-    is_table,
-    iter_layers,
-    keyed_by_table,
-    resolve_table,
-    table_aliases,
-    table_dims,
-)
+from tfmec.api_export import public_names
+from tfmec.graph import swapped  # registers tfmec>SwappedLayer for loading
+from tfmec.graph import functional, walk
 
-__all__ = ["rebuild_functional", "LayerRef", "TableRef", "child_layers", "find_tables",
-           "is_table", "iter_layers", "keyed_by_table", "resolve_table", "table_aliases", "table_dims"]
+# every name exported as tfmec.graph.* by the modules above (@tfmec_export)
+__all__ = public_names(globals(), swapped, functional, walk)

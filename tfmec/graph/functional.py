@@ -13,9 +13,11 @@ from typing import Callable
 
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import IS_LEGACY_KERAS, keras
 
 
+@tfmec_export("tfmec.graph.rebuild_functional")
 def rebuild_functional(model, clone_function: Callable, call_function: Callable | None = None):
     """A new functional model computing ``model``'s graph with cloned layers.
 

@@ -22,12 +22,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterator
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import keras
 
 FIELD_TABLE_PREFIX = "embedding_"
 """Tables named ``embedding_<field>`` (tfmec's zoo) are keyed by ``<field>``."""
 
 
+@tfmec_export("tfmec.graph.LayerRef")
 @dataclasses.dataclass
 class LayerRef:
     """One layer of a model.
@@ -45,6 +47,7 @@ class LayerRef:
     depth: int
 
 
+@tfmec_export("tfmec.graph.TableRef")
 @dataclasses.dataclass
 class TableRef(LayerRef):
     """An embedding table: a :class:`LayerRef` plus its key (see the module docstring) and shape
@@ -55,12 +58,14 @@ class TableRef(LayerRef):
     output_dim: int = 0
 
 
+@tfmec_export("tfmec.graph.is_table")
 def is_table(layer) -> bool:
     """True for a ``keras.layers.Embedding`` (subclasses included) or a layer declaring
     ``is_embedding_table = True`` (every tfmec table layer)."""
     return isinstance(layer, keras.layers.Embedding) or bool(getattr(layer, "is_embedding_table", False))
 
 
+@tfmec_export("tfmec.graph.child_layers")
 def child_layers(layer) -> list:
     """The layers directly inside ``layer`` (in tracking order, input layers excluded): ``layer.layers``
     of a model, else the layers Keras tracks as its attributes (lists and dicts included)."""
@@ -78,6 +83,7 @@ def child_layers(layer) -> list:
     return found
 
 
+@tfmec_export("tfmec.graph.iter_layers")
 def iter_layers(model) -> Iterator[LayerRef]:
     """Every layer inside ``model`` (depth first, parents before children), each layer object once."""
     seen = {id(model)}
@@ -94,6 +100,7 @@ def iter_layers(model) -> Iterator[LayerRef]:
     yield from walk(model, "", 1)
 
 
+@tfmec_export("tfmec.graph.table_dims")
 def table_dims(layer) -> tuple[int, int]:
     """``(input_dim, output_dim)`` of a table layer: rows ``V`` and width ``d``, the names of
     ``keras.layers.Embedding`` that every tfmec table layer uses too. A user's own table layer that
@@ -106,6 +113,7 @@ def table_dims(layer) -> tuple[int, int]:
     return int(rows or 0), int(getattr(layer, "output_dim", 0) or 0)
 
 
+@tfmec_export("tfmec.graph.find_tables")
 def find_tables(model) -> list[TableRef]:
     """Every embedding table of ``model`` (module docstring), each once, in walk order, with its key."""
     refs = [ref for ref in iter_layers(model) if is_table(ref.layer)]
@@ -130,11 +138,13 @@ def find_tables(model) -> list[TableRef]:
     return tables
 
 
+@tfmec_export("tfmec.graph.table_aliases")
 def table_aliases(ref: TableRef) -> tuple[str, ...]:
     """The names a table answers to: its key, its layer name and its path."""
     return tuple(dict.fromkeys((ref.key, ref.layer.name, ref.path)))
 
 
+@tfmec_export("tfmec.graph.resolve_table")
 def resolve_table(tables: list[TableRef], name: str, what: str = "table") -> TableRef:
     """The table that ``name`` (a key, layer name or path) names; ``KeyError``-free: raises
     ``ValueError`` listing every table's key when none or several match."""
@@ -148,6 +158,7 @@ def resolve_table(tables: list[TableRef], name: str, what: str = "table") -> Tab
                      f"Tables: {listing}")
 
 
+@tfmec_export("tfmec.graph.keyed_by_table")
 def keyed_by_table(tables: list[TableRef], mapping, what: str) -> dict:
     """``{table key: value}`` from a mapping keyed by table keys, layer names or paths.
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import keras, register
 from tfmec.layers._utils import (
     array_initializer,
@@ -58,6 +59,7 @@ def _last_axis_matmul(x, kernel):
     return tf.tensordot(x, kernel, axes=[[x.shape.rank - 1], [0]])
 
 
+@tfmec_export("tfmec.afm.dense_params")
 def dense_params(n_in: int, n_out: int, rank: int | None = None, use_bias: bool = True) -> int:
     """Parameters of ``Dense(n_out)`` on ``n_in`` inputs (``rank=None``) or of its
     :class:`AFMDense` factorisation at ``rank`` (``k (n_in + n_out) + k + n_out``)."""
@@ -68,6 +70,7 @@ def dense_params(n_in: int, n_out: int, rank: int | None = None, use_bias: bool 
     return k * (n_in + n_out) + k + n_out
 
 
+@tfmec_export("tfmec.afm.embedding_params")
 @renamed_kwargs({"vocab_size": "input_dim", "dim": "output_dim"})
 def embedding_params(input_dim: int, output_dim: int, rank: int | None = None) -> int:
     """Parameters of a ``V x d`` table (``input_dim`` ``V`` rows of ``output_dim`` ``d``; ``rank=None``)
@@ -91,9 +94,16 @@ def _check_basis(U_k, mu, n: int, who: str):
     return u, m
 
 
+@tfmec_export("tfmec.layers.AFMDense")
 @register
 class AFMDense(keras.layers.Layer):
     """A Dense layer factored through a rank-``k`` bottleneck: ``y = act((x A + a) B + mu)``.
+
+    Example::
+
+        layer = tfmec.layers.AFMDense(4, rank=2, activation="relu")
+        y = layer(tf.random.normal([2, 8]))   # shape (2, 4)
+        layer.down_kernel.shape               # (8, 2): 8*2 + 2*4 weights instead of 8*4
 
     Built by AFM from a trained ``Dense`` and the principal components of its pre-activations
     (:meth:`from_dense`), or from scratch (then ``A``, ``B`` start from ``kernel_initializer`` and
@@ -251,9 +261,15 @@ class AFMDense(keras.layers.Layer):
         return config
 
 
+@tfmec_export("tfmec.layers.LowRankEmbedding")
 @register
 class LowRankEmbedding(keras.layers.Layer):
     """An embedding table stored at rank ``k`` plus one up-projection: ``e_i = T[i] P + mu``.
+
+    Example::
+
+        layer = tfmec.layers.LowRankEmbedding(1000, 16, rank=4)   # 1000 x 4 + 4 x 16, not 1000 x 16
+        y = layer(tf.constant([1, 2, 3]))                        # shape (3, 16)
 
     AFM builds it from a trained ``V x d`` table ``E`` (:meth:`from_embedding`) with
     ``T = (E - mu) U_k`` (``V x k``), ``P = U_k^T`` (``k x d``) and ``mu`` (``[d]``), so the layers

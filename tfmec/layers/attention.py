@@ -5,13 +5,20 @@ import math
 
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import keras, register
 from tfmec.layers._utils import as_shape, make_initializer, serialize_initializer
 
 
+@tfmec_export("tfmec.layers.SelfAttentionInteraction")
 @register
 class SelfAttentionInteraction(keras.layers.Layer):
     """AutoInt interacting layer: multi-head self-attention across the F fields.
+
+    Example::
+
+        layer = tfmec.layers.SelfAttentionInteraction(heads=2, head_dim=8)
+        y = layer(tf.random.normal([2, 3, 16]))   # shape (2, 3, 16): 2 heads * 8
 
     For head h: ``Q = E W_q^h, K = E W_k^h, V = E W_v^h`` (each ``[batch, F, head_dim]``),
     ``A = softmax(Q K^T [/ sqrt(head_dim)]) V``; the heads are concatenated, a residual projection

@@ -25,6 +25,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
+
 MAX_BITS = 16
 
 
@@ -62,6 +64,7 @@ def _layout(num_subspaces: int, bits: int):
     return starts // 8, starts % 8
 
 
+@tfmec_export("tfmec.layers.pack_codes")
 def pack_codes(codes, bits: int) -> np.ndarray:
     """Packs ``codes[V, M]`` (integers in ``[0, 2**bits)``) into ``uint8[V, ceil(M * bits / 8)]``.
 
@@ -85,6 +88,7 @@ def pack_codes(codes, bits: int) -> np.ndarray:
     return np.ascontiguousarray(out[:, :width])
 
 
+@tfmec_export("tfmec.layers.unpack_codes")
 def unpack_codes(packed, bits: int, num_subspaces: int) -> np.ndarray:
     """Inverse of :func:`pack_codes`: ``uint8[V, ceil(M * bits / 8)]`` -> codes ``[V, M]``
     (``uint8`` when ``bits <= 8``, else ``uint16``)."""

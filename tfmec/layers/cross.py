@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import keras, register
 from tfmec.layers._utils import as_shape, make_initializer, renamed_kwargs, serialize_initializer
 
@@ -54,10 +55,16 @@ class _CrossBase(keras.layers.Layer):
         return config
 
 
+@tfmec_export("tfmec.layers.CrossNetV2")
 @register
 @renamed_kwargs({"low_rank": "rank"})
 class CrossNetV2(_CrossBase):
     """DCN-V2 cross network: ``x_{l+1} = x_0 * (x_l W_l + b_l) + x_l`` for ``l = 0..L-1``.
+
+    Example::
+
+        layer = tfmec.layers.CrossNetV2(num_layers=2, rank=4)   # W_l factored at rank 4
+        y = layer(tf.random.normal([2, 8]))                      # shape (2, 8)
 
     With ``rank=r`` each ``W_l`` (D x D) is factored as ``V_l U_l`` (V_l: D x r, U_l: r x D),
     i.e. ``x_l W_l = (x_l V_l) U_l`` (DCN-Mix without the mixture of experts). A list gives each
@@ -133,10 +140,16 @@ class CrossNetV2(_CrossBase):
         return config
 
 
+@tfmec_export("tfmec.layers.GatedCrossNet")
 @register
 class GatedCrossNet(_CrossBase):
     """GDCN gated cross network:
     ``x_{l+1} = x_0 * (x_l W_l^c + b_l) * sigmoid(x_l W_l^g) + x_l``.
+
+    Example::
+
+        layer = tfmec.layers.GatedCrossNet(num_layers=2)
+        y = layer(tf.random.normal([2, 8]))   # shape (2, 8)
 
     Args:
         num_layers: number of gated cross layers L.

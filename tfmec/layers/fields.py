@@ -3,13 +3,20 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import keras, register
 from tfmec.layers._utils import as_shape, is_shape_list
 
 
+@tfmec_export("tfmec.layers.StackFields")
 @register
 class StackFields(keras.layers.Layer):
     """Stacks F per-field tensors along a new axis 1.
+
+    Example::
+
+        rows = [tf.ones([2, 4]), tf.zeros([2, 4]), tf.ones([2, 4])]   # 3 fields, d = 4
+        y = tfmec.layers.StackFields()(rows)                           # shape (2, 3, 4)
 
     Shapes:
         list of F tensors ``[batch, d]`` -> ``[batch, F, d]``;
@@ -27,9 +34,14 @@ class StackFields(keras.layers.Layer):
         return (first[0], len(shapes)) + first[1:]
 
 
+@tfmec_export("tfmec.layers.FlattenFields")
 @register
 class FlattenFields(keras.layers.Layer):
     """Concatenates the field embeddings of each row.
+
+    Example::
+
+        y = tfmec.layers.FlattenFields()(tf.ones([2, 3, 4]))   # shape (2, 12)
 
     Shapes:
         ``[batch, F, d]`` -> ``[batch, F * d]``.

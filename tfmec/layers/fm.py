@@ -3,13 +3,20 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import keras, register
 from tfmec.layers._utils import as_shape
 
 
+@tfmec_export("tfmec.layers.FMInteraction")
 @register
 class FMInteraction(keras.layers.Layer):
     """Sum of all pairwise inner products of the field embeddings, in O(F d).
+
+    Example::
+
+        fields = tf.random.normal([2, 3, 4])              # batch 2, F = 3 fields, d = 4
+        y = tfmec.layers.FMInteraction()(fields)          # shape (2, 1)
 
     ``y = 0.5 * sum_k ((sum_f e_fk)^2 - sum_f e_fk^2)  =  sum_{i<j} <e_i, e_j>``
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import keras, register
 from tfmec.layers._utils import (
     as_shape,
@@ -54,6 +55,7 @@ def hash_coefficients(salt: int = 0) -> tuple[int, int, int, int]:
     return (c3,) + tuple(_splitmix(base + j) % HASH_PRIME for j in (1, 2, 3))
 
 
+@tfmec_export("tfmec.layers.hash_buckets")
 def hash_buckets(ids, num_buckets: int, salt: int = 0):
     """Buckets of non-negative integer ids ``[...]`` (each ``< 2**31``), in-graph.
 
@@ -80,10 +82,16 @@ def hash_buckets_numpy(ids, num_buckets: int, salt: int = 0) -> np.ndarray:
     return h % int(num_buckets)
 
 
+@tfmec_export("tfmec.layers.HashedEmbedding")
 @register
 @renamed_kwargs({"vocab_size": "input_dim"})
 class HashedEmbedding(keras.layers.Layer):
     """An embedding of ``V`` ids held in ``B`` hashed rows (the hashing trick).
+
+    Example::
+
+        layer = tfmec.layers.HashedEmbedding(10_000, num_buckets=64, output_dim=8)   # 64 rows, not 10,000
+        y = layer(tf.constant([[1, 7], [42, 9_999]]))                                # shape (2, 2, 8)
 
     Args:
         input_dim: ``V``, number of ids (``< 2**31``); ids outside ``[0, V)`` become ``oov_id`` first

@@ -43,6 +43,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import keras, register
 from tfmec.layers._utils import array_initializer, as_shape, map_out_of_range_ids, renamed_kwargs, zero_mask
 from tfmec.layers.hashed_embedding import hash_buckets
@@ -96,6 +97,7 @@ def _int4_decode_table() -> np.ndarray:
     return np.stack([b % 16, b // 16], axis=1).astype(np.float32) - INT4_OFFSET
 
 
+@tfmec_export("tfmec.layers.quantize_int8")
 def quantize_int8(table, per_row: bool = True, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 (or int4) quantisation of a float table.
 
@@ -127,11 +129,19 @@ def quantize_int8(table, per_row: bool = True, bits: int = 8) -> tuple[np.ndarra
 
 
 
+@tfmec_export("tfmec.layers.Int8Embedding")
 @register
 @renamed_kwargs({"vocab_size": "input_dim"})
 class Int8Embedding(keras.layers.Layer):
     """An embedding table stored as ``int8`` (or packed int4) values times a ``float32`` step per row (or
     per table), optionally over hashed rows.
+
+    Example::
+
+        table = np.random.default_rng(0).normal(size=(100, 8)).astype("float32")   # a trained table
+        values, steps = tfmec.layers.quantize_int8(table)
+        layer = tfmec.layers.Int8Embedding(100, 8, embeddings=values, scales=steps)
+        y = layer(tf.constant([[1, 2], [3, 99]]))   # shape (2, 2, 8), within half a step of table's rows
 
     Args:
         input_dim: ``V``, number of ids (``< 2**31``).
@@ -166,7 +176,7 @@ class Int8Embedding(keras.layers.Layer):
     ``storage_bytes``, equal to the bytes of ``layer.weights``; about 4x (int4: about 8x) smaller than
     the float32 table when ``d`` is large against 4, and ``V / B`` times smaller again with hashed rows.
 
-    Example::
+    From a trained ``keras.layers.Embedding``::
 
         layer = Int8Embedding.from_embedding(trained_embedding, bits=4)   # int4 rows, step per row
 

@@ -3,13 +3,20 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import keras, register
 from tfmec.layers._utils import as_shape, is_shape_list, serialize_initializer
 
 
+@tfmec_export("tfmec.layers.LinearTerms")
 @register
 class LinearTerms(keras.layers.Layer):
     """Sums per-field first-order weights and adds a global bias.
+
+    Example::
+
+        weights = [tf.ones([2, 1]), tf.fill([2, 1], 2.0)]   # two fields' [batch, 1] weights
+        y = tfmec.layers.LinearTerms()(weights)             # shape (2, 1): 3.0 + bias (0 at first)
 
     Typical inputs are the ``[batch, 1]`` outputs of the per-field ``Embedding(V, 1)`` layers plus a
     ``Dense(1)`` over the numeric fields.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import keras
 from tfmec.layers._utils import derive_seed
 
@@ -16,6 +17,7 @@ def _dense_initializer(seed: int | None):
     return "glorot_uniform" if seed is None else keras.initializers.GlorotUniform(seed=seed)
 
 
+@tfmec_export("tfmec.layers.mlp_block")
 def mlp_block(
     x,
     hidden_units: Sequence[int],
@@ -68,6 +70,7 @@ def mlp_block(
     return x
 
 
+@tfmec_export("tfmec.layers.logit_layer")
 def logit_layer(x, name: str = "logit", seed: int | None = None):
     """The final ``Dense(1)`` (no activation), a plain Keras layer named ``name``.
 
@@ -77,6 +80,7 @@ def logit_layer(x, name: str = "logit", seed: int | None = None):
     return keras.layers.Dense(1, kernel_initializer=_dense_initializer(seed), name=name)(x)
 
 
+@tfmec_export("tfmec.layers.MLP")
 class MLP:
     """A reusable MLP *recipe* (not a Keras layer): calling it on a functional tensor applies
     :func:`mlp_block` with the stored settings, creating plain named ``Dense`` layers.

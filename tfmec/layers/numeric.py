@@ -3,14 +3,21 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import keras, register
 from tfmec.layers._utils import as_shape, make_initializer, renamed_kwargs, serialize_initializer
 
 
+@tfmec_export("tfmec.layers.NumericEmbedding")
 @register
 @renamed_kwargs({"dim": "output_dim"})
 class NumericEmbedding(keras.layers.Layer):
     """Maps a numeric field to a vector: ``x[:, None] * v``.
+
+    Example::
+
+        layer = tfmec.layers.NumericEmbedding(8)
+        y = layer(tf.constant([0.5, 1.0, 2.0]))   # shape (3, 8)
 
     Args:
         output_dim: embedding dimension d (the width, as the tables' ``output_dim``; ``dim``, keyword or

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import keras, register
 from tfmec.layers._utils import as_shape
 
@@ -26,17 +27,16 @@ def id_mask(ids, dtype):
     return tf.cast(tf.not_equal(tf.cast(ids, tf.int32), 0), dtype)[..., None]
 
 
+@tfmec_export("tfmec.layers.MaskedMeanPooling")
 @register
 class MaskedMeanPooling(keras.layers.Layer):
     """Mean of a padded sequence's rows over its non-padding positions.
 
-    Example:
+    Example::
 
-    >>> pool = MaskedMeanPooling()
-    >>> ids = tf.constant([[3, 5, 0]])
-    >>> rows = tf.constant([[[1.0, 1.0], [3.0, 5.0], [9.0, 9.0]]])
-    >>> pool([ids, rows]).numpy().tolist()
-    [[2.0, 3.0]]
+        ids = tf.constant([[3, 5, 0]])                                   # id 0 is padding
+        rows = tf.constant([[[1.0, 1.0], [3.0, 5.0], [9.0, 9.0]]])
+        y = tfmec.layers.MaskedMeanPooling()([ids, rows])                # shape (1, 2), values [[2.0, 3.0]]
 
     Shapes: ``[ids int[batch, L], rows [batch, L, d]]`` -> ``[batch, d]`` (zeros where every id is 0).
     No weights.
@@ -55,15 +55,15 @@ class MaskedMeanPooling(keras.layers.Layer):
         return (rows[0], rows[2])
 
 
+@tfmec_export("tfmec.layers.TargetAttentionInputs")
 @register
 class TargetAttentionInputs(keras.layers.Layer):
     """DIN's attention features of each history position against the candidate.
 
-    Example:
+    Example::
 
-    >>> feats = TargetAttentionInputs()([tf.ones([2, 5, 8]), tf.ones([2, 8])])
-    >>> feats.shape
-    TensorShape([2, 5, 32])
+        history, candidate = tf.ones([2, 5, 8]), tf.ones([2, 8])             # L = 5 positions, d = 8
+        y = tfmec.layers.TargetAttentionInputs()([history, candidate])       # shape (2, 5, 32)
 
     Shapes: ``[history [batch, L, d], candidate [batch, d]]`` -> ``[batch, L, 4 d]``: per position
     ``[h, c, h - c, h * c]``. No weights.
@@ -80,16 +80,17 @@ class TargetAttentionInputs(keras.layers.Layer):
         return history[:2] + (None if history[2] is None else 4 * history[2],)
 
 
+@tfmec_export("tfmec.layers.MaskedWeightedSum")
 @register
 class MaskedWeightedSum(keras.layers.Layer):
     """Sum of a padded sequence's rows weighted by per-position scores, padding excluded.
 
-    Example:
+    Example::
 
-    >>> out = MaskedWeightedSum()([tf.constant([[1, 0]]), tf.constant([[[2.0], [7.0]]]),
-    ...                            tf.constant([[[1.0, 2.0], [5.0, 5.0]]])])
-    >>> out.numpy().tolist()
-    [[2.0, 4.0]]
+        ids = tf.constant([[1, 0]])                                      # id 0 is padding
+        scores = tf.constant([[[2.0], [7.0]]])
+        rows = tf.constant([[[1.0, 2.0], [5.0, 5.0]]])
+        y = tfmec.layers.MaskedWeightedSum()([ids, scores, rows])        # shape (1, 2), values [[2.0, 4.0]]
 
     Shapes: ``[ids int[batch, L], weights [batch, L, 1], rows [batch, L, d]]`` -> ``[batch, d]``.
     No weights.

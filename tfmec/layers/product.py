@@ -4,10 +4,12 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import keras, register
 from tfmec.layers._utils import as_shape
 
 
+@tfmec_export("tfmec.layers.pair_indices")
 def pair_indices(num_fields: int) -> tuple[np.ndarray, np.ndarray]:
     """Row and column indices ``(i, j)``, ``i < j``, of all F(F-1)/2 field pairs in row-major
     order: (0,1), (0,2), ..., (0,F-1), (1,2), ...
@@ -19,9 +21,15 @@ def pair_indices(num_fields: int) -> tuple[np.ndarray, np.ndarray]:
     return rows.astype(np.int32), cols.astype(np.int32)
 
 
+@tfmec_export("tfmec.layers.InnerProduct")
 @register
 class InnerProduct(keras.layers.Layer):
     """All pairwise inner products ``<e_i, e_j>``, ``i < j``, in the order of :func:`pair_indices`.
+
+    Example::
+
+        fields = tf.random.normal([2, 4, 8])            # batch 2, F = 4 fields, d = 8
+        y = tfmec.layers.InnerProduct()(fields)         # shape (2, 6): the 4 * 3 / 2 pairs
 
     Shapes:
         ``[batch, F, d]`` -> ``[batch, F(F-1)/2]``.

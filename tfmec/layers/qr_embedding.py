@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import keras, register, tf_variable
 from tfmec.layers._utils import (
     as_shape,
@@ -37,10 +38,16 @@ def quotient_rows(input_dim: int, num_buckets: int) -> int:
     return -(-int(input_dim) // int(num_buckets))
 
 
+@tfmec_export("tfmec.layers.QREmbedding")
 @register
 @renamed_kwargs({"vocab_size": "input_dim"})
 class QREmbedding(keras.layers.Layer):
     """An embedding of ``V`` ids held in a quotient and a remainder table (module docstring).
+
+    Example::
+
+        layer = tfmec.layers.QREmbedding(1_000_000, 16, num_buckets=1000)   # 2,000 rows, not 10^6
+        y = layer(tf.constant([3, 999_999]))                                 # shape (2, 16)
 
     Args:
         input_dim: ``V``, number of ids (``< 2**31``); ids outside ``[0, V)`` become ``oov_id`` first
@@ -72,7 +79,7 @@ class QREmbedding(keras.layers.Layer):
     Storage: ``4 d (ceil(V / B) + B)`` bytes (``storage_bytes``, equal to the bytes of
     ``layer.weights``), against ``4 V d`` for the full table.
 
-    Example::
+    In a model::
 
         from tfmec.layers.qr_embedding import QREmbedding
         ids = keras.Input(shape=(), dtype="int32")

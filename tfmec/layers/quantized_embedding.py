@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import IS_LEGACY_KERAS, keras, register
 from tfmec.layers._utils import array_initializer, as_shape, map_out_of_range_ids, renamed_kwargs, zero_mask
 from tfmec.layers.bitpack import check_bits, decode_packed_tf, pack_codes, packed_width, unpack_codes_tf
@@ -37,6 +38,7 @@ def _code_dtype(num_codewords: int) -> str:
     return "uint8" if int(num_codewords) <= 256 else "uint16"
 
 
+@tfmec_export("tfmec.layers.decode_codes")
 def decode_codes(codes, codebooks, projection=None):
     """Quantised embeddings of integer codes.
 
@@ -70,6 +72,7 @@ def _is_stateless_seed(seed) -> bool:
     return isinstance(seed, (tf.Tensor, tf.Variable, np.ndarray, list, tuple))
 
 
+@tfmec_export("tfmec.layers.semi_synthetic_negative_codes")
 def semi_synthetic_negative_codes(codes, num_codewords: int, num_negatives: int, seed=None):
     """Semi-synthetic negatives of MEC: ``num_negatives`` corrupted copies of each row of codes.
 
@@ -111,6 +114,7 @@ def semi_synthetic_negative_codes(codes, num_codewords: int, num_negatives: int,
     return tf.where(hit, replaced, base)
 
 
+@tfmec_export("tfmec.layers.contrastive_loss")
 @renamed_kwargs({"temperature": "contrastive_temperature"})
 def contrastive_loss(
     anchor,
@@ -214,10 +218,17 @@ class ContrastiveSteps:
 
 
 
+@tfmec_export("tfmec.layers.QuantizedEmbedding")
 @register
 @renamed_kwargs({"vocab_size": "input_dim", "temperature": "contrastive_temperature"})
 class QuantizedEmbedding(ContrastiveSteps, keras.layers.Layer):
     """Embedding table stored as product-quantisation codes plus codebooks (MEC, stage 2).
+
+    Example::
+
+        layer = tfmec.layers.QuantizedEmbedding(1000, num_subspaces=4, num_codewords=16, subspace_dim=4,
+                                                seed=0)   # random codes; stage 1 gives learned ones
+        y = layer(tf.constant([0, 5, 999]))               # shape (3, 16): d = 4 * 4
 
     Args:
         input_dim: ``V``, number of ids (``< 2**31``), as ``keras.layers.Embedding``'s ``input_dim``.

@@ -3,13 +3,21 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import keras, register
 from tfmec.layers._utils import as_shape
 
 
+@tfmec_export("tfmec.layers.L2Penalty")
 @register
 class L2Penalty(keras.layers.Layer):
     """Identity that adds ``l2 * sum(x^2) / batch`` to the model's losses while training.
+
+    Example::
+
+        layer = tfmec.layers.L2Penalty(l2=1e-4)
+        y = layer(tf.ones([2, 3, 4]), training=True)   # shape (2, 3, 4), the input itself
+        penalty = layer.losses                         # [1e-4 * 24 / 2]
 
     Applied to the looked-up embeddings of a batch, this is the usual CTR embedding regulariser: it
     only touches the rows the batch uses (a weight regulariser on a whole table would produce a dense

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import register
 from tfmec.layers._utils import map_out_of_range_ids, same_codebooks
 from tfmec.layers.quantized_embedding import _MAX_VOCAB, QuantizedEmbedding
@@ -29,10 +30,17 @@ from tfmec.layers.quantized_embedding import _MAX_VOCAB, QuantizedEmbedding
 from tfmec.layers._utils import renamed_kwargs  # noqa: E402,I001  (kept apart from the import line above)
 
 
+@tfmec_export("tfmec.layers.SharedQuantizedEmbedding")
 @register
 @renamed_kwargs({"vocab_sizes": "input_dims"})
 class SharedQuantizedEmbedding(QuantizedEmbedding):
     """One codebook set shared by the PQ tables of several fields (MEC stage 2, beyond the paper).
+
+    Example::
+
+        layer = tfmec.layers.SharedQuantizedEmbedding([100, 50], num_subspaces=2, num_codewords=8,
+                                                      subspace_dim=4, field_names=["user", "item"])
+        y = layer(tf.constant([1, 49]), field="item")   # shape (2, 8)
 
     Args:
         input_dims: ``[V_f]``, the number of ids of each field, in field order (``sum_f V_f < 2**31``);

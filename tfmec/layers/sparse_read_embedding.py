@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import IS_LEGACY_KERAS, keras, register, tf_variable
 
 
+@tfmec_export("tfmec.layers.SparseReadEmbedding")
 @register
 class SparseReadEmbedding(keras.layers.Embedding):
     """``keras.layers.Embedding`` with a lookup that reads only the rows it returns (module docstring).
+
+    Example::
+
+        layer = tfmec.layers.SparseReadEmbedding(1000, 8)
+        y = layer(tf.constant([[1, 2, 3]]))   # shape (1, 3, 8)
 
     Same arguments, weights, serialisation and outputs as ``keras.layers.Embedding``: ids ``[...]``
     (int; ``[batch]``, ``[batch, 1]``, ``[batch, length]``...) -> ``[..., output_dim]``, and Keras's own

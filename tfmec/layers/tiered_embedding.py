@@ -28,6 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import keras, register
 from tfmec.layers._utils import array_initializer, as_shape, map_out_of_range_ids, renamed_kwargs, zero_mask
 from tfmec.layers.bitpack import bits_needed, check_bits, pack_codes, packed_width, unpack_codes_tf
@@ -38,6 +39,7 @@ TIER_KINDS = ("exact", "pq", "hashed")
 _MAX_VOCAB = 2**31 - 1
 
 
+@tfmec_export("tfmec.layers.Tier")
 @dataclasses.dataclass(frozen=True)
 class Tier:
     """One id range of a :class:`TieredEmbedding` and how it is stored.
@@ -111,6 +113,7 @@ class Tier:
         return int(round(self.rows * self.id_bytes(dim))) + self.fixed_bytes(dim)
 
 
+@tfmec_export("tfmec.layers.tiers_storage_bytes")
 def tiers_storage_bytes(tiers: Sequence, dim: int, contrastive: bool = False) -> int:
     """Bytes of a :class:`TieredEmbedding` with these tiers and width ``dim`` (weights as stored, plus
     the 8-byte ``negatives_step`` counter when the layer has a contrastive term)."""
@@ -157,21 +160,20 @@ def hashed_codes_numpy(ids, num_subspaces: int, num_codewords: int, salt: int = 
     return h % k
 
 
+@tfmec_export("tfmec.layers.TieredEmbedding")
 @register
 @renamed_kwargs({"vocab_size": "input_dim", "temperature": "contrastive_temperature"})
 class TieredEmbedding(ContrastiveSteps, keras.layers.Layer):
     """Embedding table whose ids fall into popularity tiers, each with its own storage (issue 19).
 
-    Example:
+    Example::
 
-    >>> layer = TieredEmbedding(1000, 16, tiers=[
-    ...     {"kind": "exact", "rows": 50},
-    ...     {"kind": "pq", "rows": 450, "num_subspaces": 4, "num_codewords": 16},
-    ...     {"kind": "hashed", "rows": 500, "num_subspaces": 4, "num_codewords": 16}])
-    >>> layer(tf.constant([0, 7, 999])).shape
-    TensorShape([3, 16])
-    >>> layer.storage_bytes  # 50*64 + 450*2 + 16*16*4 + 16*16*4
-    6148
+        layer = tfmec.layers.TieredEmbedding(1000, 16, tiers=[
+            {"kind": "exact", "rows": 50},
+            {"kind": "pq", "rows": 450, "num_subspaces": 4, "num_codewords": 16},
+            {"kind": "hashed", "rows": 500, "num_subspaces": 4, "num_codewords": 16}])
+        y = layer(tf.constant([0, 7, 999]))   # shape (3, 16)
+        layer.storage_bytes                   # 6148 = 50*64 + 450*2 + 16*16*4 + 16*16*4
 
     Args:
         input_dim: ``V``, number of ids (``< 2**31``); the tiers' rows must sum to it.

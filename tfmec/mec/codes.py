@@ -37,12 +37,14 @@ from typing import Mapping
 
 import numpy as np
 
+from tfmec.api_export import tfmec_export
 from tfmec.atomic import _fsync_directory, write_bytes_atomic, write_json_atomic, writing
 from tfmec.layers._utils import same_codebooks  # noqa: F401  (public here; lives in layers, which know nothing of mec)
 
 FORMAT = "tfmec-pq-codes"
 
 
+@tfmec_export("tfmec.mec.code_dtype")
 def code_dtype(num_codewords: int):
     """``np.uint8`` when ``K <= 256``, ``np.uint16`` when ``K <= 65536``."""
     if num_codewords < 2:
@@ -54,6 +56,7 @@ def code_dtype(num_codewords: int):
     raise ValueError(f"num_codewords must be <= 65536, got {num_codewords}")
 
 
+@tfmec_export("tfmec.mec.FieldCodes")
 @dataclasses.dataclass
 class FieldCodes:
     """PQ codes of one field's table; shapes in the module docstring."""
@@ -123,6 +126,7 @@ def stage1_default(name: str):
     return parameter.default
 
 
+@tfmec_export("tfmec.mec.CodeSet")
 class CodeSet(dict):
     """``{field name: FieldCodes}`` plus the stage-1 settings that produced them (``config``).
 

@@ -18,7 +18,7 @@ from typing import Mapping
 
 import numpy as np
 
-from tfmec.backend import keras
+from tfmec.api_export import tfmec_export
 from tfmec.distribute import local_integer_variables
 from tfmec.layers import QuantizedEmbedding, SharedQuantizedEmbedding
 from tfmec.layers._utils import renamed_kwargs
@@ -55,6 +55,7 @@ def head_row_count(head_rows, field: str, vocab_size: int) -> int:
     return min(count, vocab_size)
 
 
+@tfmec_export("tfmec.mec.compress_embeddings")
 @renamed_kwargs({"temperature": "contrastive_temperature"})
 def compress_embeddings(
     model,

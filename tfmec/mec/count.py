@@ -14,10 +14,12 @@ import warnings
 
 import numpy as np
 
+from tfmec.api_export import tfmec_export
 from tfmec.graph import find_tables
 from tfmec.graph.capture import run_capturing
 
 
+@tfmec_export("tfmec.mec.count_ids")
 def count_ids(model, dataset, *, max_batches: int | None = None, progress: bool = True) -> dict:
     """Per table, how many times each row is looked up when ``model`` runs on ``dataset``.
 

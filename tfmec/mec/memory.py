@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import keras
 from tfmec.evaluation import embedding_layers, model_bytes, variable_bytes
 from tfmec.graph import table_dims
@@ -35,6 +36,7 @@ def _table_bytes(layer) -> TableBytes:
     return TableBytes(layer.name, kind, v, d, variable_bytes(layer.weights), v * d * 4)
 
 
+@tfmec_export("tfmec.mec.memory_report")
 def memory_report(model) -> dict:
     """Bytes of every embedding table of ``model`` and the compression ratios.
 

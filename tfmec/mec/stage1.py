@@ -46,12 +46,14 @@ from typing import Mapping
 import numpy as np
 import tensorflow as tf
 
+from tfmec.api_export import tfmec_export
 from tfmec.layers._utils import renamed_kwargs
 from tfmec.layers.quantized_embedding import decode_codes, semi_synthetic_negative_codes
 from tfmec.mec.codes import CodeSet, FieldCodes, code_dtype
 from tfmec.mec.kmeans import kmeans
 
 
+@tfmec_export("tfmec.mec.popularity_weights")
 def popularity_weights(counts: np.ndarray | None, vocab_size: int) -> np.ndarray:
     """``w_i = max(1, floor(log2 n_i))`` as ``float32[V]`` (all ones without counts)."""
     if counts is None:
@@ -208,6 +210,7 @@ def code_statistics(fc: FieldCodes, table: np.ndarray, counts: np.ndarray | None
     }
 
 
+@tfmec_export("tfmec.mec.tables_from")
 def tables_from(source) -> dict:
     """``{key: float32[V, d]}`` from a dict of tables or from a Keras model's embedding tables, found by
     structure wherever they sit (:func:`tfmec.graph.find_tables`: keyed ``<field>`` for tfmec's
@@ -324,6 +327,7 @@ def share_groups(tables: Mapping, candidates, private, num_subspaces: int, num_c
     return groups
 
 
+@tfmec_export("tfmec.mec.learn_codes")
 @renamed_kwargs({"temperature": "pwr_temperature"})
 def learn_codes(
     source,

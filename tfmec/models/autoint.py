@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from tfmec.api_export import tfmec_export
 from tfmec.layers import FlattenFields, SelfAttentionInteraction, logit_layer
 from tfmec.layers._utils import derive_seed
 from tfmec.models._common import SEED_INTERACTION, SEED_LOGIT, deep_logit, finish, flatten, part_seed
 from tfmec.models.embedding import embed_fields
 
 
+@tfmec_export("tfmec.models.AutoInt")
 def AutoInt(
     schema,
     embedding_dim: int = 16,

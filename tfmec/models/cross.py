@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import keras
 from tfmec.layers import CrossNetV2, GatedCrossNet, logit_layer, mlp_block
 from tfmec.layers._utils import renamed_kwargs
@@ -66,6 +67,7 @@ def cross_model(
     return finish(fe.inputs, [logit] + ([fe.linear] if linear else []), name)
 
 
+@tfmec_export("tfmec.models.DCNv2")
 @renamed_kwargs({"low_rank": "rank"})
 def DCNv2(
     schema,
@@ -115,6 +117,7 @@ def DCNv2(
     )
 
 
+@tfmec_export("tfmec.models.GDCN")
 def GDCN(
     schema,
     embedding_dim: int = 16,

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from tfmec.api_export import tfmec_export
 from tfmec.layers import FMInteraction
 from tfmec.models._common import deep_logit, finish, flatten
 from tfmec.models.embedding import embed_fields
 
 
+@tfmec_export("tfmec.models.DeepFM")
 def DeepFM(
     schema,
     embedding_dim: int = 16,

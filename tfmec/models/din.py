@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from tfmec.api_export import tfmec_export
 from tfmec.layers import MaskedWeightedSum, TargetAttentionInputs, logit_layer, mlp_block
 from tfmec.layers._utils import derive_seed
 from tfmec.models._common import SEED_INTERACTION, deep_logit, finish, flatten, part_seed
 from tfmec.models.embedding import embed_fields, mean_pooling
 
 
+@tfmec_export("tfmec.models.target_attention_pooling")
 def target_attention_pooling(attention_units: Sequence[int] = (64, 16), activation: str = "relu",
                              seed: int | None = None):
     """The :data:`~tfmec.models.embedding.SequencePooling` of DIN's activation unit.
@@ -36,6 +38,7 @@ def target_attention_pooling(attention_units: Sequence[int] = (64, 16), activati
     return pool
 
 
+@tfmec_export("tfmec.models.DIN")
 def DIN(
     schema,
     embedding_dim: int = 16,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import keras
 from tfmec.layers import L2Penalty, LinearTerms, MaskedMeanPooling, NumericEmbedding, SparseReadEmbedding, StackFields
 from tfmec.layers._utils import derive_seed
@@ -43,6 +44,7 @@ model pools a multi-valued field; ``candidate`` is the embedding of the single-v
 table the list shares (DIN's target), None when there is none."""
 
 
+@tfmec_export("tfmec.models.default_embedding_factory")
 def default_embedding_factory(field, dim: int, name: str, *, seed: int | None = None, embeddings_initializer=None):
     """The default embedding factory: a ``keras.layers.Embedding(field.vocab_size, dim, name=name)``
     (:class:`~tfmec.layers.SparseReadEmbedding`: the same layer with a lookup that reads only the
@@ -67,6 +69,7 @@ def default_embedding_factory(field, dim: int, name: str, *, seed: int | None = 
     )
 
 
+@tfmec_export("tfmec.models.check_schema")
 def check_schema(schema) -> None:
     """Raises ``ValueError`` when a model cannot be built from ``schema`` (a categorical field
     without a vocabulary size, or a bad one)."""
@@ -83,6 +86,7 @@ def check_schema(schema) -> None:
         raise ValueError(f"categorical field(s) have vocab_size < 1: {bad}")
 
 
+@tfmec_export("tfmec.models.build_inputs")
 def build_inputs(schema) -> dict:
     """One ``keras.Input(shape=(), name=field.name)`` per field, in schema order
     (``shape=(max_length,)`` for a multi-valued field).
@@ -99,6 +103,7 @@ def build_inputs(schema) -> dict:
     }
 
 
+@tfmec_export("tfmec.models.FieldEmbeddings")
 @dataclasses.dataclass
 class FieldEmbeddings:
     """What :func:`embed_fields` builds.
@@ -132,12 +137,14 @@ def _check_factory_output(tensor, field, dim, what):
         )
 
 
+@tfmec_export("tfmec.models.mean_pooling")
 def mean_pooling(field, ids, rows, candidate=None):
     """The default :data:`SequencePooling`: :class:`~tfmec.layers.MaskedMeanPooling` named
     ``pool_<field>`` (``[batch, L]`` ids and ``[batch, L, d]`` rows -> ``[batch, d]``)."""
     return MaskedMeanPooling(name=f"pool_{field.name}")([ids, rows])
 
 
+@tfmec_export("tfmec.models.embed_fields")
 def embed_fields(
     schema,
     embedding_dim: int = 16,

@@ -1,11 +1,13 @@
 """Factorization machine."""
 from __future__ import annotations
 
+from tfmec.api_export import tfmec_export
 from tfmec.layers import FMInteraction
 from tfmec.models._common import finish
 from tfmec.models.embedding import embed_fields
 
 
+@tfmec_export("tfmec.models.FM")
 def FM(
     schema,
     embedding_dim: int = 16,

@@ -1,10 +1,12 @@
 """Logistic regression."""
 from __future__ import annotations
 
+from tfmec.api_export import tfmec_export
 from tfmec.models._common import finish
 from tfmec.models.embedding import embed_fields
 
 
+@tfmec_export("tfmec.models.LR")
 def LR(schema, embedding_dim: int = 16, embedding_factory=None, *, seed: int | None = None, name: str = "lr"):
     """Logistic regression: ``sigmoid(b + sum_f w_f[id_f] + sum_numeric w_n x_n)``.
 

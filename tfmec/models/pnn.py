@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from tfmec.api_export import tfmec_export
 from tfmec.backend import keras
 from tfmec.layers import InnerProduct
 from tfmec.models._common import deep_logit, finish, flatten
 from tfmec.models.embedding import embed_fields
 
 
+@tfmec_export("tfmec.models.PNN")
 def PNN(
     schema,
     embedding_dim: int = 16,

@@ -1,6 +1,7 @@
 """Model registry: look a builder up by name."""
 from __future__ import annotations
 
+from tfmec.api_export import export_value, tfmec_export
 from tfmec.models.autoint import AutoInt
 from tfmec.models.cross import DCNv2, GDCN
 from tfmec.models.deepfm import DeepFM
@@ -11,8 +12,10 @@ from tfmec.models.pnn import PNN
 
 MODELS = {"lr": LR, "fm": FM, "deepfm": DeepFM, "dcnv2": DCNv2, "pnn": PNN, "gdcn": GDCN, "autoint": AutoInt, "din": DIN}
 """Name (lower case) -> builder ``(schema, embedding_dim=16, embedding_factory=None, **kw) -> keras.Model``."""
+export_value("tfmec.models.MODELS", MODELS, doc="model name (lower case) -> builder")
 
 
+@tfmec_export("tfmec.models.build_model")
 def build_model(name: str, schema, **kwargs):
     """Builds model ``name`` (case-insensitive key of :data:`MODELS`) from ``schema``.
 

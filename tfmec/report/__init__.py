@@ -7,7 +7,8 @@ saved ``metrics.json``::
     import json, tfmec.report
     tfmec.report.write_report(json.load(open("runs/demo/metrics.json")), "runs/demo")
 """
-from tfmec.report.figures import FIGURES, NoData, training_history
-from tfmec.report.markdown import REPORT_FILE, results_table, write_report
+from tfmec.api_export import public_names
+from tfmec.report import figures, markdown
 
-__all__ = ["write_report", "results_table", "FIGURES", "NoData", "training_history", "REPORT_FILE"]
+# every name exported as tfmec.report.* by the modules above (@tfmec_export, export_value)
+__all__ = public_names(globals(), figures, markdown)

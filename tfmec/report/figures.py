@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import math
 
+from tfmec.api_export import export_value, tfmec_export
+
 FIGURE_DPI = 110
 
 
+@tfmec_export("tfmec.report.NoData")
 class NoData(Exception):
     """The runs hold no data for this figure; the message says why (it goes into the report)."""
 
@@ -257,6 +260,7 @@ def plot_afm_spectra(runs: list, path: str, max_layers: int = 9) -> str:
 
 
 # ----------------------------------------------------------------------------- training curves
+@tfmec_export("tfmec.report.training_history")
 def training_history(run: dict) -> dict:
     """``{metric: [value per epoch]}`` of a run's training: ``run["history"]`` (baseline, MEC stage 2,
     hash) or the concatenated fine-tuning histories of an AFM run; ``{}`` when it did not train."""
@@ -310,6 +314,7 @@ FIGURES = {
     "training_curves": plot_training_curves,
 }
 """File stem -> figure function, in report order."""
+export_value("tfmec.report.FIGURES", FIGURES, doc="file stem -> figure function, in report order")
 
 __all__ = ["NoData", "FIGURES", "plot_auc_vs_bytes", "plot_code_usage", "plot_afm_spectra", "plot_training_curves",
            "plot_frontier", "training_history", "method_styles"]

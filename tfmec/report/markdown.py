@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import os
 
+from tfmec.api_export import export_value, tfmec_export
 from tfmec.report.figures import FIGURES, NoData
 
 REPORT_FILE = "report.md"
+export_value("tfmec.report.REPORT_FILE", REPORT_FILE, doc="the report's file name in the run folder")
 
 
 def _ratio(run: dict, key: str, base: dict | None) -> float | None:
@@ -29,6 +31,7 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+@tfmec_export("tfmec.report.results_table")
 def results_table(runs: list) -> str:
     """The main table as Markdown: method, test AUC, logloss, embedding and model bytes, their ratios
     against the baseline, prediction throughput and training time."""
@@ -159,6 +162,7 @@ def draw_figures(runs: list, out_dir: str) -> tuple[list, dict]:
     return figures, skipped
 
 
+@tfmec_export("tfmec.report.write_report")
 def write_report(metrics: dict, out_dir: str) -> dict:
     """Writes ``out_dir/report.md`` (and its PNG figures) for a ``metrics.json`` dict.
 

@@ -13,11 +13,8 @@ Needs KerasTuner (``pip install 'tfmec[tune]'``)::
 
 or from the shell: ``tfmec tune --method mec --trials 12 --memory-budget 2000000 --out runs/tune``.
 """
-from tfmec.tuning.budget import EmbeddingTables, compressed_embedding_bytes
-from tfmec.tuning.space import TUNED_FIELDS, SearchSpace
-from tfmec.tuning.tuner import (ACCEPTED, ERROR, OBJECTIVE, ORACLES, REJECTED, REJECTED_SCORE, TUNABLE_METHODS,
-                                MECTuner, make_oracle, stage1_key, tune)
+from tfmec.api_export import public_names
+from tfmec.tuning import budget, space, tuner
 
-__all__ = ["MECTuner", "SearchSpace", "tune", "make_oracle", "stage1_key", "EmbeddingTables",
-           "compressed_embedding_bytes", "TUNED_FIELDS", "OBJECTIVE", "REJECTED_SCORE", "ORACLES", "TUNABLE_METHODS",
-           "ACCEPTED", "REJECTED", "ERROR"]
+# every name exported as tfmec.tuning.* by the modules above (@tfmec_export, export_value)
+__all__ = public_names(globals(), budget, space, tuner)

@@ -14,6 +14,7 @@ from typing import Mapping
 
 import numpy as np
 
+from tfmec.api_export import tfmec_export
 from tfmec.layers.bitpack import check_bits, packed_width
 from tfmec.mec.codes import code_dtype
 from tfmec.mec.compress import head_row_count
@@ -29,6 +30,7 @@ class TableShape:
 
 
 @dataclasses.dataclass
+@tfmec_export("tfmec.tuning.EmbeddingTables")
 class EmbeddingTables:
     """The embedding tables of a model, as stage 1 sees them.
 
@@ -67,6 +69,7 @@ def _codes_bytes(vocab_size: int, num_subspaces: int, num_codewords: int, bits: 
     return vocab_size * packed_width(num_subspaces, bits)
 
 
+@tfmec_export("tfmec.tuning.compressed_embedding_bytes")
 def compressed_embedding_bytes(
     tables: EmbeddingTables | Mapping,
     *,

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 
+from tfmec.api_export import export_value, tfmec_export
 from tfmec.settings import SweepSettings
 
-TUNED_FIELDS = tuple(f.name for f in dataclasses.fields(SweepSettings))
+TUNED_FIELDS = export_value("tfmec.tuning.TUNED_FIELDS", tuple(f.name for f in dataclasses.fields(SweepSettings)),
+                            doc="the RunConfig fields a search space sweeps")
 """The RunConfig fields a sweep sets per trial."""
 
 
 @dataclasses.dataclass
+@tfmec_export("tfmec.tuning.SearchSpace")
 class SearchSpace(SweepSettings):
     """Ranges of the swept hyperparameters (their defaults, and ``tfmec tune``'s flags for them, are
     declared in :class:`tfmec.settings.SweepSettings`).

@@ -43,6 +43,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError(
         "tfmec.tuning needs KerasTuner: pip install 'tfmec[tune]' (or 'keras-tuner>=1.4.7')") from err
 
+from tfmec.api_export import export_value, tfmec_export
 from tfmec.data.vocabulary import write_bytes_atomic, write_json_atomic
 from tfmec.evaluation import evaluate
 from tfmec.experiment import METHODS, RunConfig, RunContext, load_for
@@ -50,13 +51,18 @@ from tfmec.settings import ORACLES, TUNABLE_METHODS
 from tfmec.tuning.budget import EmbeddingTables, compressed_embedding_bytes
 from tfmec.tuning.space import TUNED_FIELDS, SearchSpace
 
-OBJECTIVE = "val_auc"
+OBJECTIVE = export_value("tfmec.tuning.OBJECTIVE", "val_auc", doc="the metric every trial maximises")
 """The metric every trial reports and the oracle maximises: exact validation AUC."""
-REJECTED_SCORE = 0.0
+export_value("tfmec.tuning.ORACLES", ORACLES, doc="the KerasTuner oracles tfmec tune offers")
+export_value("tfmec.tuning.TUNABLE_METHODS", TUNABLE_METHODS, doc="the methods tfmec tune sweeps")
+REJECTED_SCORE = export_value("tfmec.tuning.REJECTED_SCORE", 0.0, doc="the score of a trial over the memory budget")
 """The objective a rejected (over-budget) trial reports: the worst AUC there is."""
-ACCEPTED, REJECTED, ERROR = "accepted", "rejected", "error"
+ACCEPTED = export_value("tfmec.tuning.ACCEPTED", "accepted", doc="status of a trial that fit the budget and trained")
+REJECTED = export_value("tfmec.tuning.REJECTED", "rejected", doc="status of a trial over the memory budget")
+ERROR = export_value("tfmec.tuning.ERROR", "error", doc="status of a trial that failed")
 
 
+@tfmec_export("tfmec.tuning.make_oracle")
 def make_oracle(kind: str, max_trials: int, *, seed: int = 0, max_epochs: int = 10, hyperparameters=None):
     """A KerasTuner oracle maximising :data:`OBJECTIVE`: ``"random"`` (RandomSearchOracle),
     ``"bayesian"`` (BayesianOptimizationOracle) or ``"hyperband"`` (HyperbandOracle with ``max_epochs``
@@ -74,6 +80,7 @@ def make_oracle(kind: str, max_trials: int, *, seed: int = 0, max_epochs: int = 
     raise ValueError(f"unknown oracle {kind!r}; choose one of {ORACLES}")
 
 
+@tfmec_export("tfmec.tuning.stage1_key")
 def stage1_key(settings: dict, seed: int) -> tuple:
     """The cache key of a stage-1 run: every setting passed to :func:`tfmec.mec.learn_codes`, and the seed."""
     return tuple(sorted(settings.items())) + (("seed", seed),)
@@ -101,6 +108,7 @@ class _TrialContext(RunContext):
         return codes
 
 
+@tfmec_export("tfmec.tuning.MECTuner")
 class MECTuner(keras_tuner.Tuner):
     """A KerasTuner tuner over MEC's hyperparameters (module docstring), for ``mec`` or ``mec+afm``.
 
@@ -371,6 +379,7 @@ def _fmt_values(values: dict) -> str:
     return ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
 
 
+@tfmec_export("tfmec.tuning.tune")
 def tune(config: RunConfig, method: str = "mec", *, max_trials: int = 10, oracle="random", verbose: int = 0,
          **kwargs) -> MECTuner:
     """Builds a :class:`MECTuner` (``kwargs``: its other arguments), runs the search and returns the

@@ -16,20 +16,18 @@ earlier movies as a history list); :func:`open_reader` picks one by name.
 """
 from __future__ import annotations
 
-from tfmec.data.readers.avazu import AVAZU_FEATURE_COLUMNS, AVAZU_RAW_COLUMNS, AvazuReader, split_hour
-from tfmec.data.readers.base import Chunk, Reader, ReadStats, make_chunk, parse_float, parse_label
-from tfmec.data.readers.criteo import (
-    CRITEO_CATEGORICAL_COLUMNS,
-    CRITEO_COLUMNS,
-    CRITEO_NUMERIC_COLUMNS,
-    CriteoReader,
-)
-from tfmec.data.readers.csv_reader import CSVReader, sniff_separator
-from tfmec.data.readers.libsvm import LibSVMReader, load_field_map
-from tfmec.data.readers.mind import MIND_LABEL, MindReader, load_news_categories
-from tfmec.data.readers.movielens import MOVIELENS_LABEL, MovieLensReader, load_movie_genres, load_user_table
-from tfmec.data.readers.parquet import ENGINES, ParquetReader
-from tfmec.data.readers.tfio_engine import TfioUnavailableError, tfio_status
+from tfmec.api_export import export_value, public_names, tfmec_export
+# The public names of this package are exported where they are defined (@tfmec_export) and bound here by
+# public_names at the end: below, the names this module uses, and tfio_engine for its decorators.
+from tfmec.data.readers import tfio_engine
+from tfmec.data.readers.avazu import AvazuReader
+from tfmec.data.readers.base import Reader
+from tfmec.data.readers.criteo import CriteoReader
+from tfmec.data.readers.csv_reader import CSVReader
+from tfmec.data.readers.libsvm import LibSVMReader
+from tfmec.data.readers.mind import MIND_LABEL, MindReader
+from tfmec.data.readers.movielens import MOVIELENS_LABEL, MovieLensReader
+from tfmec.data.readers.parquet import ParquetReader
 from tfmec.data.readers.text import resolve_paths
 from tfmec.data.readers.tfrecord import TFRecordReader
 
@@ -46,11 +44,14 @@ READERS = {
 }
 FORMAT_ALIASES = {"libfm": "libsvm"}
 FORMATS = sorted([*READERS, *FORMAT_ALIASES])
+export_value("tfmec.data.readers.READERS", READERS, doc="format name -> reader class, as open_reader knows them")
+export_value("tfmec.data.readers.FORMATS", FORMATS, doc="every format name open_reader accepts (aliases included)")
 
 _FIXED_LABELS = {"criteo": "label", "avazu": "click", "libsvm": "label", "mind": MIND_LABEL,
                  "movielens": MOVIELENS_LABEL}
 
 
+@tfmec_export("tfmec.data.open_reader", "tfmec.data.readers.open_reader")
 def open_reader(paths, format: str, label: str | None = None, field_map=None, engine: str | None = None,
                 **kw) -> Reader:
     """Creates the reader for ``format`` over ``paths``.
@@ -97,36 +98,4 @@ def open_reader(paths, format: str, label: str | None = None, field_map=None, en
     return cls(paths, label=label if label is not None else "label", **kw)
 
 
-__all__ = [
-    "AVAZU_FEATURE_COLUMNS",
-    "AVAZU_RAW_COLUMNS",
-    "AvazuReader",
-    "CRITEO_CATEGORICAL_COLUMNS",
-    "CRITEO_COLUMNS",
-    "CRITEO_NUMERIC_COLUMNS",
-    "CSVReader",
-    "Chunk",
-    "CriteoReader",
-    "ENGINES",
-    "FORMATS",
-    "LibSVMReader",
-    "MindReader",
-    "MovieLensReader",
-    "ParquetReader",
-    "READERS",
-    "ReadStats",
-    "Reader",
-    "TFRecordReader",
-    "TfioUnavailableError",
-    "load_field_map",
-    "load_movie_genres",
-    "load_news_categories",
-    "load_user_table",
-    "make_chunk",
-    "open_reader",
-    "parse_float",
-    "parse_label",
-    "sniff_separator",
-    "split_hour",
-    "tfio_status",
-]
+__all__ = public_names(globals(), tfio_engine)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime
 from typing import Iterator
 
+from tfmec.api_export import export_value, tfmec_export
 from tfmec.data.errors import DataError
 from tfmec.data.readers.base import Chunk, shown
 from tfmec.data.readers.csv_reader import _clean_header
@@ -17,8 +18,12 @@ AVAZU_RAW_COLUMNS = [
 ]  # fmt: skip
 #: The feature columns :class:`AvazuReader` emits for the standard Avazu header, in order.
 AVAZU_FEATURE_COLUMNS = ["hour_of_day", "weekday"] + AVAZU_RAW_COLUMNS[3:]
+export_value("tfmec.data.readers.AVAZU_RAW_COLUMNS", AVAZU_RAW_COLUMNS, doc="the columns of the standard Avazu header")
+export_value("tfmec.data.readers.AVAZU_FEATURE_COLUMNS", AVAZU_FEATURE_COLUMNS,
+             doc="the feature columns AvazuReader emits for the standard Avazu header, in order")
 
 
+@tfmec_export("tfmec.data.readers.split_hour")
 def split_hour(hour: str) -> tuple[str, str]:
     """Splits an Avazu ``hour`` value ``YYMMDDHH`` into ``(hour_of_day, weekday)``.
 
@@ -57,6 +62,7 @@ def _parse_header(head, path: str) -> list[str]:
     return header
 
 
+@tfmec_export("tfmec.data.AvazuReader", "tfmec.data.readers.AvazuReader")
 class AvazuReader(FileReader):
     """Avazu CSV data (``train.csv`` layout): comma-separated with a header row.
 

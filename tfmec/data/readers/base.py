@@ -34,6 +34,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from tfmec.api_export import tfmec_export
 from tfmec.data.errors import DataError
 
 ON_ERROR_CHOICES = ("raise", "skip")
@@ -68,6 +69,7 @@ def int_not_exact(name: str, value: int) -> str:
             f"integer exactly; if the column holds ids, read it as categorical (categorical=[{name!r}])")
 
 
+@tfmec_export("tfmec.data.Chunk", "tfmec.data.readers.Chunk")
 @dataclasses.dataclass
 class Chunk:
     """A block of raw rows; see the module docstring for the array shapes and dtypes."""
@@ -80,6 +82,7 @@ class Chunk:
         return int(self.labels.shape[0])
 
 
+@tfmec_export("tfmec.data.readers.ReadStats")
 @dataclasses.dataclass
 class ReadStats:
     """What the last full pass of a reader saw."""
@@ -94,6 +97,7 @@ class ReadStats:
             self.examples.append(str(err))
 
 
+@tfmec_export("tfmec.data.Reader", "tfmec.data.readers.Reader")
 class Reader:
     """Base class of all readers.
 
@@ -154,6 +158,7 @@ class Reader:
         self.stats.record_skip(err)
 
 
+@tfmec_export("tfmec.data.readers.make_chunk")
 def make_chunk(columns: Sequence[tuple[str, str]], values: dict, labels: list) -> Chunk:
     """Builds a :class:`Chunk` from per-column Python lists (kept to one chunk's rows at most)."""
     feats = {}
@@ -173,6 +178,7 @@ def make_chunk(columns: Sequence[tuple[str, str]], values: dict, labels: list) -
     return Chunk(feats, np.asarray(labels, dtype=np.float32), np.zeros(0, np.int64))
 
 
+@tfmec_export("tfmec.data.readers.parse_label")
 def parse_label(text: str, path: str, line: int, threshold: float | None = None) -> float:
     """Parses a 0/1 label (also ``-1`` as 0, libSVM style). With ``threshold`` the label is
     ``value >= threshold`` (for ratings). Raises DataError otherwise."""
@@ -192,6 +198,7 @@ def parse_label(text: str, path: str, line: int, threshold: float | None = None)
     raise DataError(f"label {shown(t)} is not 0/1 (or -1 for negative)", path, line)
 
 
+@tfmec_export("tfmec.data.readers.parse_float")
 def parse_float(text: str, column: str, path: str, line: int) -> float:
     """Parses a numeric cell: empty -> NaN; text, NaN or inf -> DataError."""
     t = text.strip()

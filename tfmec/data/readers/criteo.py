@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from tfmec.api_export import export_value, tfmec_export
 from tfmec.data.readers.base import Chunk, parse_float
 from tfmec.data.readers.text import NAN, FileReader, fast_label, iter_split_records
 
@@ -11,9 +12,16 @@ CRITEO_CATEGORICAL_COLUMNS = [f"C{i}" for i in range(1, 27)]
 CRITEO_COLUMNS = [(c, "numeric") for c in CRITEO_NUMERIC_COLUMNS] + [
     (c, "categorical") for c in CRITEO_CATEGORICAL_COLUMNS
 ]
+export_value("tfmec.data.readers.CRITEO_NUMERIC_COLUMNS", CRITEO_NUMERIC_COLUMNS,
+             doc="Criteo's numeric columns I1..I13")
+export_value("tfmec.data.readers.CRITEO_CATEGORICAL_COLUMNS", CRITEO_CATEGORICAL_COLUMNS,
+             doc="Criteo's categorical columns C1..C26")
+export_value("tfmec.data.readers.CRITEO_COLUMNS", CRITEO_COLUMNS,
+             doc="the (name, kind) columns CriteoReader emits, in file order")
 _N_FIELDS = 1 + len(CRITEO_COLUMNS)  # label + 39 features
 
 
+@tfmec_export("tfmec.data.CriteoReader", "tfmec.data.readers.CriteoReader")
 class CriteoReader(FileReader):
     """Raw Criteo DAC data: tab-separated, no header, 40 columns per line.
 

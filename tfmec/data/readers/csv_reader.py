@@ -5,6 +5,7 @@ import csv
 import operator
 from typing import Iterator, Sequence
 
+from tfmec.api_export import tfmec_export
 from tfmec.data.errors import DataError
 from tfmec.data.readers.base import Chunk
 from tfmec.data.readers.text import (
@@ -21,6 +22,7 @@ from tfmec.data.readers.text import (
 SNIFF_SEPARATORS = ("\t", "::", ",", ";", "|")
 
 
+@tfmec_export("tfmec.data.readers.sniff_separator")
 def sniff_separator(line: str) -> str:
     """Picks the column separator of a delimited file from its header (or first) line.
 
@@ -48,6 +50,7 @@ def _clean_header(names: Sequence[str]) -> list[str]:
     return out
 
 
+@tfmec_export("tfmec.data.CSVReader", "tfmec.data.readers.CSVReader")
 class CSVReader(FileReader):
     """A delimited text file with a header row (or headerless with ``names=``).
 

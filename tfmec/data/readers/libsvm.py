@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Iterator, Sequence
 
+from tfmec.api_export import tfmec_export
 from tfmec.data.errors import DataError
 from tfmec.data.readers.base import Chunk, shown
 from tfmec.data.readers.text import (
@@ -16,6 +17,7 @@ from tfmec.data.readers.text import (
 )
 
 
+@tfmec_export("tfmec.data.readers.load_field_map")
 def load_field_map(path) -> tuple[list[str], dict[str, int]]:
     """Reads a field map file whose lines are ``field:value<TAB>index``.
 
@@ -50,6 +52,7 @@ def load_field_map(path) -> tuple[list[str], dict[str, int]]:
     return names, index_field
 
 
+@tfmec_export("tfmec.data.LibSVMReader", "tfmec.data.readers.LibSVMReader")
 class LibSVMReader(FileReader):
     """libSVM / libFM lines ``label idx:val idx:val ...`` holding exactly one feature per field.
 

@@ -5,6 +5,7 @@ import datetime
 import os
 from typing import Iterator
 
+from tfmec.api_export import tfmec_export
 from tfmec.data.errors import DataError
 from tfmec.data.schema import LIST
 from tfmec.data.readers.base import MAX_CELL_CHARS, MAX_CHUNK_CHARS, Chunk, cell_too_long, shown
@@ -16,6 +17,7 @@ MIND_NEWS_COLUMNS = ("category", "subcategory")
 TIME_FORMAT = "%m/%d/%Y %I:%M:%S %p"
 
 
+@tfmec_export("tfmec.data.readers.load_news_categories")
 def load_news_categories(path) -> dict[str, tuple[str, str]]:
     """Reads a MIND ``news.tsv`` (``news_id \\t category \\t subcategory \\t title ...``) into
     ``{news_id: (category, subcategory)}``. Raises DataError for a line with fewer than 3 columns."""
@@ -37,6 +39,7 @@ def load_news_categories(path) -> dict[str, tuple[str, str]]:
     return out
 
 
+@tfmec_export("tfmec.data.MindReader", "tfmec.data.readers.MindReader")
 class MindReader(FileReader):
     """MIND ``behaviors.tsv`` files, one row per article shown in an impression.
 

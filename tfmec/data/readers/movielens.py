@@ -22,6 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
+from tfmec.api_export import tfmec_export
 from tfmec.data.errors import DataError
 from tfmec.data.readers.base import MAX_CELL_CHARS, MAX_CHUNK_CHARS, Chunk, cell_too_long, shown
 from tfmec.data.readers.text import (
@@ -132,6 +133,7 @@ def _genre_token(name: str) -> str:
     return "_".join(name.split())
 
 
+@tfmec_export("tfmec.data.readers.load_movie_genres")
 def load_movie_genres(path) -> dict[str, str]:
     """``{movie_id: "Genre1 Genre2 ..."}`` from a MovieLens movies file: MovieLens 1M ``movies.dat``
     (``movie::title::Genre1|Genre2``, latin-1) or a RecBole ``.item`` file (a header with ``item_id``
@@ -155,6 +157,7 @@ def load_movie_genres(path) -> dict[str, str]:
     return out
 
 
+@tfmec_export("tfmec.data.readers.load_user_table")
 def load_user_table(path) -> tuple[list[str], dict[str, tuple]]:
     """``(columns, {user_id: values})`` from a MovieLens users file: MovieLens 1M ``users.dat``
     (``user::gender::age::occupation::zip``, all four columns) or a RecBole ``.user`` file (a header
@@ -202,6 +205,7 @@ def _side_path(arg, ratings_path: str, layout: str, which: str):
     return resolve_paths(arg)[0]
 
 
+@tfmec_export("tfmec.data.MovieLensReader", "tfmec.data.readers.MovieLensReader")
 class MovieLensReader(FileReader):
     """MovieLens ratings, one row per rating, in file order, with label ``label`` (``rating >=
     threshold``).

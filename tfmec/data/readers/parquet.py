@@ -14,6 +14,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from tfmec.api_export import export_value, tfmec_export
 from tfmec.data.errors import DataError
 from tfmec.data.readers.base import (
     MAX_CELL_CHARS,
@@ -28,6 +29,7 @@ from tfmec.data.readers.text import FileReader, as_name_list, check_regular, fas
 
 #: The Parquet engines: ``pyarrow`` (default) and ``tfio`` (tensorflow-io).
 ENGINES = ("pyarrow", "tfio")
+export_value("tfmec.data.readers.ENGINES", ENGINES, doc="the Parquet engines: pyarrow (default) and tfio")
 
 
 def _list_value_type(pa, typ):
@@ -71,6 +73,7 @@ def _unsupported_list(pa, name: str, typ) -> str | None:
             f"values) can be read as a multi-valued column; pass drop=[{name!r}] to leave it out")
 
 
+@tfmec_export("tfmec.data.ParquetReader", "tfmec.data.readers.ParquetReader")
 class ParquetReader(FileReader):
     """Parquet files read with ``pyarrow.parquet.ParquetFile.iter_batches``.
 

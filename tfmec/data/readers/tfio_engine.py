@@ -22,6 +22,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from tfmec.api_export import tfmec_export
 from tfmec.data.errors import DataError
 
 #: The versions the engine works with, as the error messages name them.
@@ -32,6 +33,7 @@ _HINT = ("use the default engine (engine='pyarrow', --engine pyarrow), or an env
 _STATUS: tuple[bool, str] | None = None  # the cached probe result: (usable, reason when not)
 
 
+@tfmec_export("tfmec.data.readers.TfioUnavailableError")
 class TfioUnavailableError(ValueError):
     """``engine="tfio"`` was asked for where tensorflow-io cannot run (missing, or its kernels do not
     load on this TensorFlow). The message names the version constraint and the alternatives."""
@@ -79,6 +81,7 @@ def _probe() -> tuple[bool, str]:
     return True, ""
 
 
+@tfmec_export("tfmec.data.readers.tfio_status")
 def tfio_status(refresh: bool = False) -> tuple[bool, str]:
     """Whether the tfio engine can run here: ``(True, "")`` or ``(False, reason)``.
 

@@ -13,6 +13,7 @@ import struct
 import zlib
 from typing import Iterator, Sequence
 
+from tfmec.api_export import tfmec_export
 from tfmec.data.errors import DataError
 from tfmec.data.readers.base import (
     MAX_CELL_CHARS,
@@ -54,6 +55,7 @@ def _compression(path: str, compression: str | None) -> str:
     return compression
 
 
+@tfmec_export("tfmec.data.TFRecordReader", "tfmec.data.readers.TFRecordReader")
 class TFRecordReader(FileReader):
     """TFRecord files of ``tf.train.Example``: single-valued features, and list features.
 
