@@ -8,6 +8,8 @@ import pytest
 
 from tfmec.cli import main
 
+from conftest import FEW_SYNTHETIC_FIELDS  # tests/ is on sys.path
+
 METRIC_KEYS = {"method", "model", "test_auc", "test_logloss", "embedding_bytes", "model_bytes", "params",
                "train_seconds", "infer_samples_per_s"}
 
@@ -70,7 +72,8 @@ def test_console_script_help():
 
 def test_run_baseline_and_mec_side_by_side(tmp_path):
     out = tmp_path / "mec"
-    code = main(["run", "--data", "synthetic", "--rows", "4000", "--model", "deepfm", "--method", "none,mec,pq",
+    code = main(["run", "--data", "synthetic", "--rows", "4000", *FEW_SYNTHETIC_FIELDS, "--model", "deepfm",
+                 "--method", "none,mec,pq",
                  "--out", str(out), "--epochs", "1", "--batch-size", "512", "--codewords", "16", "--bits", "4",
                  "--stage1-epochs", "1", "--quiet", "--no-export"])
     assert code == 0
@@ -95,7 +98,8 @@ def test_run_baseline_and_mec_side_by_side(tmp_path):
 
 def test_run_afm_and_mec_afm(tmp_path):
     out = tmp_path / "afm"
-    code = main(["run", "--data", "synthetic", "--rows", "4000", "--model", "deepfm", "--method", "none,afm,mec+afm",
+    code = main(["run", "--data", "synthetic", "--rows", "4000", *FEW_SYNTHETIC_FIELDS, "--model", "deepfm",
+                 "--method", "none,afm,mec+afm",
                  "--out", str(out), "--epochs", "1", "--batch-size", "512", "--codewords", "16",
                  "--stage1-epochs", "1", "--afm-calibration-batches", "3", "--quiet", "--no-export"])
     assert code == 0

@@ -141,7 +141,9 @@ def test_afm_fine_tuning_uses_the_optimizer_flag_and_resumes_after_sigkill(tmp_p
 
     def run(name, kill_in=None):
         ckpt, out = tmp_path / f"ckpt-{name}", tmp_path / f"out-{name}"
-        argv = ["run", "--data", "synthetic", "--rows", "3000", "--model", "deepfm", "--method", "afm",
+        from conftest import FEW_SYNTHETIC_FIELDS
+
+        argv = ["run", "--data", "synthetic", "--rows", "3000", *FEW_SYNTHETIC_FIELDS, "--model", "deepfm", "--method", "afm",
                 "--optimizer", "lazy_adam", "--epochs", "1", "--afm-fine-tune-epochs", "3", "--stage2-patience", "3",
                 "--afm-calibration-batches", "2", "--batch-size", "256", "--seed", "3", "--no-export", "--quiet",
                 "--checkpoint-dir", str(ckpt), "--out", str(out)]
