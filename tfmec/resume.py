@@ -154,6 +154,16 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[0][:300]}" if lines else type(err).__name__
 
 
+def restore_checkpoint(checkpoint, path: str, what: str, fix: str) -> None:
+    """Restores ``checkpoint`` (a ``tf.train.Checkpoint``) from ``path``, every saved object matched;
+    a damaged or foreign file is a ``ValueError`` ``"<what> cannot be restored (<first line>); <fix>"``
+    instead of TensorFlow's OpError, IndexError or AssertionError."""
+    try:
+        checkpoint.restore(path).assert_existing_objects_matched()
+    except Exception as err:  # noqa: BLE001 - damaged data files raise OpError, IndexError, AssertionError...
+        raise ValueError(f"{what} cannot be restored ({_first_line(err)}); {fix}") from None
+
+
 def read_fingerprint(path: str, what: str) -> str:
     """The fingerprint string stored in the checkpoint ``path``; ``ValueError`` naming ``what`` when the
     checkpoint is damaged or was not written by tfmec (no fingerprint)."""
@@ -214,11 +224,8 @@ class TrainingBackup:
                 "another model or other settings"
             raise ValueError(f"the training checkpoint in {self.directory} was written for {what} ({difference}); "
                              "delete the folder or use another checkpoint directory")
-        try:
-            self.checkpoint.restore(path).assert_existing_objects_matched()
-        except Exception as err:  # noqa: BLE001 - damaged data files raise OpError, IndexError, AssertionError...
-            raise ValueError(f"the training checkpoint in {self.directory} cannot be restored ({_first_line(err)}); "
-                             "delete the folder or use another checkpoint directory") from None
+        restore_checkpoint(self.checkpoint, path, f"the training checkpoint in {self.directory}",
+                           "delete the folder or use another checkpoint directory")
         self.saved_fingerprint.assign(self.fingerprint)  # later saves carry this session's labels
         record = json.loads(self.record.numpy().decode("utf-8"))
         self.history = record.get("history", {})
@@ -284,5 +291,5 @@ class TrainingBackup:
         return _Backup()
 
 
-__all__ = ["TrainingBackup", "fit_fingerprint", "comparable_fingerprint", "fingerprint_difference",
-           "model_state_variables", "optimizer_variables"]
+__all__ = ["TrainingBackup", "fit_fingerprint", "comparable_fingerprint", "fingerprint_difference", "restore_checkpoint",
+           "read_fingerprint", "model_state_variables", "optimizer_variables"]

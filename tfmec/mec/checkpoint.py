@@ -134,18 +134,15 @@ class Stage1Checkpoint:
         path = self.manager.latest_checkpoint
         if path is None:
             return None
-        from tfmec.resume import _first_line, fingerprint_difference, read_fingerprint
+        from tfmec.resume import fingerprint_difference, read_fingerprint, restore_checkpoint
 
         saved = read_fingerprint(path, f"the stage-1 checkpoint in {self.folder}")
         if saved != self.fingerprint:
             raise ValueError(f"the stage-1 checkpoint in {self.folder} was written for another table or other "
                              f"settings ({_table_difference(saved, self.fingerprint, fingerprint_difference)}); "
                              "delete the folder or use another checkpoint_dir")
-        try:
-            self.checkpoint.restore(path).assert_existing_objects_matched()
-        except Exception as err:  # noqa: BLE001 - damaged data files raise OpError, IndexError, AssertionError...
-            raise ValueError(f"the stage-1 checkpoint in {self.folder} cannot be restored ({_first_line(err)}); "
-                             "delete the folder or use another checkpoint_dir") from None
+        restore_checkpoint(self.checkpoint, path, f"the stage-1 checkpoint in {self.folder}",
+                           "delete the folder or use another checkpoint_dir")
         n = int(self._history_len.numpy())
         rows = self._history.numpy()[:n]
         return LoopState(
