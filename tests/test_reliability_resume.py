@@ -126,7 +126,8 @@ def test_afm_fine_tuning_uses_the_optimizer_flag_and_resumes_after_sigkill(tmp_p
     """Issue 21: ``tfmec run --optimizer lazy_adam --checkpoint-dir D --method afm`` fine-tunes AFM's model
     with LazyAdam (the optimizer class is in the fine-tuning checkpoint's fingerprint) and, SIGKILLed
     right after the first fine-tuning epoch's checkpoint, resumes there: the rerun reports
-    ``resumed_from_epoch`` 1 and ends with the test AUC of an uninterrupted run."""
+    ``resumed_from_epoch`` 1, keeps the first epoch's record and, in Keras 3, ends with the test AUC of
+    an uninterrupted run."""
     import json
     import os
     import signal
@@ -172,7 +173,13 @@ def test_afm_fine_tuning_uses_the_optimizer_flag_and_resumes_after_sigkill(tmp_p
     assert afm_run["afm"]["settings"]["fine_tune"]["optimizer"] == "lazy_adam"
     reference = json.loads((ref_out / "metrics.json").read_text())
     (ref_afm,) = [r for r in reference["runs"] if r["method"] == "afm"]
-    assert len(mlp["history"]["loss"]) == len([e for e in ref_afm["afm"]["fine_tune"]
-                                               if e["stage"] == "mlp"][0]["history"]["loss"])
-    assert afm_run["test_auc"] == pytest.approx(ref_afm["test_auc"], abs=1e-6 if IS_LEGACY_KERAS else 1e-12)
+    ref_mlp = [e for e in ref_afm["afm"]["fine_tune"] if e["stage"] == "mlp"][0]
+    assert len(mlp["history"]["loss"]) == len(ref_mlp["history"]["loss"]) == 3
+    # epoch 1 was trained before the kill and restored from the checkpoint, not trained again
+    assert mlp["history"]["loss"][0] == ref_mlp["history"]["loss"][0]
+    if not IS_LEGACY_KERAS:
+        # Keras 3 keeps dropout's seed state in variables, which the checkpoint holds: the resumed run
+        # ends exactly where the uninterrupted one does. tf-keras's dropout keeps it inside op kernels and
+        # draws new masks after a restart (README, "Interrupted training resumes"): close, not equal.
+        assert afm_run["test_auc"] == pytest.approx(ref_afm["test_auc"], abs=1e-12)
     assert os.path.isdir(tmp_path / "ckpt-killed" / "fit" / "baseline")
