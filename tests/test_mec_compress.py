@@ -128,6 +128,28 @@ def test_fit_reports_the_contrastive_term_as_a_metric(trained, tmp_path):
     np.testing.assert_array_equal(np.asarray(small(x)), np.asarray(again(x)))
 
 
+def test_contrastive_metric_counts_a_table_inside_a_nested_sub_model():
+    """A hand-written model whose table sits in a nested functional tower: the logged contrastive_loss is
+    the term the loss really holds (it read only top-level layers and logged 0 before)."""
+    from tfmec.mec.model import MECModel
+
+    item = keras.Input(shape=(), dtype="int32", name="item")
+    inner = keras.Input(shape=(), dtype="int32")
+    tower = keras.Model(inner, keras.layers.Flatten()(keras.layers.Embedding(300, 8, name="item_table")(inner)),
+                        name="item_tower")
+    model = keras.Model({"item": item}, keras.layers.Dense(1, activation="sigmoid")(tower(item)))
+    codes = learn_codes(model, {"item_table": np.ones(300)}, num_subspaces=2, num_codewords=8, epochs=0,
+                        progress=False)
+    small = compress_embeddings(model, codes, contrastive_weight=0.05, seed=0)
+    assert isinstance(small, MECModel)
+    small.compile("adam", "binary_crossentropy")
+    rng = np.random.default_rng(0)
+    x, y = {"item": rng.integers(0, 300, 256).astype("int32")}, rng.integers(0, 2, 256).astype("float32")
+    history = small.fit(x, y, batch_size=128, epochs=1, verbose=0).history
+    assert history["contrastive_loss"][0] > 0
+    assert history["loss"][0] > 0.05 * history["contrastive_loss"][0]
+
+
 def test_head_rows_copy_the_most_frequent_rows_exactly(trained, tmp_path):
     model, codes = trained
     small = compress_embeddings(model, codes, bits=4, head_rows=0.1)

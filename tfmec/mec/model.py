@@ -37,10 +37,13 @@ class MECModel(keras.Model):
         """The unweighted contrastive terms (float32 scalars) of this step: each table layer's added
         losses (``beta * term``, one per call) divided by its ``beta`` (every layer with a contrastive
         term has ``last_contrastive_loss`` and ``contrastive_weight``: QuantizedEmbedding,
-        SharedQuantizedEmbedding, TieredEmbedding)."""
-        return [loss / layer.contrastive_weight for layer in self.layers
-                if hasattr(layer, "last_contrastive_loss") and getattr(layer, "contrastive_weight", 0) > 0
-                for loss in layer.losses]
+        SharedQuantizedEmbedding, TieredEmbedding), wherever they sit: a user's table inside a nested
+        sub-model counts as one at the top."""
+        from tfmec.graph.walk import iter_layers
+
+        return [loss / ref.layer.contrastive_weight for ref in iter_layers(self)  # nested sub-models included
+                if hasattr(ref.layer, "last_contrastive_loss") and getattr(ref.layer, "contrastive_weight", 0) > 0
+                for loss in ref.layer.losses]
 
     def compute_loss(self, *args, **kwargs):
         loss = super().compute_loss(*args, **kwargs)
