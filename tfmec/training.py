@@ -140,6 +140,8 @@ def fit_early_stopping(
     multi-worker strategy raises :class:`~tfmec.distribute.MultiWorkerKerasError` (keras issue 20585;
     use tf-keras, ``TF_USE_LEGACY_KERAS=1``)."""
     check_fit_supported(model)  # Keras 3 + multi-worker: a clear error instead of a failure inside TensorFlow
+    if int(epochs) < 1 or int(patience) < 1:
+        raise ValueError(f"fit_early_stopping: epochs and patience must be >= 1, got {epochs} and {patience}")
     callbacks = list(callbacks or [])
     stopper = EarlyStoppingOnAUC(patience=patience) if valid is not None else KeepLastEpoch()
     keep_start = bool(keep_start) and valid is not None

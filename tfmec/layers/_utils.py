@@ -12,6 +12,9 @@ import tensorflow as tf
 from tfmec.backend import IS_LEGACY_KERAS, keras
 
 
+#: The most rows a table layer takes: ids are int32 after :func:`map_out_of_range_ids`.
+MAX_ROWS = 2**31 - 1
+
 def as_shape(shape) -> tuple:
     """A shape (TensorShape, tuple or list) as a tuple of ints / None."""
     return tuple(tf.TensorShape(shape).as_list())

@@ -24,6 +24,7 @@ import tensorflow as tf
 from tfmec.api_export import tfmec_export
 from tfmec.backend import keras, register
 from tfmec.layers._utils import (
+    MAX_ROWS,
     array_initializer,
     as_shape,
     make_initializer,
@@ -33,7 +34,6 @@ from tfmec.layers._utils import (
     zero_mask,
 )
 
-_MAX_VOCAB = 2**31 - 1
 
 
 
@@ -323,7 +323,7 @@ class LowRankEmbedding(keras.layers.Layer):
         self.input_dim = int(input_dim)
         self.output_dim = int(output_dim)
         self.rank = int(rank)
-        if not 1 <= self.input_dim <= _MAX_VOCAB:
+        if not 1 <= self.input_dim <= MAX_ROWS:
             raise ValueError(f"{name}: input_dim must be in [1, 2**31), got {input_dim}")
         if self.output_dim < 1 or self.rank < 1:
             raise ValueError(f"{name}: output_dim and rank must be >= 1, got {output_dim}, {rank}")

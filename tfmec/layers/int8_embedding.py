@@ -45,10 +45,10 @@ import tensorflow as tf
 
 from tfmec.api_export import tfmec_export
 from tfmec.backend import keras, register
-from tfmec.layers._utils import array_initializer, as_shape, map_out_of_range_ids, renamed_kwargs, zero_mask
+from tfmec.layers._utils import (MAX_ROWS, array_initializer, as_shape, map_out_of_range_ids, renamed_kwargs,
+                                 zero_mask)
 from tfmec.layers.hashed_embedding import hash_buckets
 
-_MAX_VOCAB = 2**31 - 1
 INT8_MAX = 127
 INT4_MAX = 7
 INT4_OFFSET = 8  # a stored nibble is q + 8, in [1, 15]
@@ -207,7 +207,7 @@ class Int8Embedding(keras.layers.Layer):
         name = type(self).__name__
         self.input_dim = int(input_dim)
         self.output_dim = int(output_dim)
-        if not 1 <= self.input_dim <= _MAX_VOCAB:
+        if not 1 <= self.input_dim <= MAX_ROWS:
             raise ValueError(f"{name}: input_dim must be in [1, 2**31), got {input_dim}")
         if self.output_dim < 1:
             raise ValueError(f"{name}: output_dim must be >= 1, got {output_dim}")
@@ -215,7 +215,7 @@ class Int8Embedding(keras.layers.Layer):
             raise ValueError(f"{name}: bits must be 8 or 4, got {bits!r}")
         self.bits = int(bits)
         self.num_buckets = None if num_buckets is None else int(num_buckets)
-        if self.num_buckets is not None and not 1 <= self.num_buckets <= _MAX_VOCAB:
+        if self.num_buckets is not None and not 1 <= self.num_buckets <= MAX_ROWS:
             raise ValueError(f"{name}: num_buckets must be in [1, 2**31), got {num_buckets}")
         self.salt = int(salt)
         self.per_row_scale = bool(per_row_scale)

@@ -21,6 +21,7 @@ import tensorflow as tf
 from tfmec.api_export import tfmec_export
 from tfmec.backend import keras, register, tf_variable
 from tfmec.layers._utils import (
+    MAX_ROWS,
     as_shape,
     make_initializer,
     map_out_of_range_ids,
@@ -29,7 +30,6 @@ from tfmec.layers._utils import (
     zero_mask,
 )
 
-_MAX_VOCAB = 2**31 - 1
 COMBINERS = ("mul", "add")
 
 
@@ -111,11 +111,11 @@ class QREmbedding(keras.layers.Layer):
         self.input_dim = int(input_dim)
         self.output_dim = int(output_dim)
         self.num_buckets = int(num_buckets)
-        if not 1 <= self.input_dim <= _MAX_VOCAB:
+        if not 1 <= self.input_dim <= MAX_ROWS:
             raise ValueError(f"{name}: input_dim must be in [1, 2**31), got {input_dim}")
         if self.output_dim < 1:
             raise ValueError(f"{name}: output_dim must be >= 1, got {output_dim}")
-        if not 1 <= self.num_buckets <= _MAX_VOCAB:
+        if not 1 <= self.num_buckets <= MAX_ROWS:
             raise ValueError(f"{name}: num_buckets must be in [1, 2**31), got {num_buckets}")
         if combiner not in COMBINERS:
             raise ValueError(f"{name}: combiner must be one of {COMBINERS}, got {combiner!r}")

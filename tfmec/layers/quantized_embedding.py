@@ -27,10 +27,10 @@ import tensorflow as tf
 
 from tfmec.api_export import tfmec_export
 from tfmec.backend import IS_LEGACY_KERAS, keras, register
-from tfmec.layers._utils import array_initializer, as_shape, map_out_of_range_ids, renamed_kwargs, zero_mask
+from tfmec.layers._utils import (MAX_ROWS, array_initializer, as_shape, map_out_of_range_ids, renamed_kwargs,
+                                 zero_mask)
 from tfmec.layers.bitpack import check_bits, decode_packed_tf, pack_codes, packed_width, unpack_codes_tf
 
-_MAX_VOCAB = 2**31 - 1
 
 
 def _code_dtype(num_codewords: int) -> str:
@@ -314,7 +314,7 @@ class QuantizedEmbedding(ContrastiveSteps, keras.layers.Layer):
         self.num_codewords = int(num_codewords)
         self.subspace_dim = int(subspace_dim)
         name = type(self).__name__
-        if not 1 <= self.input_dim <= _MAX_VOCAB:
+        if not 1 <= self.input_dim <= MAX_ROWS:
             raise ValueError(f"{name}: input_dim must be in [1, 2**31), got {input_dim}")
         if self.num_subspaces < 1 or self.subspace_dim < 1:
             raise ValueError(

@@ -24,10 +24,8 @@ import numpy as np
 
 from tfmec.api_export import tfmec_export
 from tfmec.backend import register
-from tfmec.layers._utils import map_out_of_range_ids, same_codebooks
-from tfmec.layers.quantized_embedding import _MAX_VOCAB, QuantizedEmbedding
-
-from tfmec.layers._utils import renamed_kwargs  # noqa: E402,I001  (kept apart from the import line above)
+from tfmec.layers._utils import MAX_ROWS, map_out_of_range_ids, renamed_kwargs, same_codebooks
+from tfmec.layers.quantized_embedding import QuantizedEmbedding
 
 
 @tfmec_export("tfmec.layers.SharedQuantizedEmbedding")
@@ -74,7 +72,7 @@ class SharedQuantizedEmbedding(QuantizedEmbedding):
         sizes = [int(v) for v in input_dims]
         if not sizes or min(sizes) < 1:
             raise ValueError(f"SharedQuantizedEmbedding: input_dims must be >= 1 each, got {input_dims}")
-        if sum(sizes) > _MAX_VOCAB:
+        if sum(sizes) > MAX_ROWS:
             raise ValueError(f"SharedQuantizedEmbedding: the fields hold {sum(sizes)} ids together; at most 2**31 - 1")
         if "input_dim" in kwargs or "oov_id" in kwargs:
             raise TypeError("SharedQuantizedEmbedding takes input_dims and oov_ids (one per field), not input_dim "

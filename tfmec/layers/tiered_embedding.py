@@ -30,13 +30,13 @@ import tensorflow as tf
 
 from tfmec.api_export import tfmec_export
 from tfmec.backend import keras, register
-from tfmec.layers._utils import array_initializer, as_shape, map_out_of_range_ids, renamed_kwargs, zero_mask
+from tfmec.layers._utils import (MAX_ROWS, array_initializer, as_shape, map_out_of_range_ids, renamed_kwargs,
+                                 zero_mask)
 from tfmec.layers.bitpack import bits_needed, check_bits, pack_codes, packed_width, unpack_codes_tf
 from tfmec.layers.hashed_embedding import hash_coefficients
 from tfmec.layers.quantized_embedding import ContrastiveSteps, contrastive_loss
 
 TIER_KINDS = ("exact", "pq", "hashed")
-_MAX_VOCAB = 2**31 - 1
 
 
 @tfmec_export("tfmec.layers.Tier")
@@ -217,7 +217,7 @@ class TieredEmbedding(ContrastiveSteps, keras.layers.Layer):
         super().__init__(**kwargs)
         name = type(self).__name__
         self.input_dim, self.output_dim = int(input_dim), int(output_dim)
-        if not 1 <= self.input_dim <= _MAX_VOCAB:
+        if not 1 <= self.input_dim <= MAX_ROWS:
             raise ValueError(f"{name}: input_dim must be in [1, 2**31), got {input_dim}")
         if self.output_dim < 1:
             raise ValueError(f"{name}: output_dim must be >= 1, got {output_dim}")
